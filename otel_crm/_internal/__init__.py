@@ -1,0 +1,1 @@
+"""Private implementation of otel_crm. Nothing here is public API."""
