@@ -36,6 +36,7 @@ __all__ = [
 _log = logging.getLogger("otel_crm")
 
 DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "dev", "local"})
+_UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 
 
 class Kind(enum.Enum):
@@ -61,7 +62,7 @@ class Setting:
     maximum: float | None = None
     secret: bool = False
     # Defaults that differ under the `development` profile (deployment.environment.name).
-    development_default: Any = dataclasses.MISSING
+    development_default: Any = _UNSET
 
     def allowed(self) -> str:
         if self.kind is Kind.BOOL:
@@ -474,7 +475,7 @@ def resolve_settings(
         if setting.name in values:
             continue
         default = setting.default
-        if development and setting.development_default is not dataclasses.MISSING:
+        if development and setting.development_default is not _UNSET:
             default = setting.development_default
         values[setting.name] = dict(default) if isinstance(default, dict) else default
     strict = bool(values["strict"])
@@ -499,7 +500,7 @@ def registry_markdown() -> str:
              "|---|---|---|---|---|"]
     for s in REGISTRY:
         default = _show(s.default) if s.default not in (None, "", (), {}) else "—"
-        if s.development_default is not dataclasses.MISSING:
+        if s.development_default is not _UNSET:
             default += f" (development: {_show(s.development_default)})"
         variables = ", ".join(f"`{v}`" for v in s.env)
         lines.append(f"| `{s.name}` | {variables} | {s.allowed()} | {default} | {s.doc} |")

@@ -1,0 +1,67 @@
+"""A JSON formatter for stdout with the fields ops teams search by.
+
+Every line carries `timestamp` (ISO-8601 UTC, ms), `level`, `message`, `logger`, `service`,
+`environment`, and — when known — `correlation_id` (the trace id), `span_id`, `tenant_id`,
+`user_id` (only with capture_user_id), the request fields of the access line (`method`, `path`,
+`status_code`, `latency_ms`) and `exception_type` / `exception_message` / `stack_trace`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from typing import Any
+
+from opentelemetry import trace
+
+from otel_crm._internal.tenancy import current_tenant
+
+__all__ = ["ACCESS_FIELDS", "JsonFormatter"]
+
+ACCESS_FIELDS = ("method", "path", "status_code", "latency_ms")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, *, service: str, environment: str, capture_user_id: bool = False,
+                 scrub: Any = None):
+        super().__init__()
+        self._service = service
+        self._environment = environment
+        self._capture_user_id = capture_user_id
+        self._scrub = scrub  # Callable[[str], str] | None
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        millis = int((record.created - seconds) * 1000)
+        payload: dict[str, Any] = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z",
+            "level": record.levelname.lower(),
+            "message": self._clean(record.getMessage()),
+            "logger": record.name,
+            "service": self._service,
+            "environment": self._environment,
+        }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            payload["correlation_id"] = format(span_context.trace_id, "032x")
+            payload["span_id"] = format(span_context.span_id, "016x")
+        tenant = current_tenant()
+        if tenant is not None:
+            payload["tenant_id"] = tenant.id
+            if self._capture_user_id and tenant.user_id:
+                payload["user_id"] = tenant.user_id
+        for key in ACCESS_FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                payload[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            exc_type, exc, tb = record.exc_info
+            payload["exception_type"] = exc_type.__name__
+            payload["exception_message"] = self._clean(str(exc))
+            payload["stack_trace"] = self._clean("".join(traceback.format_exception(exc_type, exc, tb)))
+        return json.dumps(payload, default=str, ensure_ascii=False)
+
+    def _clean(self, text: str) -> str:
+        return self._scrub(text) if self._scrub is not None else text

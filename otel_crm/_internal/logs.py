@@ -1,0 +1,120 @@
+"""Logs: stdlib logging → OTLP log records (with tenant and trace ids) and JSON lines on stdout.
+
+Handlers are added to the root logger once (marked, so a second configure() or a reload adds
+none), and `logging.basicConfig()` is never called: the host app owns its logging setup.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+from opentelemetry.sdk.resources import Resource
+
+from otel_crm._internal import semconv
+from otel_crm._internal.exporters import otlp_exporter
+from otel_crm._internal.jsonlog import JsonFormatter
+from otel_crm._internal.settings import Settings
+from otel_crm._internal.tenancy import current_tenant
+
+__all__ = ["TenantLogProcessor", "create_logger_provider", "install_log_handlers", "remove_log_handlers"]
+
+_MARK = "_otel_crm_handler"
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+class TenantLogProcessor(LogRecordProcessor):
+    """Adds crm.tenant.id (and user.id when allowed) to records emitted inside a tenant context.
+
+    on_emit runs on the emitting thread, so the current context is the request's.
+    """
+
+    def __init__(self, *, capture_user_id: bool = False):
+        self._capture_user_id = capture_user_id
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        tenant = current_tenant()
+        if tenant is None:
+            return
+        attributes = log_record.log_record.attributes
+        if attributes is None:
+            return
+        attributes[semconv.CRM_TENANT_ID] = tenant.id  # type: ignore[index]
+        if self._capture_user_id and tenant.user_id:
+            attributes[semconv.USER_ID] = tenant.user_id  # type: ignore[index]
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: Any = None,
+                           downstream: LogRecordProcessor | None = None) -> LoggerProvider:
+    provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
+    # Processors run in order: tenant first, then scrubbing (mutates), then export.
+    provider.add_log_record_processor(TenantLogProcessor(capture_user_id=settings.capture_user_id))
+    exporters: list[LogRecordProcessor] = []
+    if downstream is not None:
+        exporters.append(downstream)
+    else:
+        if "otlp" in settings.logs_exporter:
+            exporters.append(BatchLogRecordProcessor(otlp_exporter(settings, "logs"),
+                                                     export_timeout_millis=settings.otlp_timeout_ms))
+        if "console" in settings.logs_exporter:
+            exporters.append(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
+    for processor in exporters:
+        if scrubber is not None:
+            from otel_crm._internal.scrubbing import ScrubbingLogProcessor
+
+            processor = ScrubbingLogProcessor(processor, scrubber)
+        provider.add_log_record_processor(processor)
+    return provider
+
+
+def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | None,
+                         *, scrubber: Any = None, root: logging.Logger | None = None) -> list[logging.Handler]:
+    """Attach otel_crm's handlers to the root logger, unless they are already there."""
+    root = root or logging.getLogger()
+    if any(getattr(h, _MARK, False) for h in root.handlers):
+        return []
+    level = _LEVELS[settings.log_level]
+    added: list[logging.Handler] = []
+    if logger_provider is not None and settings.logs_exporter != ("none",):
+        from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+        otlp_handler = LoggingHandler(level=level, logger_provider=logger_provider)
+        added.append(otlp_handler)
+    if settings.log_format != "none":
+        stream = logging.StreamHandler(sys.stdout)
+        stream.setLevel(level)
+        if settings.log_format == "json":
+            stream.setFormatter(JsonFormatter(
+                service=settings.service_name, environment=settings.environment,
+                capture_user_id=settings.capture_user_id,
+                scrub=scrubber.scrub_text if scrubber is not None else None))
+        else:
+            stream.setFormatter(logging.Formatter(
+                "%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+        added.append(stream)
+    for handler in added:
+        setattr(handler, _MARK, True)
+        root.addHandler(handler)
+    # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
+    if added and root.level == logging.WARNING and level < logging.WARNING:
+        root.setLevel(level)
+    # Our own chatter and the exporters' must never loop back into export.
+    logging.getLogger("otel_crm").propagate = True
+    return added
+
+
+def remove_log_handlers(root: logging.Logger | None = None) -> None:
+    root = root or logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _MARK, False):
+            root.removeHandler(handler)

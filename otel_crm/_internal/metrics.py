@@ -1,0 +1,71 @@
+"""Metrics: OTLP push, an optional Prometheus pull endpoint, and views with the advised buckets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+
+from otel_crm._internal import semconv
+from otel_crm._internal.exporters import otlp_exporter
+from otel_crm._internal.safety import internal_error
+from otel_crm._internal.settings import Settings
+
+__all__ = ["create_meter_provider", "semconv_views"]
+
+_log = logging.getLogger("otel_crm")
+
+
+def semconv_views() -> list[View]:
+    """Bucket boundaries (seconds) advised by the conventions, also for instrumentations that
+    do not pass the advice themselves."""
+    spec = (
+        (semconv.HTTP_SERVER_REQUEST_DURATION, semconv.HTTP_DURATION_BUCKETS),
+        (semconv.HTTP_CLIENT_REQUEST_DURATION, semconv.HTTP_DURATION_BUCKETS),
+        (semconv.DB_CLIENT_OPERATION_DURATION, semconv.DB_CLIENT_OPERATION_DURATION_BUCKETS),
+        (semconv.GEN_AI_CLIENT_OPERATION_DURATION, semconv.GEN_AI_DURATION_BUCKETS),
+        (semconv.GEN_AI_CLIENT_TOKEN_USAGE, semconv.GEN_AI_TOKEN_BUCKETS),
+    )
+    return [View(instrument_name=name,
+                 aggregation=ExplicitBucketHistogramAggregation(boundaries=[float(b) for b in buckets]))
+            for name, buckets in spec]
+
+
+def _prometheus_reader(settings: Settings) -> MetricReader | None:
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        reader = PrometheusMetricReader()
+        start_http_server(port=settings.prometheus_port, addr=settings.prometheus_host)
+        return reader
+    except Exception as exc:  # a port in use must not stop the app (e.g. a second worker)
+        internal_error("prometheus_endpoint", exc)
+        return None
+
+
+def create_meter_provider(settings: Settings, resource: Resource,
+                          extra_readers: tuple[Any, ...] = ()) -> MeterProvider:
+    readers: list[MetricReader] = list(extra_readers)
+    interval = settings.metric_export_interval_ms
+    if "otlp" in settings.metrics_exporter:
+        readers.append(PeriodicExportingMetricReader(
+            otlp_exporter(settings, "metrics"), export_interval_millis=interval,
+            export_timeout_millis=settings.otlp_timeout_ms))
+    if "console" in settings.metrics_exporter:
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(),
+                                                     export_interval_millis=interval))
+    if settings.prometheus_port:
+        reader = _prometheus_reader(settings)
+        if reader is not None:
+            readers.append(reader)
+    return MeterProvider(resource=resource, metric_readers=readers, views=semconv_views(),
+                         shutdown_on_exit=False)

@@ -1,0 +1,197 @@
+"""Tenant context: who the work is for, carried in the OpenTelemetry context and W3C baggage.
+
+The context value is the source of truth inside a process (it follows asyncio tasks and thread
+pools that copy context); baggage carries it to downstream services. Spans started inside a tenant
+context get `crm.tenant.id` from :class:`TenantSpanProcessor`; metrics get it through
+:class:`TenantLabeler`, the cardinality guard.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from opentelemetry import baggage, context
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from otel_crm._internal import semconv
+from otel_crm._internal.safety import guard
+
+__all__ = [
+    "BAGGAGE_TENANT_ID",
+    "BAGGAGE_TENANT_TIER",
+    "BAGGAGE_USER_ID",
+    "OTHER_TENANT",
+    "Tenant",
+    "TenantLabeler",
+    "TenantSpanProcessor",
+    "current_tenant",
+    "tenant_context",
+    "tenant_from_baggage",
+]
+
+BAGGAGE_TENANT_ID = "crm.tenant.id"
+BAGGAGE_TENANT_TIER = "crm.tenant.tier"
+BAGGAGE_USER_ID = "crm.user.id"
+OTHER_TENANT = "__other__"
+_TENANT_KEY = context.create_key("otel_crm.tenant")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    user_id: str | None = None
+    tier: str | None = None
+
+
+def current_tenant(ctx: Context | None = None) -> Tenant | None:
+    """The tenant of the current (or given) context, or None outside any tenant context."""
+    value = context.get_value(_TENANT_KEY, ctx)
+    return value if isinstance(value, Tenant) else None
+
+
+def tenant_from_baggage(ctx: Context | None = None) -> Tenant | None:
+    """A tenant carried in incoming W3C baggage (trust it only when the settings say so)."""
+    tenant_id = baggage.get_baggage(BAGGAGE_TENANT_ID, ctx)
+    if not tenant_id:
+        return None
+    user_id = baggage.get_baggage(BAGGAGE_USER_ID, ctx)
+    tier = baggage.get_baggage(BAGGAGE_TENANT_TIER, ctx)
+    return Tenant(str(tenant_id), str(user_id) if user_id else None, str(tier) if tier else None)
+
+
+def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
+    """A context holding `tenant` as the context value and as baggage for downstream services."""
+    ctx = context.set_value(_TENANT_KEY, tenant, ctx)
+    ctx = baggage.set_baggage(BAGGAGE_TENANT_ID, tenant.id, ctx)
+    ctx = (baggage.set_baggage(BAGGAGE_USER_ID, tenant.user_id, ctx) if tenant.user_id
+           else baggage.remove_baggage(BAGGAGE_USER_ID, ctx))
+    ctx = (baggage.set_baggage(BAGGAGE_TENANT_TIER, tenant.tier, ctx) if tenant.tier
+           else baggage.remove_baggage(BAGGAGE_TENANT_TIER, ctx))
+    return ctx
+
+
+class tenant_context:  # noqa: N801 - used like a function: `with tenant_context("acme"):`
+    """Run code on behalf of a tenant: ``with tenant_context("acme", user_id="u1"):``.
+
+    Also a decorator for sync and async functions. Nesting replaces the tenant for the inner block.
+    """
+
+    __slots__ = ("_tenant", "_tokens")
+
+    def __init__(self, tenant_id: str, *, user_id: str | None = None, tier: str | None = None):
+        self._tenant = Tenant(str(tenant_id), user_id, tier)
+        self._tokens: list[object] = []
+
+    @property
+    def tenant(self) -> Tenant:
+        return self._tenant
+
+    def __enter__(self) -> Tenant:
+        self._tokens.append(context.attach(context_with_tenant(self._tenant)))
+        return self._tenant
+
+    def __exit__(self, *exc_info: object) -> None:
+        context.detach(self._tokens.pop())  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> Tenant:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__(*exc_info)
+
+    def __call__(self, function: _F) -> _F:
+        tenant = self._tenant
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                token = context.attach(context_with_tenant(tenant))
+                try:
+                    return await function(*args, **kwargs)
+                finally:
+                    context.detach(token)
+
+            return cast(_F, async_wrapper)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            token = context.attach(context_with_tenant(tenant))
+            try:
+                return function(*args, **kwargs)
+            finally:
+                context.detach(token)
+
+        return cast(_F, wrapper)
+
+
+class TenantSpanProcessor(SpanProcessor):
+    """Puts the tenant of the span's parent context on every span as it starts."""
+
+    def __init__(self, *, capture_user_id: bool = False):
+        self._capture_user_id = capture_user_id
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        tenant = context.get_value(_TENANT_KEY, parent_context)
+        if tenant is None or not isinstance(tenant, Tenant):
+            return
+        with guard("tenancy"):
+            span.set_attribute(semconv.CRM_TENANT_ID, tenant.id)
+            if tenant.tier:
+                span.set_attribute(semconv.CRM_TENANT_TIER, tenant.tier)
+            if self._capture_user_id and tenant.user_id:
+                span.set_attribute(semconv.USER_ID, tenant.user_id)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class TenantLabeler:
+    """Cardinality guard for `crm.tenant.id` on metrics.
+
+    Allow-listed tenants always keep their name; otherwise the first `limit` distinct tenants seen
+    per metric keep theirs and the rest are recorded as ``__other__``, each overflow counted.
+    """
+
+    def __init__(self, limit: int, allowlist: Iterable[str] = (),
+                 on_overflow: Callable[[str], None] | None = None):
+        self._limit = limit
+        self._allow = frozenset(allowlist)
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self._on_overflow = on_overflow
+
+    def label(self, metric: str, tenant_id: str | None) -> str | None:
+        if tenant_id is None:
+            return None
+        if tenant_id in self._allow:
+            return tenant_id
+        seen = self._seen.get(metric)
+        if seen is not None and tenant_id in seen:  # the hot path takes no lock
+            return tenant_id
+        with self._lock:
+            seen = self._seen.setdefault(metric, set())
+            if tenant_id in seen:
+                return tenant_id
+            if len(seen) < self._limit:
+                seen.add(tenant_id)
+                return tenant_id
+        if self._on_overflow is not None:
+            self._on_overflow(metric)
+        return OTHER_TENANT
+
+    def reset(self) -> None:
+        with self._lock:
+            self._seen.clear()

@@ -1,0 +1,130 @@
+"""Traces: tenant attribution on start, RED metrics and tail sampling on end, then batch export.
+
+    span start ─ TenantSpanProcessor (crm.tenant.id from context)
+    span end ─┬─ RedMetricsProcessor (100% of entry spans, before sampling)
+              └─ TailSamplingProcessor ─ kept spans ─ CountingBatchSpanProcessor
+                                                         └─ ScrubbingSpanExporter ─ OTLP (export thread)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import (
+    ReadableSpan,
+    SpanProcessor,
+    SynchronousMultiSpanProcessor,
+    TracerProvider,
+)
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+
+from otel_crm._internal import semconv
+from otel_crm._internal.exporters import otlp_exporter
+from otel_crm._internal.red import RedMetricsProcessor
+from otel_crm._internal.settings import Settings
+from otel_crm._internal.tenancy import TenantSpanProcessor
+
+__all__ = ["CountingBatchSpanProcessor", "create_tracer_provider", "head_sampler"]
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A BatchSpanProcessor that counts the spans it drops when its queue is full.
+
+    The SDK's processor logs a warning for every dropped span (log spam during an outage) and
+    drops silently otherwise; we drop the newest span ourselves, count it, and log nothing.
+    """
+
+    def __init__(self, exporter: SpanExporter, *, meter: Meter | None = None, **kwargs: Any):
+        super().__init__(exporter, **kwargs)
+        self._dropped = (meter.create_counter(
+            semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
+            description="Telemetry otel_crm dropped instead of blocking the app.")
+            if meter is not None else None)
+        inner = getattr(self, "_batch_processor", None)
+        self._queue = getattr(inner, "_queue", None)
+        self._capacity = getattr(inner, "_max_queue_size", None)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if queue is not None and len(queue) >= (self._capacity or 0):
+            if self._dropped is not None:
+                self._dropped.add(1, {semconv.CRM_SIGNAL: "traces",
+                                      semconv.CRM_DROP_REASON: "queue_full"})
+            return
+        super().on_end(span)
+
+
+def head_sampler(settings: Settings) -> Sampler:
+    if settings.sampling_mode == "head":
+        return ParentBased(TraceIdRatioBased(settings.sampling_ratio))
+    return ALWAYS_ON
+
+
+def _export_chain(settings: Settings, meter: Meter | None, scrubber: Any) -> SpanProcessor | None:
+    processors: list[SpanProcessor] = []
+    if "otlp" in settings.traces_exporter:
+        exporter: SpanExporter = otlp_exporter(settings, "traces")
+        if scrubber is not None:
+            from otel_crm._internal.scrubbing import ScrubbingSpanExporter
+
+            exporter = ScrubbingSpanExporter(exporter, scrubber)
+        processors.append(CountingBatchSpanProcessor(
+            exporter, meter=meter,
+            max_queue_size=settings.bsp_max_queue_size,
+            schedule_delay_millis=settings.bsp_schedule_delay_ms,
+            max_export_batch_size=min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
+            export_timeout_millis=settings.otlp_timeout_ms))
+    if "console" in settings.traces_exporter or settings.console_export:
+        console: SpanExporter = ConsoleSpanExporter()
+        if scrubber is not None:
+            from otel_crm._internal.scrubbing import ScrubbingSpanExporter
+
+            console = ScrubbingSpanExporter(console, scrubber)
+        processors.append(SimpleSpanProcessor(console))
+    if not processors:
+        return None
+    if len(processors) == 1:
+        return processors[0]
+    fanout = SynchronousMultiSpanProcessor()
+    for processor in processors:
+        fanout.add_span_processor(processor)
+    return fanout
+
+
+def sampling_processor(settings: Settings, downstream: SpanProcessor, meter: Meter | None) -> SpanProcessor:
+    """Put the in-process tail sampler in front of `downstream` when the mode asks for it."""
+    if settings.sampling_mode != "tail":
+        return downstream
+    from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
+
+    policy = SamplingPolicy(ratio=settings.sampling_ratio, slow_seconds=settings.sampling_slow_seconds,
+                            keep_all=settings.profile == "development")
+    return TailSamplingProcessor(
+        downstream, policy,
+        max_traces=settings.sampling_max_traces,
+        max_spans_per_trace=settings.sampling_max_spans_per_trace,
+        max_spans=settings.sampling_max_spans,
+        max_trace_age_s=settings.sampling_max_trace_age_seconds,
+        meter=meter)
+
+
+def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Meter | None = None,
+                           tenant_label: Any = None, scrubber: Any = None,
+                           downstream: SpanProcessor | None = None) -> TracerProvider:
+    """Build the tracer provider. `downstream` replaces the export chain (used by otel_crm.testing)."""
+    provider = TracerProvider(resource=resource, sampler=head_sampler(settings), shutdown_on_exit=False)
+    provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id))
+    if meter is not None:
+        provider.add_span_processor(RedMetricsProcessor(meter, tenant_label or (lambda _m, t: t)))
+    chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber)
+    if chain is not None:
+        provider.add_span_processor(sampling_processor(settings, chain, meter))
+    return provider

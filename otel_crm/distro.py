@@ -1,0 +1,37 @@
+"""`opentelemetry-instrument` entry point (group `opentelemetry_distro`): environment defaults and
+per-instrumentation options. Telemetry itself is set up by :mod:`otel_crm.configurator`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro
+
+__all__ = ["ENV_DEFAULTS", "CrmDistro"]
+
+# Defaults only: a value the user set always wins.
+ENV_DEFAULTS = {
+    # Stable HTTP/DB conventions: seconds, http.route, db.system.name.
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http,database",
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "otlp",
+    "OTEL_LOGS_EXPORTER": "otlp",
+}
+
+
+class CrmDistro(BaseDistro):  # type: ignore[misc]
+    def _configure(self, **kwargs: Any) -> None:
+        for key, value in ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name == "requests":
+            from otel_crm._internal.propagation import requests_request_hook
+
+            kwargs.setdefault("request_hook", requests_request_hook)
+        elif entry_point.name == "httpx":
+            from otel_crm._internal.propagation import httpx_request_hook
+
+            kwargs.setdefault("request_hook", httpx_request_hook)
+        super().load_instrumentor(entry_point, **kwargs)
