@@ -1,0 +1,123 @@
+"""A small CRM API: leads CRUD on SQLite through SQLAlchemy, an outbound enrichment call.
+
+Run it under the distro, no code changes needed:
+
+    opentelemetry-instrument python examples/flask_crm/app.py
+
+Environment: CRM_PORT (default 5000), CRM_DB_URL (default: an in-memory SQLite database),
+CRM_SERVICES_URL (default: local stand-in services started by the app on a free port).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import requests
+from flask import Flask, abort, jsonify, request
+from sqlalchemy import String, create_engine, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import StaticPool
+
+try:  # run as a script or as a package module
+    from local_services import start_local_services
+except ImportError:  # pragma: no cover
+    from examples.flask_crm.local_services import start_local_services
+
+log = logging.getLogger("crm")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(200))
+    company: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(40), default="new")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "email": self.email, "company": self.company,
+                "status": self.status}
+
+
+def create_app(db_url: str | None = None, services_url: str | None = None) -> Flask:
+    db_url = db_url or os.environ.get("CRM_DB_URL", "sqlite://")
+    engine = create_engine(db_url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    Base.metadata.create_all(engine)
+    if services_url is None:
+        services_url = os.environ.get("CRM_SERVICES_URL")
+    if not services_url:
+        server = start_local_services()
+        services_url = f"http://127.0.0.1:{server.server_address[1]}"
+    app = Flask("flask_crm")
+    http = requests.Session()
+
+    @app.get("/health")
+    def health() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/leads")
+    def list_leads() -> Any:
+        with Session(engine) as session:
+            leads = session.scalars(select(Lead).order_by(Lead.id).limit(100)).all()
+            return jsonify([lead.to_dict() for lead in leads])
+
+    @app.post("/leads")
+    def create_lead() -> Any:
+        body = request.get_json(force=True, silent=True) or {}
+        if not body.get("name") or not body.get("email"):
+            abort(400, "name and email are required")
+        with Session(engine) as session:
+            lead = Lead(name=body["name"], email=body["email"], company=body.get("company", ""))
+            session.add(lead)
+            session.commit()
+            log.info("lead created", extra={"lead_id": lead.id})
+            return lead.to_dict(), 201
+
+    @app.get("/leads/<int:lead_id>")
+    def get_lead(lead_id: int) -> Any:
+        with Session(engine) as session:
+            lead = session.get(Lead, lead_id)
+            if lead is None:
+                abort(404)
+            return lead.to_dict()
+
+    @app.post("/leads/<int:lead_id>/enrich")
+    def enrich_lead(lead_id: int) -> Any:
+        with Session(engine) as session:
+            lead = session.get(Lead, lead_id)
+            if lead is None:
+                abort(404)
+            response = http.get(f"{services_url}/enrich", params={"company": lead.company}, timeout=5)
+            response.raise_for_status()
+            data = response.json()
+            lead.status = "enriched"
+            session.commit()
+            log.info("lead enriched", extra={"lead_id": lead_id})
+            return {"lead": lead.to_dict(), "enrichment": data}
+
+    @app.get("/ok")
+    def ok() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/fail")
+    def fail() -> Any:
+        raise RuntimeError("the CRM backend failed on purpose")
+
+    @app.get("/slow")
+    def slow() -> Any:
+        time.sleep(float(request.args.get("seconds", "2.1")))
+        return {"status": "slow"}
+
+    return app
+
+
+if __name__ == "__main__":
+    port = int(os.environ.get("CRM_PORT", "5000"))
+    create_app().run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
