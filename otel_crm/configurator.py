@@ -7,6 +7,9 @@ opens tenant contexts around Flask and Django apps.
 from __future__ import annotations
 
 import importlib.util
+import logging
+import os
+import sys
 from typing import Any
 
 from opentelemetry.sdk._configuration import _BaseConfigurator
@@ -21,13 +24,34 @@ def _installed(module: str) -> bool:
         return False
 
 
+class _SkippedConfiguratorFilter(logging.Filter):
+    """Upstream warns about every other configurator it skipped; once ours won, that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("Configuration of %s not loaded")
+                    and "otel_crm" in tuple(map(str, record.args or ())))
+
+
 class CrmConfigurator(_BaseConfigurator):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         from otel_crm._internal.config import configure
         from otel_crm._internal.safety import guard
         from otel_crm._internal.web import patch_frameworks
 
-        runtime = configure()
+        from otel_crm._internal.settings import SettingsError
+
+        logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load").addFilter(
+            _SkippedConfiguratorFilter())
+        try:
+            runtime = configure()
+        except SettingsError as exc:
+            # opentelemetry-instrument swallows exceptions from configurators and starts the app
+            # anyway; strict mode means "do not run with bad settings", so stop the process here.
+            # (SystemExit would surface as a "Fatal Python error" from site.py, so exit directly.)
+            sys.stderr.write(f"otel_crm: OTEL_CRM_STRICT=true and the settings are invalid, not starting: "
+                             f"{exc}\n")
+            sys.stderr.flush()
+            os._exit(2)
         if runtime.settings.disabled:
             return
         with guard("patch_frameworks"):

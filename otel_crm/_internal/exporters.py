@@ -1,4 +1,4 @@
-"""OTLP exporters for the three signals, configured from settings (never from os.environ)."""
+"""OTLP exporters for the three signals, configured from settings, never from the process environment."""
 
 from __future__ import annotations
 

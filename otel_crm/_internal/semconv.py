@@ -94,6 +94,7 @@ CRM_TENANT_TIER: Final = "crm.tenant.tier"
 CRM_OPERATION_NAME: Final = "crm.operation.name"
 CRM_SAMPLING_REASON: Final = "crm.sampling.reason"
 CRM_SAMPLING_WEIGHT: Final = "crm.sampling.weight"
+CRM_SAMPLING_DECISION: Final = "crm.sampling.decision"
 CRM_WORKFLOW_NAME: Final = "crm.workflow.name"
 CRM_WORKFLOW_EXECUTION_ID: Final = "crm.workflow.execution_id"
 CRM_WORKFLOW_TRIGGER: Final = "crm.workflow.trigger"
@@ -143,6 +144,7 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_OPERATION_NAME: ("RED metrics", "Entry span's operation: `{method} {route}` or the job's span name."),
     CRM_SAMPLING_REASON: ("kept spans", "Why the tail sampler kept the trace: error, slow, ratio, all, forced."),
     CRM_SAMPLING_WEIGHT: ("kept spans", "How many traces this one stands for (1/ratio for a ratio keep)."),
+    CRM_SAMPLING_DECISION: ("crm.sampler.spans", "kept or dropped."),
     CRM_WORKFLOW_NAME: ("workflow spans, metrics", "Workflow name."),
     CRM_WORKFLOW_EXECUTION_ID: ("workflow spans only", "One run's id (never on metrics)."),
     CRM_WORKFLOW_TRIGGER: ("workflow spans", "What started the run (api, schedule, webhook…)."),

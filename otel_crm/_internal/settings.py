@@ -236,9 +236,9 @@ class SettingProblem:
     allowed: str
     default: Any
 
-    def message(self) -> str:
-        return (f"otel_crm: invalid {self.variable}={self.value!r}: expected {self.allowed}; "
-                f"using the default {_show(self.default)}")
+    def message(self, *, strict: bool = False) -> str:
+        text = f"otel_crm: invalid {self.variable}={self.value!r}: expected {self.allowed}"
+        return text if strict else f"{text}; using the default {_show(self.default)}"
 
 
 def _show(value: Any) -> str:
@@ -254,7 +254,7 @@ class SettingsError(ValueError):
 
     def __init__(self, problems: list[SettingProblem]):
         self.problems = problems
-        super().__init__("; ".join(p.message() for p in problems))
+        super().__init__("; ".join(p.message(strict=True) for p in problems))
 
 
 @dataclass(frozen=True)

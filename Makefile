@@ -1,0 +1,59 @@
+# otel_crm — the targets humans and CI share. `make test` is what .ci/run calls.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export OTEL_CRM_CACHE ?= $(HOME)/.cache/otel-crm
+export PATH := $(PATH):/usr/local/go/bin
+PYTEST_FLAGS ?= -q
+
+# Collector, Jaeger, telemetrygen, promtool, stack: build/run targets for the collector side.
+include mk/collector.mk
+
+.PHONY: help venv lint types unit integration e2e test demo bench clean settings-table
+
+help:
+	@echo "make test      lint, types, unit, integration and e2e tests (builds what they need)"
+	@echo "make demo      collector + Jaeger + the Flask example with traffic; prints where to look"
+	@echo "make bench     benchmarks -> docs/performance.md"
+	@echo "make stack / stack-down / collector / jaeger / alerts-test"
+
+# The venv is rebuilt only when the dependency spec changes.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[flask,django,sqlalchemy,requests,test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check otel_crm tests examples bench
+
+types: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/unit
+
+integration: venv collector
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/integration
+
+e2e: venv collector jaeger
+	$(PY) -m pytest $(PYTEST_FLAGS) tests/e2e
+
+test: lint types unit integration e2e alerts-test validate-configs
+
+settings-table: venv
+	$(PY) -m otel_crm.cli settings --markdown
+
+bench: venv
+	$(PY) bench/run_all.py
+
+demo: venv
+	bash scripts/demo.sh
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache

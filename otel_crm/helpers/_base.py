@@ -1,0 +1,298 @@
+"""The one mechanism every business helper shares.
+
+A helper call (``workflow("x")``, ``connector_operation("hubspot", "sync")``…) returns an
+:class:`Instrumented` object that works as a sync or async context manager and as a decorator for
+sync and async functions. Each execution is an :class:`Operation`: it starts the span, makes it
+current, times the user's code, marks failures (status ERROR, ``error.type``, exception event),
+ends the span and records the helper's metrics. Subclasses only say *what* to record.
+
+Rules kept here once for all helpers:
+
+- The user's exception propagates unchanged (same object, same traceback): context managers never
+  suppress, decorators use a bare ``raise``.
+- Instrumentation failures never reach business code: they go through ``safety.guard`` (which
+  re-raises under pytest by design). Only our code is guarded, never the user's.
+- Metrics are exact: they are recorded whether or not the span is sampled; span attribute work
+  that only serves the span is skipped when ``span.is_recording()`` is false.
+- ``crm.tenant.id`` on metrics always goes through ``Runtime.tenant_label`` (cardinality guard).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from otel_crm._internal import semconv, state
+from otel_crm._internal.safety import guard
+from otel_crm._internal.tenancy import current_tenant
+
+__all__ = [
+    "FAILURE",
+    "SUCCESS",
+    "Instrumented",
+    "Operation",
+    "error_type",
+    "function_name",
+    "internal",
+    "metric_attributes",
+]
+
+SUCCESS = "success"
+FAILURE = "failure"
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_Op = TypeVar("_Op", bound="Operation")
+Attributes = dict[str, Any]
+
+
+def internal(component: str, exc: Exception) -> None:
+    """Hand an instrumentation failure to the safety net (counted, logged once; raised under pytest)."""
+    with guard(component):
+        raise exc
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` of an exception: its canonical (module-qualified) class name.
+
+    Same spelling as the SDK's ``exception.type`` on the exception event, so both join:
+    ``requests.exceptions.Timeout``, ``myapp.errors.QuotaExceeded``; builtins stay bare
+    (``ValueError``, ``TimeoutError``).
+    """
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if not module or module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def function_name(function: Callable[..., Any]) -> str:
+    """``code.function.name``: the fully-qualified name, e.g. ``app.sync.HubSpot.pull``."""
+    qualname = getattr(function, "__qualname__", None) or getattr(function, "__name__", repr(function))
+    module = getattr(function, "__module__", None)
+    return f"{module}.{qualname}" if module else str(qualname)
+
+
+def metric_attributes(runtime: state.Runtime, metric: str, base: Attributes, tenant_id: str | None,
+                      *, error: str | None = None, outcome_key: str | None = None) -> Attributes:
+    """``base`` plus outcome, ``error.type`` and the guarded tenant label for one metric."""
+    attributes = dict(base)
+    if outcome_key is not None:
+        attributes[outcome_key] = FAILURE if error is not None else SUCCESS
+    if error is not None:
+        attributes[semconv.ERROR_TYPE] = error
+    if tenant_id is not None:
+        label = runtime.tenant_label(metric, tenant_id)
+        if label is not None:
+            attributes[semconv.CRM_TENANT_ID] = label
+    return attributes
+
+
+class Operation:
+    """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns."""
+
+    __slots__ = ("_runtime", "_span", "_t0", "_tenant_id", "_token")
+
+    component: ClassVar[str] = "helpers"
+
+    def __init__(self) -> None:
+        self._span: trace.Span | None = None
+        self._token: object | None = None
+        self._runtime: state.Runtime | None = None
+        self._tenant_id: str | None = None
+        self._t0 = 0.0
+
+    # --- what subclasses describe -----------------------------------------------------------------
+    def _span_name(self) -> str:
+        raise NotImplementedError
+
+    def _span_kind(self) -> SpanKind:
+        return SpanKind.INTERNAL
+
+    def _start_attributes(self) -> Attributes:
+        """Attributes known at start (given to the sampler too)."""
+        return {}
+
+    def _started(self, span: trace.Span) -> None:
+        """After the span is current; only called when it is recording."""
+
+    def _ending(self, span: trace.Span) -> None:
+        """Before the span ends; only called when it is recording."""
+
+    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+        """Record the helper's metrics (always, sampled or not)."""
+
+    def _on_result(self, result: Any) -> None:
+        """Decorator form: the wrapped function's return value (success only)."""
+
+    def _entered(self) -> None:
+        """Bookkeeping at start that must happen even when the span is not recording."""
+
+    def _exited(self) -> None:
+        """Undo :meth:`_entered`."""
+
+    # --- the shared lifecycle ---------------------------------------------------------------------
+    @property
+    def span(self) -> trace.Span:
+        """The operation's span (a non-recording one when unsampled or not started)."""
+        return self._span if self._span is not None else trace.INVALID_SPAN
+
+    def _begin(self) -> None:
+        try:
+            runtime = self._runtime = state.current()
+            tenant = current_tenant()
+            self._tenant_id = tenant.id if tenant is not None else None
+            tracer = runtime.cached("otel_crm.helpers.tracer", runtime.tracer)
+            span = self._span = tracer.start_span(self._span_name(), kind=self._span_kind(),
+                                                  attributes=self._start_attributes())
+            self._token = context.attach(trace.set_span_in_context(span))
+            self._entered()
+            if span.is_recording():
+                self._started(span)
+        except Exception as exc:
+            internal(self.component, exc)
+        finally:
+            self._t0 = perf_counter()
+
+    def _finish(self, exc: BaseException | None) -> None:
+        duration = perf_counter() - self._t0
+        try:
+            error = error_type(exc) if exc is not None else None
+            span = self._span
+            try:
+                if span is not None:
+                    if span.is_recording():
+                        if exc is not None:
+                            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                            span.set_attribute(semconv.ERROR_TYPE, cast(str, error))
+                            span.record_exception(exc, escaped=True)
+                        self._ending(span)
+                    span.end()
+            finally:
+                self._exited()
+                if self._token is not None:
+                    context.detach(self._token)  # type: ignore[arg-type]
+                    self._token = None
+            if self._runtime is not None:
+                self._record(self._runtime, duration, error)
+        except Exception as internal_exc:
+            internal(self.component, internal_exc)
+
+
+class Instrumented(Generic[_Op]):
+    """What a helper call returns: a sync/async context manager and a sync/async decorator.
+
+    Subclasses implement :meth:`_operation` (a fresh :class:`Operation` per execution); the
+    decorator form also gets the call's positional arguments (connectors read ``self`` there).
+    """
+
+    __slots__ = ("_active", "_by_function")
+
+    def __init__(self) -> None:
+        self._active: list[_Op] = []  # a stack, so one object can be re-entered
+        self._by_function: dict[tuple[int, str], Attributes] = {}
+
+    def _with_function(self, attributes: Attributes, code_function: str | None) -> Attributes:
+        """`attributes` plus ``code.function.name`` for the decorator form (built once per function)."""
+        if code_function is None:
+            return attributes
+        key = (id(attributes), code_function)
+        cached = self._by_function.get(key)
+        if cached is None:
+            cached = self._by_function[key] = {**attributes, semconv.CODE_FUNCTION_NAME: code_function}
+        return cached
+
+    def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> _Op:
+        raise NotImplementedError
+
+    def _new(self, args: tuple[Any, ...] | None, code_function: str | None) -> _Op | None:
+        try:
+            operation = self._operation(args, code_function)
+        except Exception as exc:
+            internal(Operation.component, exc)
+            return None
+        operation._begin()
+        return operation
+
+    # --- context manager --------------------------------------------------------------------------
+    def __enter__(self) -> _Op:
+        operation = self._new(None, None)
+        if operation is None:  # only when instrumentation failed and was swallowed
+            operation = cast(_Op, _NULL_OPERATION)
+        self._active.append(operation)
+        return operation
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        operation = self._active.pop()
+        if operation is not _NULL_OPERATION:
+            operation._finish(exc)
+
+    async def __aenter__(self) -> _Op:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # --- decorator --------------------------------------------------------------------------------
+    def __call__(self, function: _F) -> _F:
+        code_function = function_name(function)
+        new = self._new
+
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                operation = new(args, code_function)
+                if operation is None:
+                    return await function(*args, **kwargs)
+                try:
+                    result = await function(*args, **kwargs)
+                except BaseException as exc:
+                    operation._finish(exc)
+                    raise
+                _succeed(operation, result)
+                return result
+
+            return cast(_F, async_wrapper)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            operation = new(args, code_function)
+            if operation is None:
+                return function(*args, **kwargs)
+            try:
+                result = function(*args, **kwargs)
+            except BaseException as exc:
+                operation._finish(exc)
+                raise
+            _succeed(operation, result)
+            return result
+
+        return cast(_F, wrapper)
+
+
+def _succeed(operation: Operation, result: Any) -> None:
+    try:
+        operation._on_result(result)
+    except Exception as exc:
+        internal(operation.component, exc)
+    operation._finish(None)
+
+
+class _NullOperation(Operation):
+    """Stand-in handle when starting the real one failed (non-pytest): every method is a no-op."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return _noop
+
+
+def _noop(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+_NULL_OPERATION = _NullOperation()

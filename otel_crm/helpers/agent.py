@@ -1,0 +1,249 @@
+"""LLM calls and AI agents, per the OpenTelemetry GenAI conventions, plus their cost.
+
+- ``agent_invocation("openai", "gpt-4o")``: CLIENT span ``chat gpt-4o`` (``{operation} {model}``).
+- ``agent_invocation("openai", "gpt-4o", agent_name="researcher")``: an in-process agent, INTERNAL
+  span ``invoke_agent researcher`` (operation ``invoke_agent``) with ``gen_ai.agent.name``/``.id``.
+
+Metrics: ``gen_ai.client.operation.duration`` (s; ``error.type`` on failure) and
+``gen_ai.client.token.usage`` ({token}; ``gen_ai.token.type`` input/output), by
+``gen_ai.operation.name``, ``gen_ai.provider.name``, ``gen_ai.request.model``,
+``gen_ai.response.model``; and ``crm.gen_ai.cost`` ({USD}), by the same plus
+``crm.gen_ai.cost.currency``. All carry the guarded ``crm.tenant.id``. Cost comes from
+:mod:`otel_crm.helpers.pricing`; a model without a price gets no cost (not zero).
+
+Message content is recorded only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is
+true, scrubbed, as JSON in ``gen_ai.input.messages`` / ``gen_ai.output.messages``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from otel_crm._internal import semconv, state
+from otel_crm.helpers._base import Attributes, Instrumented, Operation, internal, metric_attributes
+from otel_crm.helpers.pricing import CURRENCY, PriceTable, load_price_table
+
+__all__ = ["AgentInvocation", "AgentInvocationRun", "agent_invocation"]
+
+INVOKE_AGENT: Final = "invoke_agent"
+CHAT: Final = "chat"
+_MAX_DEPTH = 16
+
+
+class _Instruments:
+    __slots__ = ("cost", "duration", "tokens")
+
+    def __init__(self, runtime: state.Runtime) -> None:
+        meter = runtime.meter()
+        self.duration = meter.create_histogram(
+            semconv.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_DURATION_BUCKETS))
+        self.tokens = meter.create_histogram(
+            semconv.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of tokens used.",
+            explicit_bucket_boundaries_advisory=list(semconv.GEN_AI_TOKEN_BUCKETS))
+        self.cost = meter.create_counter(
+            semconv.CRM_GEN_AI_COST, unit="{USD}",
+            description="Cost of GenAI calls from the price table (defaults, check your contract).")
+
+
+def _instruments(runtime: state.Runtime) -> _Instruments:
+    return runtime.cached("otel_crm.helpers.agent", lambda: _Instruments(runtime))
+
+
+def _prices(runtime: state.Runtime) -> PriceTable:
+    return runtime.cached("otel_crm.helpers.pricing",
+                          lambda: load_price_table(runtime.settings.pricing_file))
+
+
+class AgentInvocationRun(Operation):
+    """One LLM call or agent run; the handle of ``with agent_invocation(...) as call``."""
+
+    __slots__ = ("_input_tokens", "_kind", "_metric_base", "_name", "_output_tokens", "_provider",
+                 "_request_model", "_response_model", "_start")
+    component = "helpers.agent"
+
+    def __init__(self, name: str, kind: SpanKind, start: Attributes, metric_base: Attributes, *,
+                 provider: str, request_model: str) -> None:
+        super().__init__()
+        self._name = name
+        self._kind = kind
+        self._start = start
+        self._metric_base = metric_base
+        self._provider = provider
+        self._request_model = request_model
+        self._response_model: str | None = None
+        self._input_tokens: int | None = None
+        self._output_tokens: int | None = None
+
+    def record_usage(self, input_tokens: int, output_tokens: int, *,
+                     response_model: str | None = None) -> None:
+        """Tokens used; called several times (an agent's several LLM calls), they add up."""
+        self._input_tokens = (self._input_tokens or 0) + int(input_tokens)
+        self._output_tokens = (self._output_tokens or 0) + int(output_tokens)
+        if response_model:
+            self._response_model = response_model
+
+    def record_messages(self, input_messages: Any = None, output_messages: Any = None) -> None:
+        """Prompt and completion, recorded only when message capture is enabled, then scrubbed.
+
+        Accepts a string, a list of strings, or chat messages (``{"role", "content"}`` dicts, or
+        dicts already in the GenAI ``{"role", "parts"}`` shape).
+        """
+        try:
+            span = self._span
+            runtime = self._runtime
+            if (span is None or runtime is None or not runtime.settings.capture_message_content
+                    or not span.is_recording()):
+                return
+            scrub = getattr(runtime.scrubber, "scrub_text", None)
+            if input_messages is not None:
+                span.set_attribute(semconv.GEN_AI_INPUT_MESSAGES,
+                                   _serialise(input_messages, "user", scrub))
+            if output_messages is not None:
+                span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES,
+                                   _serialise(output_messages, "assistant", scrub))
+        except Exception as exc:
+            internal(self.component, exc)
+
+    @property
+    def input_tokens(self) -> int | None:
+        return self._input_tokens
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self._output_tokens
+
+    def _span_name(self) -> str:
+        return self._name
+
+    def _span_kind(self) -> SpanKind:
+        return self._kind
+
+    def _start_attributes(self) -> Attributes:
+        return self._start
+
+    def _cost(self, runtime: state.Runtime) -> float | None:
+        if self._input_tokens is None:
+            return None
+        model = self._response_model or self._request_model
+        cost = _prices(runtime).cost(self._provider, model, self._input_tokens, self._output_tokens or 0)
+        if cost is None and self._response_model:
+            cost = _prices(runtime).cost(self._provider, self._request_model, self._input_tokens,
+                                         self._output_tokens or 0)
+        return cost
+
+    def _ending(self, span: trace.Span) -> None:
+        if self._response_model is not None:
+            span.set_attribute(semconv.GEN_AI_RESPONSE_MODEL, self._response_model)
+        if self._input_tokens is not None:
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, self._input_tokens)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, self._output_tokens or 0)
+            if self._runtime is not None:
+                cost = self._cost(self._runtime)
+                if cost is not None:
+                    span.set_attribute(semconv.CRM_GEN_AI_COST_AMOUNT, cost)
+                    span.set_attribute(semconv.CRM_GEN_AI_COST_CURRENCY, CURRENCY)
+
+    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+        instruments = _instruments(runtime)
+        base, tenant = self._metric_base, self._tenant_id
+        if self._response_model is not None:
+            base = {**base, semconv.GEN_AI_RESPONSE_MODEL: self._response_model}
+        instruments.duration.record(duration, metric_attributes(
+            runtime, semconv.GEN_AI_CLIENT_OPERATION_DURATION, base, tenant, error=error))
+        if self._input_tokens is None:
+            return
+        tokens = metric_attributes(runtime, semconv.GEN_AI_CLIENT_TOKEN_USAGE, base, tenant)
+        instruments.tokens.record(self._input_tokens, {**tokens, semconv.GEN_AI_TOKEN_TYPE: "input"})
+        instruments.tokens.record(self._output_tokens or 0, {**tokens, semconv.GEN_AI_TOKEN_TYPE: "output"})
+        cost = self._cost(runtime)
+        if cost is not None:
+            attributes = metric_attributes(runtime, semconv.CRM_GEN_AI_COST, base, tenant)
+            attributes[semconv.CRM_GEN_AI_COST_CURRENCY] = CURRENCY
+            instruments.cost.add(cost, attributes)
+
+
+class AgentInvocation(Instrumented[AgentInvocationRun]):
+    """Returned by :func:`agent_invocation`."""
+
+    __slots__ = ("_kind", "_metric_base", "_name", "_provider", "_request_model", "_start")
+
+    def __init__(self, provider: str, model: str, operation: str | None, agent_name: str | None,
+                 agent_id: str | None) -> None:
+        super().__init__()
+        if operation is None:
+            operation = INVOKE_AGENT if agent_name else CHAT
+        if operation == INVOKE_AGENT:
+            self._name = f"{INVOKE_AGENT} {agent_name}" if agent_name else INVOKE_AGENT
+            self._kind = SpanKind.INTERNAL  # an in-process agent
+        else:
+            self._name = f"{operation} {model}"
+            self._kind = SpanKind.CLIENT
+        self._provider = provider
+        self._request_model = model
+        self._metric_base: Attributes = {
+            semconv.GEN_AI_OPERATION_NAME: operation,
+            semconv.GEN_AI_PROVIDER_NAME: provider,
+            semconv.GEN_AI_REQUEST_MODEL: model,
+        }
+        start = dict(self._metric_base)
+        if agent_name:
+            start[semconv.GEN_AI_AGENT_NAME] = agent_name
+        if agent_id:
+            start[semconv.GEN_AI_AGENT_ID] = agent_id
+        self._start = start
+
+    def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> AgentInvocationRun:
+        start = self._with_function(self._start, code_function)
+        return AgentInvocationRun(self._name, self._kind, start, self._metric_base,
+                                  provider=self._provider, request_model=self._request_model)
+
+
+def agent_invocation(provider: str, model: str, *, operation: str | None = None,
+                     agent_name: str | None = None, agent_id: str | None = None) -> AgentInvocation:
+    """Trace one LLM call (``operation`` defaults to ``chat``) or, with ``agent_name``, one run of an
+    in-process agent (``invoke_agent``). ``provider`` is the ``gen_ai.provider.name`` value:
+    ``openai``, ``anthropic``, ``perplexity``, ``aws.bedrock``…
+
+    ``with agent_invocation("openai", "gpt-4o") as call:`` … ``call.record_usage(812, 95,
+    response_model=resp.model)``. Also ``async with`` and a decorator (then use the span only).
+    """
+    return AgentInvocation(provider, model, operation, agent_name, agent_id)
+
+
+# --- message content ------------------------------------------------------------------------------
+def _serialise(messages: Any, default_role: str, scrub: Any) -> str:
+    if isinstance(messages, (str, dict)):
+        messages = [messages]
+    normalised = [_message(m, default_role) for m in messages]
+    return json.dumps(_scrubbed(normalised, scrub, 0), ensure_ascii=False, default=str,
+                      separators=(",", ":"))
+
+
+def _message(message: Any, default_role: str) -> Any:
+    if isinstance(message, str):
+        return {"role": default_role, "parts": [{"type": "text", "content": message}]}
+    if isinstance(message, dict) and "parts" not in message and isinstance(message.get("content"), str):
+        converted = {key: value for key, value in message.items() if key != "content"}
+        converted.setdefault("role", default_role)
+        converted["parts"] = [{"type": "text", "content": message["content"]}]
+        return converted
+    return message
+
+
+def _scrubbed(value: Any, scrub: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return scrub(value) if scrub is not None else value
+    if depth >= _MAX_DEPTH:
+        return "…"
+    if isinstance(value, dict):
+        return {str(key): _scrubbed(item, scrub, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrubbed(item, scrub, depth + 1) for item in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _scrubbed(str(value), scrub, depth)

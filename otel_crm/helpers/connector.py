@@ -1,0 +1,222 @@
+"""Connector operations (HubSpot sync, WordPress push…): ``{operation} {connector}`` INTERNAL spans.
+
+The span is the *logical* operation; the HTTP calls made inside it are the requests/httpx
+instrumentations' CLIENT spans, its children — so the connector span is INTERNAL.
+``service.peer.name`` names the remote service (the connector).
+
+Metrics (each with ``service.peer.name``, ``crm.connector.operation``, ``crm.connector.resource_type``
+when known, and the guarded ``crm.tenant.id``):
+
+- ``crm.connector.duration`` (s) and ``crm.connector.operations`` ({operation}), by
+  ``crm.connector.outcome`` (success|failure) and ``error.type`` on failure;
+- ``crm.connector.records.synced`` ({record}): records reported with ``set_records`` or counted from
+  a decorated function's return value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sized
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+
+from otel_crm._internal import semconv, state
+from otel_crm.helpers._base import Attributes, Instrumented, Operation, function_name, metric_attributes
+
+__all__ = [
+    "ConnectorOperation",
+    "ConnectorOperationRun",
+    "connector_name_of",
+    "connector_operation",
+    "count_records",
+    "instrument_connector_operation",
+    "instrument_sync_operation",
+]
+
+_SUFFIXES = ("connector", "client")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class _Instruments:
+    __slots__ = ("duration", "operations", "records")
+
+    def __init__(self, runtime: state.Runtime) -> None:
+        meter = runtime.meter()
+        self.duration = meter.create_histogram(
+            semconv.CRM_CONNECTOR_DURATION, unit="s", description="Duration of connector operations.",
+            explicit_bucket_boundaries_advisory=list(semconv.CRM_DURATION_BUCKETS))
+        self.operations = meter.create_counter(
+            semconv.CRM_CONNECTOR_OPERATIONS, unit="{operation}",
+            description="Connector operations, by outcome.")
+        self.records = meter.create_counter(
+            semconv.CRM_CONNECTOR_RECORDS_SYNCED, unit="{record}",
+            description="Records handled by connector operations.")
+
+
+def _instruments(runtime: state.Runtime) -> _Instruments:
+    return runtime.cached("otel_crm.helpers.connector", lambda: _Instruments(runtime))
+
+
+def count_records(result: Any) -> int | None:
+    """Records in a return value: len() of a sized collection (not str/bytes); for a mapping, len() of
+    its ``records`` or ``items`` entry, else its integer ``count``; otherwise None (not counted)."""
+    if isinstance(result, Mapping):
+        for key in ("records", "items"):
+            value = result.get(key)
+            if isinstance(value, Sized) and not isinstance(value, (str, bytes, bytearray)):
+                return len(value)
+        count = result.get("count")
+        if isinstance(count, int) and not isinstance(count, bool):
+            return count
+        return None
+    if isinstance(result, Sized) and not isinstance(result, (str, bytes, bytearray, memoryview)):
+        return len(result)
+    return None
+
+
+def _normalise(name: str) -> str:
+    lowered = name.lower()
+    for suffix in _SUFFIXES:
+        if lowered.endswith(suffix) and len(lowered) > len(suffix):
+            return lowered[: -len(suffix)].rstrip("_-") or lowered
+    return lowered
+
+
+def connector_name_of(owner: object) -> str:
+    """Connector name of an instance (or class): its ``connector_name`` or ``name`` string attribute,
+    else its class name lowercased without a ``Connector``/``Client`` suffix
+    (``HubSpotConnector`` → ``hubspot``, ``WordPressClient`` → ``wordpress``)."""
+    for attribute in ("connector_name", "name"):
+        value = getattr(owner, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    cls = owner if isinstance(owner, type) else type(owner)
+    return _normalise(cls.__name__)
+
+
+class ConnectorOperationRun(Operation):
+    """One connector operation; the handle of ``with connector_operation(...) as op``."""
+
+    __slots__ = ("_base", "_count_result", "_name", "_records", "_start")
+    component = "helpers.connector"
+
+    def __init__(self, name: str, start: Attributes, base: Attributes, count_result: bool) -> None:
+        super().__init__()
+        self._name = name
+        self._start = start
+        self._base = base
+        self._count_result = count_result
+        self._records: int | None = None
+
+    def set_records(self, count: int) -> None:
+        """Records handled (synced, pushed, fetched) by this operation."""
+        self._records = int(count)
+
+    @property
+    def records(self) -> int | None:
+        return self._records
+
+    def _span_name(self) -> str:
+        return self._name
+
+    def _start_attributes(self) -> Attributes:
+        return self._start
+
+    def _on_result(self, result: Any) -> None:
+        if self._count_result and self._records is None:
+            self._records = count_records(result)
+
+    def _ending(self, span: trace.Span) -> None:
+        if self._records is not None:
+            span.set_attribute(semconv.CRM_CONNECTOR_RECORDS, self._records)
+
+    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+        instruments = _instruments(runtime)
+        base, tenant = self._base, self._tenant_id
+        attributes = metric_attributes(runtime, semconv.CRM_CONNECTOR_DURATION, base, tenant,
+                                       error=error, outcome_key=semconv.CRM_CONNECTOR_OUTCOME)
+        instruments.duration.record(duration, attributes)
+        if tenant is not None:
+            attributes = metric_attributes(runtime, semconv.CRM_CONNECTOR_OPERATIONS, base, tenant,
+                                           error=error, outcome_key=semconv.CRM_CONNECTOR_OUTCOME)
+        instruments.operations.add(1, attributes)
+        if self._records:
+            instruments.records.add(self._records, metric_attributes(
+                runtime, semconv.CRM_CONNECTOR_RECORDS_SYNCED, base, tenant))
+
+
+def _attributes(connector: str, operation: str, resource_type: str | None,
+                code_function: str | None) -> tuple[Attributes, Attributes]:
+    base: Attributes = {semconv.SERVICE_PEER_NAME: connector, semconv.CRM_CONNECTOR_OPERATION: operation}
+    if resource_type is not None:
+        base[semconv.CRM_CONNECTOR_RESOURCE_TYPE] = resource_type
+    start = dict(base)
+    if code_function is not None:
+        start[semconv.CODE_FUNCTION_NAME] = code_function
+    return start, base
+
+
+class ConnectorOperation(Instrumented[ConnectorOperationRun]):
+    """Returned by :func:`connector_operation` and the two decorator factories.
+
+    With ``connector=None`` (decorators only) the name is resolved per call from the first
+    positional argument (``self``/``cls``) with :func:`connector_name_of`; for a plain function
+    it is its module's last component (``myapp.connectors.hubspot`` → ``hubspot``).
+    """
+
+    __slots__ = ("_cache", "_connector", "_count_result", "_functions", "_operation_name",
+                 "_resource_type")
+
+    def __init__(self, connector: str | None, operation: str, resource_type: str | None,
+                 count_result: bool) -> None:
+        super().__init__()
+        self._connector = connector
+        self._operation_name = operation
+        self._resource_type = resource_type
+        self._count_result = count_result
+        self._cache: dict[tuple[str, str | None], tuple[str, Attributes, Attributes]] = {}
+        # code.function.name -> (is a method, fallback connector name from the module)
+        self._functions: dict[str, tuple[bool, str]] = {}
+
+    def __call__(self, function: _F) -> _F:
+        parts = getattr(function, "__qualname__", "").split(".")
+        is_method = len(parts) > 1 and parts[-2] != "<locals>"
+        module = str(getattr(function, "__module__", None) or "unknown")
+        self._functions[function_name(function)] = (is_method, _normalise(module.rsplit(".", 1)[-1]))
+        return super().__call__(function)
+
+    def _operation(self, args: tuple[Any, ...] | None, code_function: str | None
+                   ) -> ConnectorOperationRun:
+        connector = self._connector
+        if connector is None:
+            is_method, fallback = self._functions.get(code_function or "", (False, "unknown"))
+            connector = connector_name_of(args[0]) if is_method and args else fallback
+        key = (connector, code_function)
+        entry = self._cache.get(key)
+        if entry is None:
+            if len(self._cache) > 64:  # names come from instances: keep this bounded
+                self._cache.clear()
+            start, base = _attributes(connector, self._operation_name, self._resource_type,
+                                      code_function)
+            entry = self._cache[key] = (f"{self._operation_name} {connector}", start, base)
+        name, start, base = entry
+        return ConnectorOperationRun(name, start, base, self._count_result and args is not None)
+
+
+def connector_operation(connector: str, operation: str, *,
+                        resource_type: str | None = None) -> ConnectorOperation:
+    """Trace one connector operation: ``with connector_operation("hubspot", "sync",
+    resource_type="contacts") as op: …; op.set_records(len(batch))`` (or ``async with``)."""
+    return ConnectorOperation(connector, operation, resource_type, count_result=False)
+
+
+def instrument_connector_operation(operation: str, *, connector: str | None = None
+                                   ) -> ConnectorOperation:
+    """Decorator for a connector method (sync or async); counts records from its return value."""
+    return ConnectorOperation(connector, operation, None, count_result=True)
+
+
+def instrument_sync_operation(resource_type: str, *, connector: str | None = None) -> ConnectorOperation:
+    """Decorator for a method syncing ``resource_type`` (operation ``sync``); counts the records
+    it returns (a list, or a dict with ``records``/``items``/``count``)."""
+    return ConnectorOperation(connector, "sync", resource_type, count_result=True)

@@ -1,0 +1,231 @@
+"""Search queries (Elasticsearch, OpenSearch, Postgres full-text…), per the database conventions.
+
+CLIENT span ``search {index}`` with ``db.system.name``, ``db.operation.name`` (``search``),
+``db.collection.name`` (the index), a sanitized ``db.query.text`` and
+``db.response.returned_rows``; metric ``db.client.operation.duration`` (s) by system, operation,
+collection, ``error.type`` and the guarded ``crm.tenant.id``.
+
+Sanitizing (:func:`sanitize_query`) keeps the query's shape and drops every value, in one linear
+pass (no regular expressions), bounded to :data:`MAX_QUERY_TEXT` characters:
+
+- a dict/list (Elasticsearch DSL), or a string holding JSON: every leaf value becomes ``"?"``;
+- SQL systems: quoted strings and numbers become ``?``;
+- other systems (Lucene query strings): field names (``email:``), operators (AND, OR, NOT, TO) and
+  brackets are kept, every term or phrase becomes ``?`` — ``email:"a@b.c" AND age:[18 TO 30]`` →
+  ``email:? AND age:[? TO ?]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from otel_crm._internal import semconv, state
+from otel_crm.helpers._base import Attributes, Instrumented, Operation, metric_attributes
+
+__all__ = ["MAX_QUERY_TEXT", "SearchQuery", "SearchQueryRun", "sanitize_query", "search_query"]
+
+MAX_QUERY_TEXT: Final = 2048
+SEARCH: Final = "search"
+_MAX_DEPTH = 32
+_SQL_SYSTEMS = frozenset({"postgresql", "mysql", "mariadb", "sqlite", "microsoft.sql_server", "mssql",
+                          "oracle.db", "clickhouse", "cockroachdb", "trino", "other_sql"})
+_LUCENE_OPERATORS = frozenset({"AND", "OR", "NOT", "TO", "&&", "||", "!"})
+_LUCENE_STRUCTURE = frozenset("()[]{}")
+_LUCENE_BREAK = frozenset("()[]{}:\" \t\r\n")
+
+
+# --- sanitizing -----------------------------------------------------------------------------------
+def _mask(value: Any, depth: int) -> Any:
+    if isinstance(value, dict):
+        if depth >= _MAX_DEPTH:
+            return "?"
+        return {str(key): _mask(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        if depth >= _MAX_DEPTH:
+            return "?"
+        return [_mask(item, depth + 1) for item in value]
+    return "?"
+
+
+def _skip_quoted(text: str, start: int) -> int:
+    """Index just past the string literal opening at `start` (handles \\-escapes and doubled quotes)."""
+    quote, i, n = text[start], start + 1, len(text)
+    while i < n:
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == quote:
+            if i + 1 < n and text[i + 1] == quote:
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    return n
+
+
+def _sanitize_sql(text: str, limit: int) -> str:
+    out: list[str] = []
+    size, i, n = 0, 0, len(text)
+    while i < n and size < limit:
+        char = text[i]
+        if char in "'\"":
+            i = _skip_quoted(text, i)
+            piece = "?"
+        elif char.isdigit() or (char == "." and i + 1 < n and text[i + 1].isdigit()):
+            j = i + 1
+            while j < n and (text[j].isalnum() or text[j] == "."):
+                j += 1
+            i, piece = j, "?"
+        elif char.isalpha() or char in "_$@#":
+            j = i + 1
+            while j < n and (text[j].isalnum() or text[j] in "_$@#"):
+                j += 1
+            piece, i = text[i:j], j  # identifiers and keywords, digits in them included
+        else:
+            piece, i = char, i + 1
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)[:limit]
+
+
+def _sanitize_lucene(text: str, limit: int) -> str:
+    out: list[str] = []
+    size, i, n = 0, 0, len(text)
+    while i < n and size < limit:
+        char = text[i]
+        if char == '"':
+            i = _skip_quoted(text, i)
+            piece = "?"
+        elif char.isspace() or char in _LUCENE_STRUCTURE or char == ":":
+            piece, i = char, i + 1
+        else:
+            j = i
+            while j < n and text[j] not in _LUCENE_BREAK:
+                j += 2 if text[j] == "\\" else 1
+            j = min(j, n)
+            word = text[i:j]
+            if (j < n and text[j] == ":") or word in _LUCENE_OPERATORS:  # field name, operator
+                piece = word
+            elif word[0] in "+-" and len(word) > 1:
+                piece = word[0] + "?"
+            else:
+                piece = "?"
+            i = j
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)[:limit]
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(_mask(value, 0), ensure_ascii=False, separators=(",", ":"))[:MAX_QUERY_TEXT]
+
+
+@functools.lru_cache(maxsize=256)
+def _sanitize_text(text: str, system: str) -> str:
+    stripped = text.lstrip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return _dump(json.loads(text))
+        except ValueError:
+            pass
+    if system in _SQL_SYSTEMS:
+        return _sanitize_sql(text, MAX_QUERY_TEXT)
+    return _sanitize_lucene(text, MAX_QUERY_TEXT)
+
+
+def sanitize_query(query: Any, system: str = "elasticsearch") -> str:
+    """``db.query.text`` for `query`: its shape with every literal value replaced by ``?``."""
+    if isinstance(query, str):
+        return _sanitize_text(query, system)
+    if isinstance(query, bytes):
+        return _sanitize_text(query.decode("utf-8", "replace"), system)
+    return _dump(query)
+
+
+# --- the helper -----------------------------------------------------------------------------------
+class _Instruments:
+    __slots__ = ("duration",)
+
+    def __init__(self, runtime: state.Runtime) -> None:
+        self.duration = runtime.meter().create_histogram(
+            semconv.DB_CLIENT_OPERATION_DURATION, unit="s",
+            description="Duration of database client operations.",
+            explicit_bucket_boundaries_advisory=list(semconv.DB_CLIENT_OPERATION_DURATION_BUCKETS))
+
+
+def _instruments(runtime: state.Runtime) -> _Instruments:
+    return runtime.cached("otel_crm.helpers.search", lambda: _Instruments(runtime))
+
+
+class SearchQueryRun(Operation):
+    """One search; the handle of ``with search_query(...) as search``."""
+
+    __slots__ = ("_base", "_name", "_query", "_results", "_start", "_system")
+    component = "helpers.search"
+
+    def __init__(self, name: str, start: Attributes, base: Attributes, system: str, query: Any) -> None:
+        super().__init__()
+        self._name = name
+        self._start = start
+        self._base = base
+        self._system = system
+        self._query = query
+        self._results: int | None = None
+
+    def set_results(self, count: int) -> None:
+        """Hits returned (``db.response.returned_rows``)."""
+        self._results = int(count)
+
+    def _span_name(self) -> str:
+        return self._name
+
+    def _span_kind(self) -> SpanKind:
+        return SpanKind.CLIENT
+
+    def _start_attributes(self) -> Attributes:
+        return self._start
+
+    def _started(self, span: trace.Span) -> None:
+        if self._query is not None:
+            span.set_attribute(semconv.DB_QUERY_TEXT, sanitize_query(self._query, self._system))
+
+    def _ending(self, span: trace.Span) -> None:
+        if self._results is not None:
+            span.set_attribute(semconv.DB_RESPONSE_RETURNED_ROWS, self._results)
+
+    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+        _instruments(runtime).duration.record(duration, metric_attributes(
+            runtime, semconv.DB_CLIENT_OPERATION_DURATION, self._base, self._tenant_id, error=error))
+
+
+class SearchQuery(Instrumented[SearchQueryRun]):
+    """Returned by :func:`search_query`."""
+
+    __slots__ = ("_base", "_name", "_query", "_start", "_system")
+
+    def __init__(self, index: str, system: str, query: Any) -> None:
+        super().__init__()
+        self._name = f"{SEARCH} {index}"
+        self._system = system
+        self._query = query
+        self._base: Attributes = {semconv.DB_SYSTEM_NAME: system, semconv.DB_OPERATION_NAME: SEARCH,
+                                  semconv.DB_COLLECTION_NAME: index}
+        self._start = self._base
+
+    def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> SearchQueryRun:
+        start = self._with_function(self._start, code_function)
+        return SearchQueryRun(self._name, start, self._base, self._system, self._query)
+
+
+def search_query(index: str, *, system: str = "elasticsearch", query: Any = None) -> SearchQuery:
+    """Trace one search against `index`: ``with search_query("leads", query=dsl) as search: …;
+    search.set_results(len(hits))`` (or ``async with``). ``system`` is the ``db.system.name``
+    value (elasticsearch, opensearch, postgresql…); `query` a DSL dict or a query string, only
+    ever recorded sanitized."""
+    return SearchQuery(index, system, query)

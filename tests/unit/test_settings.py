@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from otel_crm._internal.settings import REGISTRY, Settings, SettingsError, registry_markdown, resolve_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_without_any_variable() -> None:
+    settings = resolve_settings({})
+    assert settings.sampling_mode == "tail"
+    assert settings.sampling_ratio == 0.1
+    assert settings.environment == "production" and settings.profile == "production"
+    assert settings.traces_exporter == ("otlp",)
+    assert settings.problems == ()
+
+
+def test_crm_variable_beats_the_standard_one() -> None:
+    settings = resolve_settings({"OTEL_CRM_SERVICE_NAME": "crm", "OTEL_SERVICE_NAME": "std"})
+    assert settings.service_name == "crm"
+    assert resolve_settings({"OTEL_SERVICE_NAME": "std"}).service_name == "std"
+
+
+def test_explicit_argument_beats_every_variable() -> None:
+    settings = resolve_settings({"OTEL_CRM_SAMPLING_RATIO": "0.5"}, sampling_ratio=0.25)
+    assert settings.sampling_ratio == 0.25
+    assert "sampling_ratio" in settings.explicit
+
+
+@pytest.mark.parametrize("raw,expected", [("true", True), ("1", True), ("YES", True), ("on", True),
+                                          ("false", False), ("0", False), ("no", False), ("Off", False)])
+def test_booleans_accept_only_the_documented_words(raw: str, expected: bool) -> None:
+    assert resolve_settings({"OTEL_CRM_CAPTURE_USER_ID": raw}).capture_user_id is expected
+
+
+def test_the_honeycomb_trap_bool_of_false_is_false() -> None:
+    assert resolve_settings({"OTEL_CRM_TRUST_INCOMING_BAGGAGE": "false"}).trust_incoming_baggage is False
+
+
+@pytest.mark.parametrize("variable,value,allowed", [
+    ("OTEL_CRM_CAPTURE_USER_ID", "maybe", "true/false/1/0/yes/no/on/off"),
+    ("OTEL_CRM_SAMPLING_RATIO", "1.5", "a number from 0 to 1"),
+    ("OTEL_CRM_SAMPLING_RATIO", "nan", "a number from 0 to 1"),
+    ("OTEL_CRM_SAMPLING_MAX_TRACES", "0", "an integer from 1 to 1000000"),
+    ("OTEL_CRM_SAMPLING_MAX_TRACES", "2.5", "an integer from 1 to 1000000"),
+    ("OTEL_CRM_SAMPLING_MODE", "sometimes", "one of tail/collector/head/off"),
+    ("OTEL_TRACES_EXPORTER", "zipkin", "comma-separated values from otlp/console/none"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "key=value pairs"),
+])
+def test_a_bad_value_logs_exactly_one_line_and_uses_the_default(
+        caplog: pytest.LogCaptureFixture, variable: str, value: str, allowed: str) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_crm"):
+        settings = resolve_settings({variable: value})
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert variable in lines[0] and repr(value) in lines[0] and allowed in lines[0]
+    assert "using the default" in lines[0]
+    default = next(s for s in REGISTRY if variable in s.env).default
+    name = next(s for s in REGISTRY if variable in s.env).name
+    assert getattr(settings, name) == default
+    assert len(settings.problems) == 1
+
+
+def test_strict_mode_raises_naming_every_bad_variable() -> None:
+    with pytest.raises(SettingsError) as error:
+        resolve_settings({"OTEL_CRM_STRICT": "true", "OTEL_CRM_SAMPLING_RATIO": "x",
+                          "OTEL_CRM_SCRUB_MODE": "shred"})
+    message = str(error.value)
+    assert "OTEL_CRM_SAMPLING_RATIO='x'" in message and "OTEL_CRM_SCRUB_MODE='shred'" in message
+    assert "redact/hash/off" in message
+    assert len(error.value.problems) == 2
+
+
+def test_strict_as_an_argument() -> None:
+    with pytest.raises(SettingsError):
+        resolve_settings({}, strict=True, sampling_ratio=7.0)
+
+
+def test_bad_explicit_argument_is_reported_like_a_variable(caplog: pytest.LogCaptureFixture) -> None:
+    settings = resolve_settings({}, sampling_mode="sometimes")
+    assert settings.sampling_mode == "tail"
+    assert "argument sampling_mode" in caplog.text
+
+
+def test_unknown_argument_is_a_programming_error() -> None:
+    with pytest.raises(TypeError, match="sampling_rate"):
+        resolve_settings({}, sampling_rate=0.5)
+
+
+def test_development_profile_keeps_everything() -> None:
+    settings = resolve_settings({"OTEL_CRM_ENVIRONMENT": "development"})
+    assert settings.profile == "development" and settings.sampling_ratio == 1.0
+    # an explicit ratio still wins in development
+    assert resolve_settings({"OTEL_CRM_ENVIRONMENT": "dev", "OTEL_CRM_SAMPLING_RATIO": "0.2"}).sampling_ratio == 0.2
+
+
+def test_environment_from_resource_attributes() -> None:
+    settings = resolve_settings({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=local,team=crm"})
+    assert settings.environment == "local" and settings.profile == "development"
+    assert settings.resource_attributes["team"] == "crm"
+
+
+def test_lists_and_mappings() -> None:
+    settings = resolve_settings({"OTEL_CRM_BAGGAGE_ALLOWED_HOSTS": " api.internal , .svc.local ",
+                                 "OTEL_EXPORTER_OTLP_HEADERS": "x-api-key=abc%3D%3D,tenant=t1",
+                                 "OTEL_CRM_SCRUB_PATTERNS": '["a,b", "c"]'})
+    assert settings.baggage_allowed_hosts == ("api.internal", ".svc.local")
+    assert settings.otlp_headers == {"x-api-key": "abc==", "tenant": "t1"}
+    assert settings.scrub_patterns == ("a,b", "c")
+
+
+def test_otlp_endpoints_follow_the_exporter_spec() -> None:
+    grpc = resolve_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://col:4317"})
+    assert grpc.endpoint_for("traces") == "http://col:4317"
+    http = resolve_settings({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://col:4318/",
+                             "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://logs:9000/custom"})
+    assert http.endpoint_for("traces") == "http://col:4318/v1/traces"
+    assert http.endpoint_for("logs") == "http://logs:9000/custom"
+    assert resolve_settings({}).endpoint_for("metrics") == "http://localhost:4317"
+
+
+def test_settings_are_frozen() -> None:
+    settings = resolve_settings({})
+    with pytest.raises(AttributeError):
+        settings.sampling_ratio = 1.0  # type: ignore[misc]
+    assert isinstance(settings.replace(sampling_ratio=1.0), Settings)
+
+
+def test_registry_matches_the_dataclass() -> None:
+    fields = set(Settings.__dataclass_fields__) - {"problems", "explicit"}
+    assert fields == {s.name for s in REGISTRY}
+    assert all(s.doc and s.env for s in REGISTRY)
+    assert all(v.startswith("OTEL_") for s in REGISTRY for v in s.env)
+
+
+def test_readme_table_is_generated_from_the_registry() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert registry_markdown() in readme, "run `make settings-table` and paste it into README.md"
+
+
+def test_os_environ_is_read_only_by_the_settings_module() -> None:
+    offenders = []
+    for path in (ROOT / "otel_crm").rglob("*.py"):
+        if path.name == "settings.py":
+            continue
+        text = path.read_text()
+        if "os.environ" in text.replace("os.environ.setdefault", "") or "getenv(" in text:
+            offenders.append(path.name)
+    assert offenders == []
