@@ -1,0 +1,591 @@
+"""The in-process tail sampler: rules, boundaries, late spans, bounds, self-metrics, flush, fork."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import os
+import random
+import subprocess
+import sys
+import textwrap
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import Decision as SdkDecision
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+
+from otel_crm._internal import safety, semconv
+from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
+
+S = 1_000_000_000  # ns per second
+BOUND = round(0.1 * 2**64)  # TraceIdRatioBased(0.1)'s bound
+KEEP_ID = (0xABC << 64) | (BOUND - 1)  # kept by the 10% ratio (low 64 bits just under the bound)
+DROP_ID = (0xABC << 64) | BOUND  # dropped by it (exactly the bound)
+T0 = 1_700_000_000 * S
+
+
+class Ids(IdGenerator):
+    """Trace ids from a queue (random once empty); span ids random."""
+
+    def __init__(self) -> None:
+        self.next: list[int] = []
+        self._random = random.Random(7)
+
+    def generate_span_id(self) -> int:
+        return self._random.getrandbits(64) or 1
+
+    def generate_trace_id(self) -> int:
+        return self.next.pop(0) if self.next else (self._random.getrandbits(128) or 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    def __init__(self, ratio: float = 0.1, *, keep_all: bool = False, **bounds: Any) -> None:
+        self.ids = Ids()
+        self.clock = Clock()
+        self.exporter = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+        limits = {"max_traces": 100, "max_spans_per_trace": 100, "max_spans": 1000,
+                  "max_trace_age_s": 60.0} | bounds
+        self.processor = TailSamplingProcessor(
+            SimpleSpanProcessor(self.exporter), SamplingPolicy(ratio=ratio, keep_all=keep_all),
+            meter=self.meter_provider.get_meter("test"), clock=self.clock, **limits)
+        self.provider = TracerProvider(id_generator=self.ids, shutdown_on_exit=False)
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("test")
+
+    def names(self) -> list[str]:
+        return sorted(span.name for span in self.exporter.get_finished_spans())
+
+    def exported(self) -> dict[str, ReadableSpan]:
+        return {span.name: span for span in self.exporter.get_finished_spans()}
+
+    def trace(self, trace_id: int, *, seconds: float = 0.01, children: int = 1, error: bool = False) -> None:
+        self.ids.next.append(trace_id)
+        root = self.tracer.start_span("root", start_time=T0)
+        ctx = trace.set_span_in_context(root)
+        for i in range(children):
+            child = self.tracer.start_span(f"child{i}", context=ctx, start_time=T0)
+            if error and i == 0:
+                child.set_status(Status(StatusCode.ERROR))
+            child.end(end_time=T0 + 1000)
+        root.end(end_time=T0 + round(seconds * S))
+
+    def metric(self, name: str) -> dict[tuple[tuple[str, Any], ...], int]:
+        data = self.reader.get_metrics_data()
+        out: dict[tuple[tuple[str, Any], ...], int] = {}
+        for resource_metrics in data.resource_metrics if data else ():
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        for point in metric.data.data_points:
+                            out[tuple(sorted((point.attributes or {}).items()))] = point.value  # type: ignore[union-attr]
+        return out
+
+
+def remote_context(trace_id: int) -> Any:
+    parent = SpanContext(trace_id, 0x1234, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+R = semconv.CRM_SAMPLING_REASON
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    rig = Rig()
+    yield rig
+    rig.provider.shutdown()
+
+
+# --- the policy -------------------------------------------------------------------------------------
+
+def test_policy_rules_and_boundaries() -> None:
+    policy = SamplingPolicy()
+    assert (policy.ratio, policy.slow_seconds, policy.keep_all) == (0.1, 2.0, False)
+    ok = {"has_error": False, "root_duration_s": 0.01}
+    assert policy.decide(KEEP_ID, **ok).reason == "ratio"
+    assert policy.decide(KEEP_ID, **ok).weight == 10.0
+    assert policy.decide(DROP_ID, **ok).reason == "dropped"
+    assert not policy.decide(DROP_ID, **ok).keep
+    assert policy.decide(DROP_ID, has_error=True, root_duration_s=None).reason == "error"
+    assert policy.decide(DROP_ID, has_error=False, root_duration_s=2.0).reason == "slow"
+    assert policy.decide(DROP_ID, has_error=False, root_duration_s=1.999).reason == "dropped"
+    assert policy.decide(DROP_ID, has_error=False, root_duration_s=None).reason == "dropped"
+    assert SamplingPolicy(keep_all=True).decide(DROP_ID, **ok).reason == "all"
+    assert SamplingPolicy(ratio=0.0).decide(1, **ok).reason == "dropped"
+    assert SamplingPolicy(ratio=1.0).decide(2**128 - 1, **ok).reason == "ratio"
+    assert SamplingPolicy(ratio=1.0).decide(2**128 - 1, **ok).weight == 1.0
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="ratio"):
+            SamplingPolicy(ratio=bad)
+    with pytest.raises(ValueError, match="slow"):
+        SamplingPolicy(slow_seconds=-1)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.001, 0.1, 0.25, 0.5, 1.0])
+def test_policy_is_exactly_the_sdk_trace_id_ratio_rule(ratio: float) -> None:
+    sdk = TraceIdRatioBased(ratio)
+    policy = SamplingPolicy(ratio=ratio)
+    rng = random.Random(1)
+    ids = [rng.getrandbits(128) for _ in range(20_000)]
+    sdk_bound = sdk.bound
+    ids += [sdk_bound, sdk_bound - 1, sdk_bound + 1, (5 << 64) | sdk_bound, 0, 2**64 - 1]
+    for trace_id in ids:
+        ours = policy.decide(trace_id, has_error=False, root_duration_s=0.0).keep
+        theirs = sdk.should_sample(None, trace_id, "x").decision is SdkDecision.RECORD_AND_SAMPLE
+        assert ours == theirs, hex(trace_id)
+
+
+# --- rules through the processor -------------------------------------------------------------------
+
+def test_slow_boundary_exactly_two_seconds_is_kept(rig: Rig) -> None:
+    rig.trace(DROP_ID, seconds=2.0)
+    assert rig.names() == ["child0", "root"]
+    assert {span.attributes[R] for span in rig.exporter.get_finished_spans()} == {"slow"}  # type: ignore[index]
+    rig.exporter.clear()
+    rig.trace(DROP_ID + 1, seconds=1.999)  # ratio drops this id too
+    assert rig.names() == []
+    rig.trace(KEEP_ID, seconds=1.999)  # but keeps this one
+    assert {span.attributes[R] for span in rig.exporter.get_finished_spans()} == {"ratio"}  # type: ignore[index]
+
+
+def test_ratio_zero_and_one() -> None:
+    zero, one = Rig(ratio=0.0), Rig(ratio=1.0)
+    for trace_id in (1, KEEP_ID, 2**128 - 1):
+        zero.trace(trace_id)
+        one.trace(trace_id)
+    assert zero.names() == []
+    assert len(one.names()) == 6
+    assert {s.attributes[semconv.CRM_SAMPLING_WEIGHT] for s in one.exporter.get_finished_spans()} == {1.0}  # type: ignore[index]
+
+
+def test_keep_all_marks_reason_all() -> None:
+    rig = Rig(keep_all=True)
+    rig.trace(DROP_ID)
+    assert {s.attributes[R] for s in rig.exporter.get_finished_spans()} == {"all"}  # type: ignore[index]
+
+
+def test_error_status_keeps_the_whole_trace(rig: Rig) -> None:
+    rig.trace(DROP_ID, children=3, error=True)
+    assert rig.names() == ["child0", "child1", "child2", "root"]
+    spans = rig.exporter.get_finished_spans()
+    assert {s.attributes[R] for s in spans} == {"error"}  # type: ignore[index]
+    assert {s.attributes[semconv.CRM_SAMPLING_WEIGHT] for s in spans} == {1.0}  # type: ignore[index]
+
+
+def test_exception_event_without_error_status_keeps(rig: Rig) -> None:
+    rig.ids.next.append(DROP_ID)
+    with rig.tracer.start_as_current_span("root"):
+        with pytest.raises(KeyError), rig.tracer.start_as_current_span(
+                "child", record_exception=True, set_status_on_exception=False) as child:
+            raise KeyError("x")
+    assert child.status.status_code is StatusCode.UNSET  # type: ignore[attr-defined]
+    assert rig.names() == ["child", "root"]
+    assert rig.exported()["root"].attributes[R] == "error"  # type: ignore[index]
+
+
+def test_kept_spans_carry_reason_weight_and_keep_their_attributes(rig: Rig) -> None:
+    rig.ids.next.append(KEEP_ID)
+    with rig.tracer.start_as_current_span("root", attributes={"a": 1, "b": ("x", "y")}):
+        pass
+    root = rig.exported()["root"]
+    assert dict(root.attributes or {}) == {"a": 1, "b": ("x", "y"), R: "ratio",
+                                           semconv.CRM_SAMPLING_WEIGHT: 10.0}
+    assert root.dropped_attributes == 0
+    assert root.context.trace_id == KEEP_ID  # type: ignore[union-attr]
+    assert root.end_time is not None
+    assert root.name == "root"
+    assert root.resource is not None
+
+
+def test_dropped_attribute_count_survives_the_copy() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+
+    rig = Rig()
+    rig.provider = TracerProvider(id_generator=rig.ids, span_limits=SpanLimits(max_span_attributes=1),
+                                  shutdown_on_exit=False)
+    rig.provider.add_span_processor(rig.processor)
+    rig.ids.next.append(KEEP_ID)
+    rig.provider.get_tracer("t").start_span("root", attributes={"a": 1, "b": 2}).end()
+    assert rig.exported()["root"].dropped_attributes == 1
+
+
+def test_nested_spans_are_held_until_the_root_ends(rig: Rig) -> None:
+    rig.ids.next.append(KEEP_ID)
+    with rig.tracer.start_as_current_span("root"):
+        with rig.tracer.start_as_current_span("a"):
+            with rig.tracer.start_as_current_span("b"):
+                pass
+        assert rig.names() == []
+    assert rig.names() == ["a", "b", "root"]
+
+
+async def test_asyncio_tasks() -> None:
+    rig = Rig()
+
+    async def work(i: int) -> None:
+        with rig.tracer.start_as_current_span(f"task{i}"):
+            await asyncio.sleep(0)
+            with rig.tracer.start_as_current_span(f"inner{i}"):
+                await asyncio.sleep(0)
+
+    rig.ids.next += [KEEP_ID, DROP_ID]
+    for _ in range(2):
+        with rig.tracer.start_as_current_span("root"):
+            await asyncio.gather(*(work(i) for i in range(3)))
+    spans = rig.exporter.get_finished_spans()
+    assert len(spans) == 7
+    assert {s.context.trace_id for s in spans} == {KEEP_ID}  # type: ignore[union-attr]
+
+
+def test_threads_that_copy_context() -> None:
+    rig = Rig()
+    barrier = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        with rig.tracer.start_as_current_span(f"t{i}"):
+            pass
+
+    rig.ids.next += [KEEP_ID, DROP_ID]
+    for _ in range(2):
+        with rig.tracer.start_as_current_span("root"):
+            threads = [threading.Thread(target=contextvars.copy_context().run, args=(work, i))
+                       for i in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    spans = rig.exporter.get_finished_spans()
+    assert len(spans) == 9
+    assert {s.context.trace_id for s in spans} == {KEEP_ID}  # type: ignore[union-attr]
+    assert rig.processor.stats()["buffer_spans"] == 0
+
+
+def test_many_threads_many_traces_leave_nothing_behind() -> None:
+    rig = Rig(ratio=0.5, max_traces=10_000, max_spans=100_000)
+
+    def work() -> None:
+        for _ in range(200):
+            with rig.tracer.start_as_current_span("root"):
+                with rig.tracer.start_as_current_span("child"):
+                    pass
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = rig.processor.stats()
+    assert stats["buffer_traces"] == stats["buffer_spans"] == 0
+    assert sum(stats["traces"].values()) == 1600
+    assert stats["spans"]["kept"] + stats["spans"]["dropped"] == 3200
+    assert len(rig.exporter.get_finished_spans()) == stats["spans"]["kept"]
+    for span in rig.exporter.get_finished_spans():  # both spans of a trace or none
+        assert span.context.trace_id & (2**64 - 1) < 2**63  # type: ignore[union-attr]
+
+
+def test_remote_parent_traces_are_buffered_and_decided(rig: Rig) -> None:
+    for trace_id, name in ((KEEP_ID, "kept"), (DROP_ID, "dropped")):
+        with rig.tracer.start_as_current_span(name, context=remote_context(trace_id)):
+            with rig.tracer.start_as_current_span(name + ".child"):
+                pass
+            assert rig.names() == ([] if name == "kept" else ["kept", "kept.child"])
+    assert rig.names() == ["kept", "kept.child"]
+    assert rig.exported()["kept"].attributes[R] == "ratio"  # type: ignore[index]
+
+
+def test_remote_parent_slow_root(rig: Rig) -> None:
+    span = rig.tracer.start_span("server", context=remote_context(DROP_ID), start_time=T0)
+    span.end(end_time=T0 + 2 * S)
+    assert rig.exported()["server"].attributes[R] == "slow"  # type: ignore[index]
+
+
+def test_several_local_roots_share_one_count(rig: Rig) -> None:
+    first = rig.tracer.start_span("first", context=remote_context(DROP_ID))
+    second = rig.tracer.start_span("second", context=remote_context(DROP_ID))
+    first.end()
+    assert rig.processor.stats()["buffer_traces"] == 1
+    second.set_status(Status(StatusCode.ERROR))
+    second.end()
+    assert rig.names() == ["first", "second"]
+
+
+def test_child_ending_after_its_root_is_waited_for(rig: Rig) -> None:
+    for trace_id in (KEEP_ID, DROP_ID):
+        rig.ids.next.append(trace_id)
+        root = rig.tracer.start_span("root")
+        child = rig.tracer.start_span("child", context=trace.set_span_in_context(root))
+        root.end()
+        assert rig.names() == ([] if trace_id == KEEP_ID else ["child", "root"])
+        child.end()
+    assert rig.names() == ["child", "root"]
+
+
+def test_span_started_after_the_decision_follows_it(rig: Rig) -> None:
+    contexts = {}
+    for trace_id in (KEEP_ID, DROP_ID):
+        rig.ids.next.append(trace_id)
+        with rig.tracer.start_as_current_span("root") as root:
+            contexts[trace_id] = trace.set_span_in_context(root)
+    rig.exporter.clear()
+    for trace_id, context in contexts.items():
+        late = rig.tracer.start_span("late", context=context)
+        if trace_id == DROP_ID:
+            late.set_status(Status(StatusCode.ERROR))  # a late error does not leak a dropped trace
+        late.end()
+    assert rig.names() == ["late"]
+    late_span = rig.exported()["late"]
+    assert late_span.context.trace_id == KEEP_ID  # type: ignore[union-attr]
+    assert late_span.attributes[R] == "ratio"  # type: ignore[index]
+    assert rig.processor.stats()["buffer_traces"] == 0
+
+
+def test_new_local_root_of_a_dropped_trace_is_decided_afresh(rig: Rig) -> None:
+    with rig.tracer.start_as_current_span("first", context=remote_context(DROP_ID)):
+        pass
+    with rig.tracer.start_as_current_span("again", context=remote_context(DROP_ID)) as again:
+        again.set_status(Status(StatusCode.ERROR))
+    assert rig.names() == ["again"]
+
+
+def test_forgotten_decision_drops_late_span_with_a_count() -> None:
+    rig = Rig(decision_cache_size=1)
+    rig.ids.next += [KEEP_ID, KEEP_ID - 1]
+    root = rig.tracer.start_span("root")
+    child = rig.tracer.start_span("late", context=trace.set_span_in_context(root))
+    rig.processor.force_flush()  # decides KEEP_ID with the child still open
+    with rig.tracer.start_as_current_span("other"):  # its decision overwrites KEEP_ID's
+        pass
+    root.end()
+    child.end()
+    assert rig.names() == ["other"]
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "late_unknown"),): 2}
+
+
+def test_unsampled_spans_are_ignored() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    rig = Rig()
+    rig.provider = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    rig.provider.add_span_processor(rig.processor)
+    with rig.provider.get_tracer("t").start_as_current_span("x"):
+        pass
+    assert rig.processor.stats()["buffer_traces"] == 0
+
+
+# --- bounds and self-metrics -----------------------------------------------------------------------
+
+def test_max_traces_forces_the_oldest() -> None:
+    rig = Rig(ratio=0.0, max_traces=2)
+    roots = []
+    for trace_id in (DROP_ID, DROP_ID + 1, DROP_ID + 2):
+        rig.ids.next.append(trace_id)
+        root = rig.tracer.start_span(f"root{len(roots)}")
+        child = rig.tracer.start_span("child", context=trace.set_span_in_context(root))
+        child.set_status(Status(StatusCode.ERROR if trace_id == DROP_ID else StatusCode.UNSET))
+        child.end()
+        roots.append(root)
+    # the oldest (the errored one) was forced to a decision with what it had: kept for its error
+    assert rig.names() == ["child"]
+    assert rig.exported()["child"].attributes[R] == "error"  # type: ignore[index]
+    assert rig.processor.stats()["buffer_traces"] == 2
+    roots[0].end()  # a late root follows the decision
+    assert rig.names() == ["child", "root0"]
+    for root in roots[1:]:
+        root.end()
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_traces"),): 1}
+    assert rig.metric(semconv.CRM_SAMPLER_TRACES) == {((R, "error"),): 1, ((R, "dropped"),): 2}
+    assert rig.metric(semconv.CRM_SAMPLER_SPANS) == {
+        ((semconv.CRM_SAMPLING_DECISION, "kept"),): 2, ((semconv.CRM_SAMPLING_DECISION, "dropped"),): 4}
+    assert rig.metric(semconv.CRM_SAMPLER_BUFFER_TRACES) == {(): 0}
+    assert rig.metric(semconv.CRM_SAMPLER_BUFFER_SPANS) == {(): 0}
+
+
+def test_max_spans_per_trace_decides_early_then_spans_follow() -> None:
+    rig = Rig(max_spans_per_trace=3)
+    for trace_id in (KEEP_ID, DROP_ID):
+        rig.ids.next.append(trace_id)
+        with rig.tracer.start_as_current_span(f"root{trace_id == KEEP_ID}"):
+            for i in range(5):
+                with rig.tracer.start_as_current_span(f"c{i}.{trace_id == KEEP_ID}"):
+                    pass
+    assert rig.names() == ["c0.True", "c1.True", "c2.True", "c3.True", "c4.True", "rootTrue"]
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_spans_per_trace"),): 2}
+    assert rig.processor.stats()["buffer_spans"] == 0
+
+
+def test_max_spans_bounds_memory_evicting_oldest_traces() -> None:
+    rig = Rig(ratio=0.0, max_spans=10, max_traces=1000)
+    roots = []
+    for i in range(20):  # never-ending roots, each with two ended children
+        root = rig.tracer.start_span(f"root{i}")
+        for _ in range(2):
+            rig.tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+        roots.append(root)
+        assert rig.processor.stats()["buffer_spans"] <= 10
+    evictions = rig.metric(semconv.CRM_SAMPLER_EVICTIONS)
+    assert evictions[((R, "max_spans"),)] >= 16
+    assert rig.processor.stats()["buffer_traces"] <= 4
+    assert rig.names() == []
+
+
+def test_max_age_with_injected_clock() -> None:
+    rig = Rig(ratio=0.0, max_trace_age_s=10.0)
+    rig.ids.next.append(DROP_ID)
+    old_root = rig.tracer.start_span("old")
+    child = rig.tracer.start_span("child", context=trace.set_span_in_context(old_root))
+    child.set_status(Status(StatusCode.ERROR))
+    child.end()
+    rig.clock.now += 5
+    with rig.tracer.start_as_current_span("young"):
+        pass
+    assert rig.processor.stats()["buffer_traces"] == 1
+    rig.clock.now += 5.5  # old is now 10.5 s old
+    with rig.tracer.start_as_current_span("trigger"):
+        pass
+    assert rig.names() == ["child"]
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_age"),): 1}
+    assert rig.processor.stats()["buffer_traces"] == 0
+    old_root.end()
+    assert rig.names() == ["child", "old"]
+
+
+def test_max_age_is_also_checked_at_flush() -> None:
+    rig = Rig(ratio=0.0, max_trace_age_s=1.0)
+    root = rig.tracer.start_span("root")
+    rig.tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+    rig.clock.now += 2
+    rig.processor.force_flush()
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_age"),): 1}
+
+
+def test_keep_rate_is_ten_percent_over_twenty_thousand_random_traces() -> None:
+    rig = Rig(max_traces=10)
+    rng = random.Random(42)
+    ids = [rng.getrandbits(128) for _ in range(20_000)]
+    rig.ids.next = list(ids)
+    for _ in ids:
+        with rig.tracer.start_as_current_span("root"):
+            pass
+    kept = {span.context.trace_id for span in rig.exporter.get_finished_spans()}  # type: ignore[union-attr]
+    assert abs(len(kept) / 20_000 - 0.1) <= 0.015
+    sdk = TraceIdRatioBased(0.1)
+    expected = {i for i in ids
+                if sdk.should_sample(None, i, "root").decision is SdkDecision.RECORD_AND_SAMPLE}
+    assert kept == expected
+    traces = rig.metric(semconv.CRM_SAMPLER_TRACES)
+    assert traces == {((R, "ratio"),): len(kept), ((R, "dropped"),): 20_000 - len(kept)}
+
+
+# --- flush, shutdown, failures, fork -----------------------------------------------------------------
+
+def test_force_flush_decides_buffered_traces_instead_of_dropping(rig: Rig) -> None:
+    for trace_id in (KEEP_ID, DROP_ID):
+        rig.ids.next.append(trace_id)
+        root = rig.tracer.start_span(f"root{trace_id == KEEP_ID}")
+        rig.tracer.start_span(f"child{trace_id == KEEP_ID}", context=trace.set_span_in_context(root)).end()
+    assert rig.names() == []
+    assert rig.processor.force_flush()
+    assert rig.names() == ["childTrue"]
+    assert rig.processor.stats()["buffer_traces"] == 0
+
+
+def test_shutdown_decides_buffered_traces_then_shuts_downstream() -> None:
+    rig = Rig()
+    rig.ids.next.append(DROP_ID)
+    root = rig.tracer.start_span("root")
+    child = rig.tracer.start_span("child", context=trace.set_span_in_context(root))
+    child.set_status(Status(StatusCode.ERROR))
+    child.end()
+    rig.provider.shutdown()
+    assert rig.names() == ["child"]
+    root.end()  # after shutdown: ignored, nothing raised
+    assert rig.names() == ["child"]
+    rig.processor.shutdown()  # idempotent
+
+
+def test_internal_error_never_reaches_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    rig = Rig()
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("sampler bug")
+
+    monkeypatch.setattr(rig.processor, "_force", broken)
+    with pytest.raises(RuntimeError, match="sampler bug"):  # re-raised under pytest, by design
+        with rig.tracer.start_as_current_span("root"):
+            pass
+    safety.reraise_internal_errors(False)
+    try:
+        with rig.tracer.start_as_current_span("root"):
+            pass
+    finally:
+        safety.reraise_internal_errors(None)
+
+
+def test_processor_can_be_garbage_collected() -> None:
+    rig = Rig()
+    ref = weakref.ref(rig.processor)
+    rig.trace(KEEP_ID)
+    del rig
+    gc.collect()
+    assert ref() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_child_starts_with_an_empty_buffer() -> None:
+    code = textwrap.dedent("""
+        import os
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
+        exporter = InMemorySpanExporter()
+        processor = TailSamplingProcessor(SimpleSpanProcessor(exporter), SamplingPolicy(ratio=1.0),
+            max_traces=10, max_spans_per_trace=10, max_spans=100, max_trace_age_s=60)
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(processor)
+        tracer = provider.get_tracer("t")
+        root = tracer.start_span("root")
+        tracer.start_span("child", context=trace.set_span_in_context(root)).end()
+        pid = os.fork()
+        if pid == 0:
+            ok = processor.stats()["buffer_spans"] == 0
+            with tracer.start_as_current_span("in-child"):
+                pass
+            ok = ok and [s.name for s in exporter.get_finished_spans()] == ["in-child"]
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "child saw the parent's buffer"
+        assert processor.stats()["buffer_spans"] == 2
+        root.end()
+        assert sorted(s.name for s in exporter.get_finished_spans()) == ["child", "root"]
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
