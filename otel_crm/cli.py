@@ -66,12 +66,12 @@ def doctor(environ: Mapping[str, str] | None = None, out: Any = None) -> int:
     if uses_otlp and not settings.disabled:
         endpoints = sorted({settings.endpoint_for(s) for s in ("traces", "metrics", "logs")})
         for endpoint in endpoints:
-            problem = check_endpoint(endpoint)
-            if problem is None:
+            failure = check_endpoint(endpoint)
+            if failure is None:
                 print(f"OTLP endpoint {endpoint}: accepts connections", file=out)
             else:
                 status = 1
-                print(f"OTLP endpoint {endpoint}: NOT reachable ({problem})", file=out)
+                print(f"OTLP endpoint {endpoint}: NOT reachable ({failure})", file=out)
     return status
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 __all__ = ["ENV_DEFAULTS", "CrmDistro"]
 

@@ -109,21 +109,23 @@ class CapturedTelemetry:
             raise AssertionError(f"expected one span {name!r}, found {len(matches)}; spans: {names}")
         return matches[0]
 
-    def metric_points(self, name: str) -> list[Any]:
-        """Data points of metric `name` recorded since the last call (delta temporality)."""
+    def _collect(self) -> None:
         data = self.metric_reader.get_metrics_data()
-        points: list[Any] = []
         if data is None:
-            return points
+            return
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
-                    if metric.name == name:
-                        points.extend(metric.data.data_points)
-                        self._units[name] = metric.unit or ""
-        return points
+                    self._points.setdefault(metric.name, []).extend(metric.data.data_points)
+                    self._units[metric.name] = metric.unit or ""
+
+    def metric_points(self, name: str) -> list[Any]:
+        """Every data point of metric `name` recorded so far (delta points: one per collection)."""
+        self._collect()
+        return list(self._points.get(name, []))
 
     def metric_unit(self, name: str) -> str | None:
+        self._collect()
         return self._units.get(name)
 
     def metric_sum(self, name: str, **attributes: Any) -> float:
@@ -131,7 +133,7 @@ class CapturedTelemetry:
         total = 0.0
         for point in self.metric_points(name):
             if all(point.attributes.get(k.replace("__", ".")) == v for k, v in attributes.items()):
-                total += getattr(point, "value", None) or getattr(point, "count", 0)
+                total += float(getattr(point, "value", None) or getattr(point, "count", 0) or 0)
         return total
 
     def logs(self) -> list[ReadableLogRecord]:
@@ -141,10 +143,12 @@ class CapturedTelemetry:
     def clear(self) -> None:
         self.span_exporter.clear()
         self.log_exporter.clear()
-        self.metric_reader.get_metrics_data()
+        self._collect()
+        self._points.clear()
 
     def __post_init__(self) -> None:
         self._units: dict[str, str] = {}
+        self._points: dict[str, list[Any]] = {}
 
 
 @contextmanager
@@ -170,7 +174,7 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
     tracer_provider = create_tracer_provider(resolved, resource, meter=meter, tenant_label=labeler.label,
                                              scrubber=scrubber,
                                              downstream=SimpleSpanProcessor(downstream_exporter))
-    log_exporter = InMemoryLogRecordExporter()
+    log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
     logger_provider = create_logger_provider(resolved, resource, scrubber=scrubber,
                                              downstream=SimpleLogRecordProcessor(log_exporter))
     runtime = state.Runtime(settings=resolved, tracer_provider=tracer_provider,

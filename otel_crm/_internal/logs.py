@@ -68,12 +68,12 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
                                                      export_timeout_millis=settings.otlp_timeout_ms))
         if "console" in settings.logs_exporter:
             exporters.append(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
-    for processor in exporters:
+    for exporting in exporters:
         if scrubber is not None:
             from otel_crm._internal.scrubbing import ScrubbingLogProcessor
 
-            processor = ScrubbingLogProcessor(processor, scrubber)
-        provider.add_log_record_processor(processor)
+            exporting = ScrubbingLogProcessor(exporting, scrubber)
+        provider.add_log_record_processor(exporting)
     return provider
 
 

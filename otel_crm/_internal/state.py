@@ -36,11 +36,11 @@ class Runtime:
 
     def tracer(self, name: str = "otel_crm") -> trace.Tracer:
         provider = self.tracer_provider or trace.get_tracer_provider()
-        return provider.get_tracer(name)  # type: ignore[no-any-return]
+        return provider.get_tracer(name)
 
     def meter(self, name: str = "otel_crm") -> metrics.Meter:
         provider = self.meter_provider or metrics.get_meter_provider()
-        return provider.get_meter(name)  # type: ignore[no-any-return]
+        return provider.get_meter(name)
 
     def cached(self, key: str, factory: Callable[[], _T]) -> _T:
         """Instruments and other per-runtime singletons, built once."""

@@ -93,7 +93,7 @@ def _export_chain(settings: Settings, meter: Meter | None, scrubber: Any) -> Spa
         return None
     if len(processors) == 1:
         return processors[0]
-    fanout = SynchronousMultiSpanProcessor()
+    fanout = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
     for processor in processors:
         fanout.add_span_processor(processor)
     return fanout

@@ -31,10 +31,9 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            out.append(json.loads(line))
+    for raw in path.read_text().splitlines():
+        if raw.strip():
+            out.append(json.loads(raw))
     return out
 
 

@@ -1,0 +1,60 @@
+"""configure() owns process-global state, so each case runs in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def _run(code: str, **env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    base.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                 "OTEL_LOGS_EXPORTER": "none", "OTEL_CRM_LOG_FORMAT": "none", **env})
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=base, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_explicit_arguments_beat_environment_and_configure_is_idempotent() -> None:
+    out = _run("""
+        import json, otel_crm
+        first = otel_crm.configure(service_name="explicit", sampling_mode="off")
+        second = otel_crm.configure(service_name="ignored")
+        from opentelemetry import trace
+        provider = trace.get_tracer_provider()
+        print(json.dumps({"same": first is second, "name": first.settings.service_name,
+                          "resource": provider.resource.attributes["service.name"],
+                          "ratio": first.settings.sampling_ratio}))
+    """, OTEL_SERVICE_NAME="from-env", OTEL_CRM_SAMPLING_RATIO="0.5")
+    assert out == {"same": True, "name": "explicit", "resource": "explicit", "ratio": 0.5}
+
+
+def test_disabled_installs_nothing() -> None:
+    out = _run("""
+        import json, otel_crm
+        from opentelemetry import trace
+        runtime = otel_crm.configure()
+        print(json.dumps({"provider": type(trace.get_tracer_provider()).__name__,
+                          "disabled": runtime.settings.disabled}))
+    """, OTEL_SDK_DISABLED="true")
+    assert out == {"provider": "ProxyTracerProvider", "disabled": True}
+
+
+def test_shutdown_returns_within_its_deadline_when_the_collector_is_down() -> None:
+    out = _run("""
+        import json, time, otel_crm
+        from opentelemetry import trace
+        otel_crm.configure(sampling_mode="off", traces_exporter=["otlp"],
+                           otlp_endpoint="http://127.0.0.1:9", otlp_timeout_ms=30000)
+        tracer = trace.get_tracer("t")
+        for i in range(50):
+            tracer.start_span(f"s{i}").end()
+        started = time.monotonic()
+        otel_crm.shutdown(timeout=1.0)
+        print(json.dumps({"seconds": time.monotonic() - started}))
+    """)
+    assert out["seconds"] < 1.5

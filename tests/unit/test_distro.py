@@ -1,0 +1,66 @@
+"""opentelemetry-instrument must pick otel_crm, also with upstream opentelemetry-distro beside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.metadata import distribution, entry_points
+from pathlib import Path
+
+from otel_crm.distro import ENV_DEFAULTS, CrmDistro
+
+BIN = Path(sys.executable).parent
+PROBE = ("import json, os; from otel_crm._internal import config; "
+         "from opentelemetry import trace; "
+         "print(json.dumps({'configured': config.is_configured(), "
+         "'provider': type(trace.get_tracer_provider()).__name__, "
+         "'semconv': os.environ.get('OTEL_SEMCONV_STABILITY_OPT_IN')}))")
+
+
+def _instrumented(**env: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    base.update({"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                 "OTEL_LOGS_EXPORTER": "none", "OTEL_CRM_LOG_FORMAT": "none", **env})
+    result = subprocess.run([str(BIN / "opentelemetry-instrument"), sys.executable, "-c", PROBE], env=base,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_upstream_distro_is_installed_beside_ours() -> None:
+    names = {ep.name for ep in entry_points(group="opentelemetry_distro")}
+    assert {"otel_crm", "distro"} <= names
+    assert {"otel_crm", "configurator"} <= {ep.name for ep in entry_points(group="opentelemetry_configurator")}
+
+
+def test_opentelemetry_instrument_picks_otel_crm_with_no_flags() -> None:
+    out = _instrumented()
+    assert out == {"configured": True, "provider": "TracerProvider", "semconv": "http,database"}
+
+
+def test_the_selection_is_pinned_by_a_pth_default_not_by_discovery_order() -> None:
+    files = [str(f) for f in distribution("otel-crm").files or []]
+    assert "otel_crm_select.pth" in files
+    assert os.environ.get("OTEL_PYTHON_DISTRO") == "otel_crm"
+    assert os.environ.get("OTEL_PYTHON_CONFIGURATOR") == "otel_crm"
+
+
+def test_a_user_choice_of_distro_still_wins() -> None:
+    out = _instrumented(OTEL_PYTHON_DISTRO="distro", OTEL_PYTHON_CONFIGURATOR="configurator")
+    assert out["configured"] is False
+
+
+def test_user_set_semconv_opt_in_is_kept() -> None:
+    assert _instrumented(OTEL_SEMCONV_STABILITY_OPT_IN="http/dup")["semconv"] == "http/dup"
+
+
+def test_distro_sets_only_defaults(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    for key in ENV_DEFAULTS:
+        if key != "OTEL_TRACES_EXPORTER":
+            monkeypatch.delenv(key, raising=False)
+    CrmDistro()._configure()
+    assert os.environ["OTEL_TRACES_EXPORTER"] == "console"
+    assert os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] == "http,database"

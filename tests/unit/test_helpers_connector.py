@@ -1,0 +1,280 @@
+"""connector_operation() and the connector decorators."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+
+from otel_crm._internal import safety, semconv, state
+from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.tenancy import TenantLabeler, tenant_context
+from otel_crm.helpers import connector_operation, instrument_connector_operation, instrument_sync_operation
+from otel_crm.helpers.connector import connector_name_of, count_records
+from otel_crm.testing import CapturedTelemetry
+
+connector_module = importlib.import_module("otel_crm.helpers.connector")
+
+
+def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
+    data = reader.get_metrics_data()
+    found: dict[str, Any] = {}
+    for resource_metrics in data.resource_metrics if data else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                found[metric.name] = metric
+    return found
+
+
+@pytest.fixture
+def telemetry(otel_crm_telemetry: CapturedTelemetry) -> CapturedTelemetry:
+    return otel_crm_telemetry
+
+
+class HubSpotConnector:
+    @instrument_sync_operation("contacts")
+    def sync_contacts(self, n: int) -> list[int]:
+        return list(range(n))
+
+    @instrument_connector_operation("push")
+    async def push(self, batch: list[int]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return {"count": len(batch)}
+
+    @instrument_sync_operation("deals", connector="hubspot-eu")
+    def sync_deals(self) -> dict[str, Any]:
+        return {"items": ["d1", "d2"]}
+
+
+class WordPressClient:
+    connector_name = "wordpress"
+
+    @instrument_sync_operation("posts")
+    def sync_posts(self) -> Iterator[int]:
+        yield 1  # a generator is not counted (never consumed by the helper)
+
+
+def test_context_manager_span_and_metrics(telemetry: CapturedTelemetry) -> None:
+    with connector_operation("hubspot", "sync", resource_type="contacts") as op:
+        op.set_records(25)
+
+    span = telemetry.span("sync hubspot")
+    assert span.kind is SpanKind.INTERNAL
+    assert dict(span.attributes or {}) == {
+        "service.peer.name": "hubspot", "crm.connector.operation": "sync",
+        "crm.connector.resource_type": "contacts", "crm.connector.records": 25}
+
+    metrics = collect(telemetry.metric_reader)
+    base = {"service.peer.name": "hubspot", "crm.connector.operation": "sync",
+            "crm.connector.resource_type": "contacts"}
+    duration = metrics["crm.connector.duration"]
+    assert duration.unit == "s"
+    (point,) = duration.data.data_points
+    assert tuple(point.explicit_bounds) == semconv.CRM_DURATION_BUCKETS
+    assert dict(point.attributes) == {**base, "crm.connector.outcome": "success"}
+    operations = metrics["crm.connector.operations"]
+    assert operations.unit == "{operation}"
+    assert dict(operations.data.data_points[0].attributes) == {**base, "crm.connector.outcome": "success"}
+    records = metrics["crm.connector.records.synced"]
+    assert records.unit == "{record}"
+    (point,) = records.data.data_points
+    assert point.value == 25 and dict(point.attributes) == base
+
+
+async def test_async_context_manager(telemetry: CapturedTelemetry) -> None:
+    async with connector_operation("wordpress", "push") as op:
+        await asyncio.sleep(0)
+        op.set_records(3)
+    span = telemetry.span("push wordpress")
+    assert span.attributes is not None and span.attributes[semconv.CRM_CONNECTOR_RECORDS] == 3
+    assert semconv.CRM_CONNECTOR_RESOURCE_TYPE not in span.attributes
+
+
+async def test_decorators_count_records_and_name_connectors(telemetry: CapturedTelemetry) -> None:
+    hubspot = HubSpotConnector()
+    assert hubspot.sync_contacts(4) == [0, 1, 2, 3]
+    assert await hubspot.push([1, 2]) == {"count": 2}
+    assert hubspot.sync_deals() == {"items": ["d1", "d2"]}
+    assert list(WordPressClient().sync_posts()) == [1]
+
+    sync = telemetry.span("sync hubspot")
+    assert sync.attributes is not None
+    assert sync.attributes[semconv.CRM_CONNECTOR_RECORDS] == 4
+    assert sync.attributes[semconv.CRM_CONNECTOR_RESOURCE_TYPE] == "contacts"
+    assert sync.attributes[semconv.CODE_FUNCTION_NAME] == f"{__name__}.HubSpotConnector.sync_contacts"
+    assert telemetry.span("push hubspot").attributes[semconv.CRM_CONNECTOR_RECORDS] == 2  # type: ignore[index]
+    assert telemetry.span("sync hubspot-eu").attributes[semconv.CRM_CONNECTOR_RECORDS] == 2  # type: ignore[index]
+    posts = telemetry.span("sync wordpress")
+    assert posts.attributes is not None and semconv.CRM_CONNECTOR_RECORDS not in posts.attributes
+
+    metrics = collect(telemetry.metric_reader)
+    synced = {(p.attributes["service.peer.name"], p.attributes["crm.connector.operation"]): p.value
+              for p in metrics["crm.connector.records.synced"].data.data_points}
+    assert synced == {("hubspot", "sync"): 4, ("hubspot", "push"): 2, ("hubspot-eu", "sync"): 2}
+
+
+def test_plain_function_uses_module_name(telemetry: CapturedTelemetry) -> None:
+    @instrument_connector_operation("fetch", connector="perplexity")
+    def fetch() -> list[str]:
+        return ["a"]
+
+    @instrument_connector_operation("fetch")
+    def fetch_unnamed() -> None:
+        return None
+
+    fetch()
+    fetch_unnamed()
+    assert telemetry.span("fetch perplexity").attributes[semconv.CRM_CONNECTOR_RECORDS] == 1  # type: ignore[index]
+    # A plain function: its module's last component, without a `_connector` suffix, names it.
+    assert __name__.rsplit(".", 1)[-1] == "test_helpers_connector"
+    telemetry.span("fetch test_helpers")
+
+
+def test_connector_name_rules() -> None:
+    class SalesforceClient:
+        pass
+
+    class Named:
+        name = "zapier"
+
+    assert connector_name_of(HubSpotConnector()) == "hubspot"
+    assert connector_name_of(SalesforceClient) == "salesforce"
+    assert connector_name_of(WordPressClient()) == "wordpress"
+    assert connector_name_of(Named()) == "zapier"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ([1, 2, 3], 3), ((1,), 1), ({1, 2}, 2), ({"records": [1, 2]}, 2), ({"items": (1,)}, 1),
+    ({"count": 7}, 7), ({"other": 1}, None), ({"count": True}, None), ("abc", None), (b"ab", None),
+    (None, None), (5, None), (iter([1]), None),
+])
+def test_count_records(value: Any, expected: int | None) -> None:
+    assert count_records(value) == expected
+
+
+def test_error_reraised_unchanged_with_failure_metrics(telemetry: CapturedTelemetry) -> None:
+    error = ConnectionError("hubspot down")
+
+    class Flaky:
+        @instrument_sync_operation("contacts", connector="hubspot")
+        def sync(self) -> list[int]:
+            raise error
+
+    with pytest.raises(ConnectionError) as raised:
+        Flaky().sync()
+    assert raised.value is error
+    span = telemetry.span("sync hubspot")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == "ConnectionError"
+    assert [e.name for e in span.events] == ["exception"]
+    metrics = collect(telemetry.metric_reader)
+    (point,) = metrics["crm.connector.operations"].data.data_points
+    assert point.attributes["crm.connector.outcome"] == "failure"
+    assert point.attributes["error.type"] == "ConnectionError"
+    assert "crm.connector.records.synced" not in metrics
+
+
+def test_tenant_on_every_metric(telemetry: CapturedTelemetry) -> None:
+    with tenant_context("acme"), connector_operation("hubspot", "sync") as op:
+        op.set_records(1)
+    metrics = collect(telemetry.metric_reader)
+    for name in ("crm.connector.duration", "crm.connector.operations", "crm.connector.records.synced"):
+        assert metrics[name].data.data_points[0].attributes[semconv.CRM_TENANT_ID] == "acme"
+
+
+def test_unsampled_still_records_metrics() -> None:
+    reader = InMemoryMetricReader()
+    previous = state.install(state.Runtime(
+        settings=resolve_settings({}), tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
+        meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
+    try:
+        with connector_operation("hubspot", "sync") as op:
+            op.set_records(10)
+            assert not op.span.is_recording()
+    finally:
+        state.install(previous) if previous is not None else state.uninstall()
+    metrics = collect(reader)
+    assert metrics["crm.connector.records.synced"].data.data_points[0].value == 10
+    assert metrics["crm.connector.operations"].data.data_points[0].value == 1
+
+
+def test_internal_failure_never_reaches_business_code(telemetry: CapturedTelemetry,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exploding:
+        def __init__(self, runtime: state.Runtime) -> None:
+            self.duration = self.operations = self.records = self
+
+        def record(self, *args: Any) -> None:
+            raise RuntimeError("histogram exploded")
+
+        add = record
+
+    monkeypatch.setattr(connector_module, "_Instruments", Exploding)
+    safety.reraise_internal_errors(False)
+    try:
+        assert HubSpotConnector().sync_contacts(2) == [0, 1]
+        with connector_operation("hubspot", "sync") as op:
+            op.set_records(1)
+    finally:
+        safety.reraise_internal_errors(None)
+    assert len([s for s in telemetry.spans() if s.name == "sync hubspot"]) == 2
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"results": [1, 2]}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+@pytest.fixture
+def local_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_http_client_spans_are_children_of_the_connector_span(telemetry: CapturedTelemetry,
+                                                               local_server: str) -> None:
+    instrumentor = RequestsInstrumentor()
+    instrumentor.instrument(tracer_provider=telemetry.runtime.tracer_provider)
+    try:
+        class CrmClient:
+            @instrument_sync_operation("contacts")
+            def sync(self) -> list[int]:
+                response = requests.get(f"{local_server}/contacts", timeout=5)
+                response.raise_for_status()
+                return list(response.json()["results"])
+
+        assert CrmClient().sync() == [1, 2]
+    finally:
+        instrumentor.uninstrument()
+
+    connector_span = telemetry.span("sync crm")
+    http_spans = [s for s in telemetry.spans() if s.kind is SpanKind.CLIENT]
+    assert len(http_spans) == 1
+    assert http_spans[0].parent is not None
+    assert http_spans[0].parent.span_id == connector_span.context.span_id
+    assert http_spans[0].context.trace_id == connector_span.context.trace_id

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+import otel_crm
+from otel_crm._internal.jsonlog import JsonFormatter
+from otel_crm._internal.logs import install_log_handlers, remove_log_handlers
+from otel_crm._internal.settings import resolve_settings
+from otel_crm.testing import CapturedTelemetry
+
+
+def _formatted(logger: logging.Logger, formatter: JsonFormatter, emit) -> dict:  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        emit()
+    finally:
+        logger.removeHandler(handler)
+    return json.loads(stream.getvalue().strip().splitlines()[-1])
+
+
+def test_json_line_has_the_fields_ops_search_by() -> None:
+    logger = logging.getLogger("test.json")
+    formatter = JsonFormatter(service="crm", environment="prod", capture_user_id=False)
+    tracer = TracerProvider().get_tracer("t")
+    with otel_crm.tenant_context("acme", user_id="u-1"), tracer.start_as_current_span("req") as span:
+        line = _formatted(logger, formatter, lambda: logger.info("hello %s", "world"))
+    assert line["message"] == "hello world" and line["level"] == "info" and line["logger"] == "test.json"
+    assert line["service"] == "crm" and line["environment"] == "prod"
+    assert line["correlation_id"] == format(span.get_span_context().trace_id, "032x")
+    assert line["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert line["tenant_id"] == "acme" and "user_id" not in line
+    assert line["timestamp"][-1] == "Z" and line["timestamp"][19] == "." and len(line["timestamp"]) == 24
+
+
+def test_user_id_only_when_enabled_and_exception_fields() -> None:
+    logger = logging.getLogger("test.json2")
+    formatter = JsonFormatter(service="crm", environment="prod", capture_user_id=True,
+                              scrub=lambda text: text.replace("s3cret", "[REDACTED]"))
+
+    def fail() -> None:
+        try:
+            raise KeyError("s3cret")
+        except KeyError:
+            logger.exception("import failed")
+
+    with otel_crm.tenant_context("acme", user_id="u-1"):
+        line = _formatted(logger, formatter, fail)
+    assert line["user_id"] == "u-1"
+    assert line["exception_type"] == "KeyError" and "[REDACTED]" in line["exception_message"]
+    assert "s3cret" not in json.dumps(line) and "Traceback" in line["stack_trace"]
+
+
+def test_access_fields_are_copied() -> None:
+    logger = logging.getLogger("test.access")
+    formatter = JsonFormatter(service="crm", environment="prod")
+    line = _formatted(logger, formatter, lambda: logger.info(
+        "GET /leads 200", extra={"method": "GET", "path": "/leads", "status_code": 200, "latency_ms": 1.5}))
+    assert (line["method"], line["path"], line["status_code"], line["latency_ms"]) == ("GET", "/leads", 200, 1.5)
+
+
+def test_handlers_are_added_once_and_basic_config_is_never_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: pytest.fail("basicConfig called"))
+    root = logging.Logger("isolated-root")
+    settings = resolve_settings({}, logs_exporter=["none"], log_format="json")
+    first = install_log_handlers(settings, None, root=root)
+    second = install_log_handlers(settings, None, root=root)
+    assert len(first) == 1 and second == [] and len(root.handlers) == 1
+    remove_log_handlers(root)
+    assert root.handlers == []
+
+
+def test_log_format_none_adds_no_stdout_handler() -> None:
+    root = logging.Logger("isolated-root-2")
+    settings = resolve_settings({}, logs_exporter=["none"], log_format="none")
+    assert install_log_handlers(settings, None, root=root) == []
+
+
+def test_otlp_log_records_carry_tenant_and_trace(otel_crm_telemetry: CapturedTelemetry) -> None:
+    tracer = otel_crm_telemetry.runtime.tracer()
+    with otel_crm.tenant_context("globex"), tracer.start_as_current_span("req") as span:
+        logging.getLogger("crm").warning("quota almost used")
+    record = next(r for r in otel_crm_telemetry.logs() if r.log_record.body == "quota almost used")
+    assert record.log_record.attributes["crm.tenant.id"] == "globex"
+    assert record.log_record.trace_id == span.get_span_context().trace_id
+    assert "user.id" not in record.log_record.attributes
+    assert trace.get_current_span() is not span

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+import otel_crm
+from otel_crm.testing import CapturedTelemetry
+
+
+def _remote_parent() -> trace.Context:  # type: ignore[name-defined]
+    parent = SpanContext(trace_id=0x1234, span_id=0x99, is_remote=True, trace_flags=TraceFlags(1))
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+def test_every_local_root_is_counted_and_children_are_not(otel_crm_telemetry: CapturedTelemetry) -> None:
+    tracer = otel_crm_telemetry.runtime.tracer()
+    for _ in range(3):
+        with tracer.start_as_current_span("nightly_sync"), tracer.start_as_current_span("child"):
+            pass
+    with tracer.start_as_current_span("GET /leads", kind=SpanKind.SERVER, context=_remote_parent(),
+                                      attributes={"http.request.method": "GET", "http.route": "/leads",
+                                                  "http.response.status_code": 200}):
+        pass
+    points = otel_crm_telemetry.metric_points("crm.requests")
+    by_operation = {p.attributes["crm.operation.name"]: p.value for p in points}
+    assert by_operation == {"nightly_sync": 3, "GET /leads": 1}
+    http_point = next(p for p in points if p.attributes["crm.operation.name"] == "GET /leads")
+    assert http_point.attributes["http.route"] == "/leads"
+    assert http_point.attributes["http.response.status_code"] == 200
+
+
+def test_errors_are_counted_with_error_type(otel_crm_telemetry: CapturedTelemetry) -> None:
+    tracer = otel_crm_telemetry.runtime.tracer()
+    try:
+        with tracer.start_as_current_span("import_contacts"):
+            raise ValueError("bad row")
+    except ValueError:
+        pass
+    with tracer.start_as_current_span("GET /x") as span:
+        span.set_attribute("error.type", "500")
+        span.set_status(Status(StatusCode.ERROR))
+    errors = otel_crm_telemetry.metric_points("crm.request.errors")
+    assert {p.attributes["error.type"] for p in errors} == {"ValueError", "500"}
+
+
+def test_duration_histogram_is_in_seconds_with_tenant(otel_crm_telemetry: CapturedTelemetry) -> None:
+    tracer = otel_crm_telemetry.runtime.tracer()
+    with otel_crm.tenant_context("acme"):
+        span = tracer.start_span("job", start_time=1_000_000_000)
+        span.end(end_time=3_500_000_000)
+    points = otel_crm_telemetry.metric_points("crm.request.duration")
+    assert otel_crm_telemetry.metric_unit("crm.request.duration") == "s"
+    assert points[0].sum == 2.5 and points[0].attributes["crm.tenant.id"] == "acme"
+    assert 2.0 in points[0].explicit_bounds and 1.0 in points[0].explicit_bounds
+
+
+def test_tenants_beyond_the_limit_become_other() -> None:
+    from otel_crm.testing import capture_telemetry
+
+    with capture_telemetry(tenant_metric_limit=2) as telemetry:
+        tracer = telemetry.runtime.tracer()
+        for tenant in ("a", "b", "c", "d"):
+            with otel_crm.tenant_context(tenant), tracer.start_as_current_span("job"):
+                pass
+        tenants = {p.attributes["crm.tenant.id"] for p in telemetry.metric_points("crm.requests")}
+        assert tenants == {"a", "b", "__other__"}
+        assert telemetry.metric_sum("crm.tenant.overflow") == 2
