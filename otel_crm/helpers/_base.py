@@ -159,27 +159,39 @@ class Operation:
 
     def _finish(self, exc: BaseException | None) -> None:
         duration = perf_counter() - self._t0
-        try:
-            error = error_type(exc) if exc is not None else None
-            span = self._span
+        error = error_type(exc) if exc is not None else None
+        failure: Exception | None = None
+        # Independent stages: a failure in one never costs the others (the span still ends,
+        # the context is still restored, the metrics are still recorded).
+        span = self._span
+        if span is not None:
             try:
-                if span is not None:
-                    if span.is_recording():
-                        if exc is not None:
-                            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                            span.set_attribute(semconv.ERROR_TYPE, cast(str, error))
-                            span.record_exception(exc, escaped=True)
-                        self._ending(span)
-                    span.end()
-            finally:
-                self._exited()
-                if self._token is not None:
-                    context.detach(self._token)  # type: ignore[arg-type]
-                    self._token = None
+                if span.is_recording():
+                    if exc is not None:
+                        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                        span.set_attribute(semconv.ERROR_TYPE, cast(str, error))
+                        span.record_exception(exc, escaped=True)
+                    self._ending(span)
+            except Exception as stage_exc:
+                failure = stage_exc
+            try:
+                span.end()
+            except Exception as stage_exc:
+                failure = failure or stage_exc
+        try:
+            self._exited()
+            if self._token is not None:
+                context.detach(self._token)  # type: ignore[arg-type]
+                self._token = None
+        except Exception as stage_exc:
+            failure = failure or stage_exc
+        try:
             if self._runtime is not None:
                 self._record(self._runtime, duration, error)
-        except Exception as internal_exc:
-            internal(self.component, internal_exc)
+        except Exception as stage_exc:
+            failure = failure or stage_exc
+        if failure is not None:
+            internal(self.component, failure)
 
 
 class Instrumented(Generic[_Op]):
