@@ -126,23 +126,26 @@ def _dump(value: Any) -> str:
     return json.dumps(_mask(value, 0), ensure_ascii=False, separators=(",", ":"))[:MAX_QUERY_TEXT]
 
 
-@functools.lru_cache(maxsize=256)
 def _sanitize_text(text: str, system: str) -> str:
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         try:
             return _dump(json.loads(text))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or absurdly deep): sanitize as text
             pass
     if system in _SQL_SYSTEMS:
         return _sanitize_sql(text, MAX_QUERY_TEXT)
     return _sanitize_lucene(text, MAX_QUERY_TEXT)
 
 
+_sanitize_cached = functools.lru_cache(maxsize=256)(_sanitize_text)
+
+
 def sanitize_query(query: Any, system: str = "elasticsearch") -> str:
     """``db.query.text`` for `query`: its shape with every literal value replaced by ``?``."""
     if isinstance(query, str):
-        return _sanitize_text(query, system)
+        # Queries repeat: memoise the short ones (the cache never pins large strings).
+        return _sanitize_cached(query, system) if len(query) <= 4096 else _sanitize_text(query, system)
     if isinstance(query, bytes):
         return _sanitize_text(query.decode("utf-8", "replace"), system)
     return _dump(query)
