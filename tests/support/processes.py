@@ -63,7 +63,8 @@ class ManagedProcess:
                                      cwd=str(cwd or ROOT), start_new_session=True)
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_healthy(self, predicate: Callable[[], bool], timeout: float = 30) -> None:

@@ -1,0 +1,91 @@
+"""The in-process tail sampler end to end: the Flask example under `opentelemetry-instrument` with its
+production defaults, exporting to the real collector."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import Collector, flask_app, instrumented_env, wait_until
+
+pytestmark = pytest.mark.integration
+
+N_FAIL, N_SLOW, N_OK = 20, 6, 200
+RATIO = 0.1
+BOUND = round(RATIO * 2**64)  # the SDK's TraceIdRatioBased bound, on the low 64 bits
+
+
+def _expected_keep(trace_id_hex: str) -> bool:
+    return int(trace_id_hex, 16) & (2**64 - 1) < BOUND
+
+
+def test_errors_and_slow_traces_are_all_kept_and_ok_traces_follow_the_ratio(
+        collector: Collector, tmp_path: Path) -> None:
+    app = flask_app(tmp_path, instrumented_env(collector, "sampled-crm"))  # production defaults: tail, 10%
+    session = requests.Session()
+    for _ in range(N_FAIL):
+        assert session.get(app.url("/fail"), timeout=10).status_code == 500
+    with ThreadPoolExecutor(N_SLOW) as pool:
+        statuses = list(pool.map(lambda _: requests.get(app.url("/slow"), timeout=20).status_code,
+                                 range(N_SLOW)))
+    assert statuses == [200] * N_SLOW
+    for _ in range(N_OK):
+        assert session.get(app.url("/ok"), timeout=10).status_code == 200
+    app.process.stop()
+
+    # Every request's trace id is in the JSON access log, kept or not: predict the exact kept set.
+    access = [json.loads(line) for line in app.process.output().splitlines()
+              if line.startswith("{") and '"otel_crm.access"' in line]
+    ok_ids = {line["correlation_id"] for line in access if line["path"] == "/ok"}
+    assert len(ok_ids) == N_OK
+    predicted = {t for t in ok_ids if _expected_keep(t)}
+
+    def server_spans(route: str) -> list:  # type: ignore[type-arg]
+        return [s for s in collector.spans() if s.name == f"GET {route}"]
+
+    wait_until(lambda: len(server_spans("/fail")) == N_FAIL and len(server_spans("/slow")) == N_SLOW,
+               30, "all error and slow traces in the collector output")
+    failed, slow, ok = server_spans("/fail"), server_spans("/slow"), server_spans("/ok")
+    assert all(s.attributes["crm.sampling.reason"] == "error" for s in failed)
+    assert all(s.attributes["crm.sampling.weight"] == 1 for s in failed + slow)
+    assert all(s.attributes["crm.sampling.reason"] == "slow" and s.duration_s >= 2.0 for s in slow)
+
+    kept_ok = {s.trace_id for s in ok}
+    assert kept_ok == predicted, "ok traces kept are exactly those the trace-id ratio rule keeps"
+    assert all(s.attributes["crm.sampling.reason"] == "ratio" for s in ok)
+    assert all(s.attributes["crm.sampling.weight"] == pytest.approx(1 / RATIO) for s in ok)
+    # and the rule keeps about a tenth (binomial band, > 4.5 sigma wide)
+    assert 5 <= len(kept_ok) <= 40
+
+    # The error trace is complete: the exception event is on the server span.
+    assert any(e["name"] == "exception" for e in failed[0].events)
+
+    # RED metrics were recorded from 100% of entry spans, before sampling.
+    def request_counts() -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for point in collector.metrics():
+            if point.metric == "crm.requests" and point.resource.get("service.name") == "sampled-crm":
+                route = point.attributes.get("http.route")
+                key = f"{route}|{point.attributes.get('http.response.status_code')}"
+                counts[key] = max(counts.get(key, 0), point.value or 0)  # cumulative: the last is the max
+        return counts
+
+    expected = {"/fail|500": N_FAIL, "/slow|200": N_SLOW, "/ok|200": N_OK}
+    wait_until(lambda: {k: request_counts().get(k) for k in expected} == expected, 20,
+               f"crm.requests == {expected}")
+    errors = [p for p in collector.metrics() if p.metric == "crm.request.errors"]
+    assert max(p.value or 0 for p in errors) == N_FAIL
+    assert {p.attributes.get("error.type") for p in errors} == {"500"}
+
+
+def test_collector_mode_exports_everything(collector: Collector, tmp_path: Path) -> None:
+    app = flask_app(tmp_path, instrumented_env(collector, "unsampled-crm", OTEL_CRM_SAMPLING_MODE="collector"))
+    for _ in range(30):
+        requests.get(app.url("/ok"), timeout=10)
+    app.process.stop()
+    wait_until(lambda: len([s for s in collector.spans() if s.name == "GET /ok"]) == 30, 20, "30 ok traces")
+    assert all("crm.sampling.reason" not in s.attributes for s in collector.spans())
