@@ -1,0 +1,558 @@
+"""Scrub secrets and personal data from telemetry before it leaves the process.
+
+What is found (built in): email addresses; credentials (``Bearer …``, ``Basic …``,
+``Authorization: …``, ``sk-…``/``sk-ant-…``/``sk-proj-…``, Stripe ``sk_live_…``, AWS ``AKIA…``/``ASIA…``,
+Google ``AIza…``, GitHub ``ghp_…``/``github_pat_…``, Slack ``xox?-…``, JWTs, URL passwords
+``scheme://user:PASSWORD@host``, and the value of ``api_key=``/``token=``/``password=``/``secret=``/``pwd=``…
+in query strings and ``"password": "…"`` in JSON); card numbers (13-19 digits, plain or grouped
+4-4-4-4 / 4-6-5 / 4-6-4, first digit 2-6, Luhn-checked); phone numbers (``+`` international forms,
+North-American ``(415) 555-2671`` / ``415-555-2671``, trunk-0 national forms ``020 7946 0958``).
+Plain integers, timestamps, UUIDs and trace ids are left alone. Attribute keys on the deny-list
+(``password``, ``token``, ``authorization``, ``cookie``, … also as a ``.``/``_``/``-`` suffix, plus
+OTEL_CRM_SCRUB_KEYS) have their whole value replaced, whatever its type.
+
+Markers: redact mode writes ``[REDACTED:<kind>]`` (kind: email, phone, card, secret, custom) in
+place of what matched, keeping context (``token=[REDACTED:secret]``, ``Bearer [REDACTED:secret]``);
+a deny-listed key's value becomes ``[REDACTED]``. Hash mode writes ``[HASH:<16 hex>]``, the start of
+HMAC-SHA256(salt, value) of the normalised value (emails lower-cased, phones and cards digits
+only), so the same email joins across spans and logs. Without OTEL_CRM_SCRUB_SALT the salt is random
+per process: hashes then join only within the process. Markers are never matched again, so
+scrubbing twice changes nothing.
+
+Cost: a few substring checks decide which families can match at all; only those run, as one
+combined regular expression. Every built-in pattern is linear: no nested or ambiguous quantifiers,
+each branch starts with a literal or a small class and checks its left boundary with a one-char
+lookbehind. Strings longer than ``max_scan_chars`` are scanned in windows that overlap by
+``min(1024, max_scan_chars // 4)`` chars, so nothing is truncated; a match touching a window's end is
+rescanned from its start in the next window. A secret longer than the overlap that straddles a
+window boundary without being recognisable inside one window can be missed. Custom patterns
+(OTEL_CRM_SCRUB_PATTERNS) run on every string, after the built-ins, and their linearity is the
+author's business. Resource attributes are not scrubbed (they are configuration, not data).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, Status
+from opentelemetry.util.types import AttributeValue
+
+from otel_crm._internal import semconv
+from otel_crm._internal.safety import guard
+from otel_crm._internal.settings import Settings
+
+__all__ = [
+    "DENIED_KEYS",
+    "Scrubber",
+    "ScrubbingLogProcessor",
+    "ScrubbingSpanExporter",
+    "scrub_json_record",
+]
+
+_log = logging.getLogger("otel_crm")
+
+DENIED_KEYS: tuple[str, ...] = (
+    "password", "passwd", "pwd", "secret", "authorization", "cookie", "set_cookie", "api_key", "apikey",
+    "token", "access_token", "refresh_token", "client_secret", "private_key")
+
+# Families, each behind a cheap gate on the whole string.
+_AT, _KV, _TOK, _DIG = 1, 2, 4, 8
+_TOKEN_HINTS = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "AIza", "gh", "xox", "eyJ", "earer", "EARER",
+                "Basic", "uthorization", "UTHORIZATION")
+_DIGIT_GATE = re.compile(r"[0-9][0-9 ().-]{6,40}[0-9]")
+_NB = r"[A-Za-z0-9_.+-]"  # chars that may not precede a number we flag
+_KV_KEYS = ("api_key", "api-key", "apikey", "token", "password", "passwd", "pwd", "secret",
+            "private_key", "passphrase")
+_SCHEMES = r"(?i:bearer|basic|digest|token|negotiate|bot|apikey)"
+_JSON_KEYS = r"password|passwd|pwd|secret|token|api[_-]?key|apikey|private[_-]?key|cookie|passphrase"
+
+# name -> (gate, kind, value group or None, validator or None, pattern)
+_SPECS: dict[str, tuple[int, str, str | None, str | None, str]] = {
+    "authz": (_TOK, "secret", "authz_v",
+              None, r"[Aa](?i:uthorization)[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?"
+                    rf"(?:{_SCHEMES}[ \t]{{1,4}})?(?!{_SCHEMES}[ \t])"
+                    r"(?P<authz_v>[^\s\"',;\[][^\s\"',;]{3,})"),
+    "bearer": (_TOK, "secret", "bearer_v",
+               None, r"[Bb](?<![A-Za-z0-9_][Bb])(?:earer|EARER)[ \t]{1,4}"
+                     r"(?P<bearer_v>[A-Za-z0-9._~+/-]{8,}=*)"),
+    "basic": (_TOK, "secret", "basic_v",
+              None, r"Basic[ \t]{1,4}(?=[A-Za-z0-9+/]{0,256}[0-9+/=])(?P<basic_v>[A-Za-z0-9+/]{8,}={0,2})"),
+    "sk": (_TOK, "secret", None, None, r"s(?<![A-Za-z0-9_-]s)k-[A-Za-z0-9_-]{16,}"),
+    "stripe": (_TOK, "secret", None, None, r"[sr](?<![A-Za-z0-9_-][sr])k_(?:live|test)_[A-Za-z0-9]{10,}"),
+    "aws": (_TOK, "secret", None, None, r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
+    "google": (_TOK, "secret", None, None, r"A(?<![A-Za-z0-9_-]A)Iza[0-9A-Za-z_-]{35}"),
+    "github": (_TOK, "secret", None, None,
+               r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})"),
+    "slack": (_TOK, "secret", None, None, r"x(?<![A-Za-z0-9_-]x)ox[abposre]-[A-Za-z0-9-]{10,}"),
+    "jwt": (_TOK, "secret", None, None,
+            r"e(?<![A-Za-z0-9_-]e)yJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    "query": (_KV, "secret", "query_v",
+              None, "=(?<=[yYnNdDtTeE]=)(?:" + "|".join(f"(?<=(?i:{key})=)" for key in _KV_KEYS) + ")"
+                    r"(?P<query_v>[^\s&#;\"',<>\[\]][^\s&#;\"',<>]*)"),
+    "json": (_KV, "secret", "json_v",
+             None, r"[\"'](?:[A-Za-z0-9_.-]{0,40}[_.-])?(?i:" + _JSON_KEYS + r")[\"'][ \t]{0,3}:[ \t]{0,3}"
+                   r"[\"']?(?P<json_v>[^\s\"'\\,{}\[\]][^\"'\\,{}\[\]\r\n]*)"),
+    "userinfo": (_AT, "secret", "userinfo_v",
+                 None, r"://[^\s:/?#@\[\]]{1,128}:(?P<userinfo_v>[^\s/?#@\[][^\s/?#@]{0,255})@"),
+    "email": (_AT, "email", None, None,
+              r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
+              r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
+    "card": (_DIG, "card", None, "card",
+             rf"[2-6](?<!{_NB}[2-6])(?:[0-9]{{12,18}}|[0-9]{{3}}(?P<cs>[ -])"
+             r"(?:[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{4}|[0-9]{6}(?P=cs)[0-9]{4,5}))"
+             r"(?![A-Za-z0-9_-]|\.[0-9])"),
+    "intl": (_DIG, "phone", None, "intl",
+             r"\+(?<![A-Za-z0-9_+]\+)[1-9][0-9 ().-]{6,20}[0-9](?![A-Za-z0-9]|[-.][0-9])"),
+    "nanp": (_DIG, "phone", None, None,
+             rf"(?:\((?<![A-Za-z0-9_]\()[2-9][0-9]{{2}}\) ?|[2-9](?<!{_NB}[2-9])[0-9]{{2}}[-. ])"
+             r"[0-9]{3}[-. ][0-9]{4}(?![A-Za-z0-9]|[-.][0-9])"),
+    "trunk": (_DIG, "phone", None, "trunk",
+              rf"0(?<!{_NB}0)[1-9][0-9]{{0,3}}(?P<ts>[ -])[0-9]{{2,8}}(?:(?P=ts)[0-9]{{2,8}}){{0,3}}"
+              r"(?![A-Za-z0-9]|[-.][0-9])"),
+}
+_VALUE_GROUPS = {name: spec[2] for name, spec in _SPECS.items()}
+
+_shared: dict[str, Any] = {}  # the random per-process salt, the drop counter
+_salt_lock = threading.Lock()
+
+
+def _random_salt() -> bytes:
+    with _salt_lock:
+        if "salt" not in _shared:
+            _shared["salt"] = os.urandom(32)
+            _log.info("otel_crm: OTEL_CRM_SCRUB_SALT is empty; hashing with a random per-process salt, "
+                      "so hashed values join only within this process")
+        return _shared["salt"]  # type: ignore[no-any-return]
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        number = ord(char) - 48
+        if index & 1:
+            number = number * 2 - 9 if number > 4 else number * 2
+        total += number
+    return total % 10 == 0
+
+
+def _digits(text: str) -> str:
+    return "".join(char for char in text if "0" <= char <= "9")
+
+
+def _valid(check: str, text: str) -> bool:
+    digits = _digits(text)
+    if check == "card":
+        return 13 <= len(digits) <= 19 and _luhn(digits)
+    if check == "intl":
+        return 8 <= len(digits) <= 15
+    return 9 <= len(digits) <= 12  # trunk-0 national numbers
+
+
+class Scrubber:
+    """Finds secrets and personal data in strings and attribute values; thread-safe."""
+
+    _CACHE_MAX = 4096
+    _CACHE_LEN = 200
+
+    def __init__(self, *, mode: str = "redact", salt: str = "", extra_patterns: Sequence[str] = (),
+                 extra_keys: Sequence[str] = (), max_scan_chars: int = 8192) -> None:
+        if mode not in ("redact", "hash"):
+            raise ValueError(f"scrub mode must be redact or hash, not {mode!r}")
+        self.mode = mode
+        self._hmac: Any = None
+        if mode == "hash":
+            key = salt.encode("utf-8") if salt else _random_salt()
+            self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self._custom: list[re.Pattern[str]] = []
+        for pattern in extra_patterns:
+            try:
+                self._custom.append(re.compile(pattern))
+            except (re.error, TypeError, ValueError) as exc:
+                _log.warning("otel_crm: invalid regular expression in OTEL_CRM_SCRUB_PATTERNS: %r (%s); "
+                             "skipped", pattern, exc)
+        keys = DENIED_KEYS + tuple(_norm_key(k) for k in extra_keys if k.strip())
+        self._deny_exact = frozenset(keys)
+        self._deny_suffix = tuple(sep + key for key in keys for sep in (".", "_"))
+        self._key_cache: dict[str, bool] = {}
+        self._clean: set[str] = set()
+        self._variants: dict[int, re.Pattern[str]] = {}
+        self._max_scan = max(256, int(max_scan_chars))
+        self._overlap = min(1024, self._max_scan // 4)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Scrubber | None:
+        if settings.scrub_mode == "off":
+            return None
+        return cls(mode=settings.scrub_mode, salt=settings.scrub_salt,
+                   extra_patterns=settings.scrub_patterns, extra_keys=settings.scrub_keys)
+
+    # --- strings ---------------------------------------------------------------------------------
+    def scrub_text(self, text: str) -> str:
+        """`text` with every finding replaced; the same object when nothing matched."""
+        if text in self._clean:
+            return text
+        mask = (_AT if "@" in text else 0) | (
+            _KV if ("=" in text or '":' in text or "':" in text) else 0)
+        for hint in _TOKEN_HINTS:
+            if hint in text:
+                mask |= _TOK
+                break
+        if _DIGIT_GATE.search(text) is not None:
+            mask |= _DIG
+        result = text
+        if mask:
+            regex = self._variants.get(mask) or self._variant(mask)
+            result = self._sub(regex, result, self._replace)
+        for custom in self._custom:
+            result = self._sub(custom, result, self._replace_custom)
+        if result == text:
+            if len(text) <= self._CACHE_LEN:
+                if len(self._clean) >= self._CACHE_MAX:
+                    self._clean.clear()
+                self._clean.add(text)
+            return text
+        return result
+
+    def _variant(self, mask: int) -> re.Pattern[str]:
+        branches = [f"(?P<{name}>{spec[4]})" for name, spec in _SPECS.items() if spec[0] & mask]
+        regex = re.compile("|".join(branches), re.ASCII)
+        self._variants[mask] = regex
+        return regex
+
+    def _sub(self, regex: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:
+        size = len(text)
+        if size <= self._max_scan:
+            return regex.sub(replace, text)
+        parts: list[str] = []
+        copied = pos = 0
+        while pos < size:
+            end = min(pos + self._max_scan, size)
+            final = end == size
+            accept_before = end if final else end - self._overlap
+            next_pos = accept_before
+            for match in regex.finditer(text, pos, end):
+                start = match.start()
+                if start >= accept_before:
+                    break
+                if not final and match.end() == end and start > pos:
+                    next_pos = start  # may continue past the window: rescan it from its start
+                    break
+                parts.append(text[copied:start])
+                parts.append(replace(match))
+                copied = match.end()
+                next_pos = max(accept_before, copied)
+            pos = next_pos
+        parts.append(text[copied:])
+        return "".join(parts)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        name = match.lastgroup or ""
+        spec = _SPECS[name]
+        found = match.group(0)
+        if spec[3] is not None and not _valid(spec[3], found):
+            return found
+        group = spec[2]
+        if group is None:
+            return self._marker(spec[1], found)
+        offset = match.start()
+        start, end = match.span(group)
+        return (found[:start - offset] + self._marker(spec[1], match.group(group))
+                + found[end - offset:])
+
+    def _replace_custom(self, match: re.Match[str]) -> str:
+        found = match.group(0)
+        return self._marker("custom", found) if found else found
+
+    def _marker(self, kind: str, value: str) -> str:
+        if self._hmac is None:
+            return f"[REDACTED:{kind}]" if kind else "[REDACTED]"
+        if kind == "email":
+            value = value.lower()
+        elif kind in ("phone", "card"):
+            value = _digits(value)
+        digest = self._hmac.copy()
+        digest.update(value.encode("utf-8", "surrogatepass"))
+        return f"[HASH:{digest.hexdigest()[:16]}]"
+
+    # --- attributes ------------------------------------------------------------------------------
+    def key_denied(self, key: str) -> bool:
+        """Whether `key` (case-insensitive, or its ``.``/``_``/``-`` suffix) is on the deny-list."""
+        denied = self._key_cache.get(key)
+        if denied is None:
+            norm = _norm_key(key)
+            denied = norm in self._deny_exact or norm.endswith(self._deny_suffix)
+            if len(self._key_cache) >= self._CACHE_MAX:
+                self._key_cache.clear()
+            self._key_cache[key] = denied
+        return denied
+
+    def _deny(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple(self._marker("", str(item)) for item in value)
+        return self._marker("", str(value))
+
+    def scrub_value(self, key: str, value: AttributeValue) -> AttributeValue:
+        """Deny-listed key: the whole value replaced; strings (also inside sequences and maps)
+        scrubbed; numbers, bools and bytes untouched."""
+        if self.key_denied(key):
+            return self._deny(value)  # type: ignore[no-any-return]
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if isinstance(value, (list, tuple, Mapping)):  # sequences; maps (extended attributes)
+            return self.scrub_body(value)  # type: ignore[no-any-return]
+        return value
+
+    def scrub_attributes(self, attributes: Mapping[str, AttributeValue] | None
+                         ) -> Mapping[str, AttributeValue] | None:
+        """Scrubbed attributes; the same mapping object when nothing changed."""
+        if not attributes:
+            return attributes
+        # BoundedAttributes iterates in Python; its inner dict iterates in C (hot path).
+        inner = getattr(attributes, "_dict", None)
+        source: Mapping[str, AttributeValue] = inner if type(inner) is dict else attributes
+        key_cache = self._key_cache
+        clean = self._clean
+        result: dict[str, AttributeValue] | None = None
+        for key, value in source.items():
+            denied = key_cache.get(key)
+            if denied is None:
+                denied = self.key_denied(key)
+            if denied:
+                new: AttributeValue = self._deny(value)
+            elif value.__class__ is str:
+                new = value if value in clean else self.scrub_text(value)
+            elif isinstance(value, (list, tuple, Mapping)):
+                new = self.scrub_body(value)
+            else:
+                new = value
+            if result is None and new is not value:
+                result = {}
+                for old_key, old_value in source.items():
+                    if old_key == key:
+                        break
+                    result[old_key] = old_value
+            if result is not None:
+                result[key] = new
+        return attributes if result is None else result
+
+    def scrub_body(self, body: Any, depth: int = 0) -> Any:
+        """A log body: strings, and dicts/lists of them up to 8 levels (deeper: replaced)."""
+        if isinstance(body, str):
+            return self.scrub_text(body)
+        if isinstance(body, (Mapping, list, tuple)) and depth >= 8:
+            return "[REDACTED:too-deep]"
+        if isinstance(body, Mapping):
+            changed: dict[Any, Any] | None = None
+            for key, value in body.items():
+                new = (self._deny(value) if isinstance(key, str) and self.key_denied(key)
+                       else self.scrub_body(value, depth + 1))
+                if new is not value and changed is None:
+                    changed = dict(body)
+                if changed is not None:
+                    changed[key] = new
+            return body if changed is None else changed
+        if isinstance(body, (list, tuple)):
+            items = [self.scrub_body(item, depth + 1) for item in body]
+            if all(new is old for new, old in zip(items, body, strict=True)):
+                return body
+            return type(body)(items) if isinstance(body, tuple) else items
+        return body
+
+    def scrub_json_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A JSON log line's fields: deny-listed keys replaced, strings scrubbed (a new dict if changed)."""
+        result = self.scrub_body(record)
+        return result if isinstance(result, dict) else record
+
+
+def _norm_key(key: str) -> str:
+    return key.strip().lower().replace("-", "_")
+
+
+def scrub_json_record(record: dict[str, Any], scrubber: Scrubber | None) -> dict[str, Any]:
+    """For the JSON stdout formatter: `record` scrubbed (unchanged when scrubbing is off)."""
+    return record if scrubber is None else scrubber.scrub_json_record(record)
+
+
+def _count_drop(signal: str) -> None:
+    try:
+        counter = _shared.get("dropped")
+        if counter is None:
+            counter = _shared["dropped"] = metrics.get_meter("otel_crm").create_counter(
+                semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
+                description="Telemetry otel_crm dropped instead of blocking the app.")
+        counter.add(1, {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "scrub_error"})
+    except Exception:  # noqa: S110 - counting must never fail the caller
+        pass
+
+
+def _with_dropped(attributes: Any, dropped: int) -> Any:
+    """`attributes`, as BoundedAttributes keeping a `dropped` count when there is one."""
+    if not dropped:
+        return attributes
+    bounded = BoundedAttributes(attributes=attributes, immutable=True)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _with_dropped_list(items: Sequence[Any], dropped: int) -> Any:
+    if not dropped:
+        return tuple(items)
+    bounded = BoundedList.from_seq(None, items)
+    bounded.dropped = dropped
+    return bounded
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Scrubs spans on the export thread, then hands them to `inner`.
+
+    A span whose scrubbing fails is dropped and counted (fail closed: never exported unscrubbed).
+    """
+
+    def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
+        self._inner = inner
+        self._scrubber = scrubber
+        self.dropped = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        scrubbed: list[ReadableSpan] = []
+        for span in spans:
+            result: ReadableSpan | None = None
+            with guard("scrubber"):
+                result = self._scrub_or_count(span)
+            if result is not None:
+                scrubbed.append(result)
+        if not scrubbed and spans:
+            return SpanExportResult.SUCCESS
+        return self._inner.export(scrubbed)
+
+    def _scrub_or_count(self, span: ReadableSpan) -> ReadableSpan:
+        try:
+            return self.scrub_span(span)
+        except Exception:
+            self.dropped += 1
+            _count_drop("traces")
+            raise
+
+    def scrub_span(self, span: ReadableSpan) -> ReadableSpan:
+        """`span` itself when nothing needed scrubbing, else a new ReadableSpan."""
+        scrub = self._scrubber
+        name = scrub.scrub_text(span.name)
+        # The public properties copy (a new proxy / tuple per access): read the fields when we can.
+        original_attributes = getattr(span, "_attributes", None)
+        if not isinstance(original_attributes, Mapping):
+            original_attributes = span.attributes
+        attributes = scrub.scrub_attributes(original_attributes)
+        events = span.events if getattr(span, "_events", True) else ()
+        new_events: list[Event] | None = None
+        for index, event in enumerate(events):
+            event_name = scrub.scrub_text(event.name)
+            event_attributes = scrub.scrub_attributes(event.attributes)
+            same = event_name is event.name and event_attributes is event.attributes
+            if not same and new_events is None:
+                new_events = list(events[:index])
+            if new_events is not None:
+                new_events.append(event if same else Event(
+                    event_name, _with_dropped(event_attributes, event.dropped_attributes), event.timestamp))
+        links = span.links if getattr(span, "_links", True) else ()
+        new_links: list[Link] | None = None
+        for index, link in enumerate(links):
+            link_attributes = scrub.scrub_attributes(link.attributes)
+            same = link_attributes is link.attributes
+            if not same and new_links is None:
+                new_links = list(links[:index])
+            if new_links is not None:
+                new_links.append(link if same else Link(
+                    link.context, _with_dropped(link_attributes, link.dropped_attributes)))
+        status = span.status
+        if status.description:
+            description = scrub.scrub_text(status.description)
+            if description is not status.description:
+                status = Status(status.status_code, description)
+        if (name is span.name and attributes is original_attributes and new_events is None
+                and new_links is None and status is span.status):
+            return span
+        return ReadableSpan(
+            name=name, context=span.context, parent=span.parent, resource=span.resource,
+            attributes=_with_dropped(attributes, span.dropped_attributes),
+            events=_with_dropped_list(events if new_events is None else new_events, span.dropped_events),
+            links=_with_dropped_list(links if new_links is None else new_links, span.dropped_links),
+            kind=span.kind, instrumentation_info=getattr(span, "_instrumentation_info", None),
+            status=status, start_time=span.start_time, end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))
+
+
+class ScrubbingLogProcessor(LogRecordProcessor):
+    """Scrubs a log record's body and attributes in place (records are mutable in on_emit), then
+    forwards it to `inner`. A record whose scrubbing fails is dropped and counted."""
+
+    def __init__(self, inner: LogRecordProcessor, scrubber: Scrubber) -> None:
+        self._inner = inner
+        self._scrubber = scrubber
+        self.dropped = 0
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        done = False
+        with guard("scrubber"):
+            self._scrub_or_count(log_record)
+            done = True
+        if done:
+            self._inner.on_emit(log_record)
+
+    def _scrub_or_count(self, log_record: ReadWriteLogRecord) -> None:
+        try:
+            self.scrub_record(log_record)
+        except Exception:
+            self.dropped += 1
+            _count_drop("logs")
+            raise
+
+    def scrub_record(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        body = record.body
+        if body is not None:
+            new_body = self._scrubber.scrub_body(body)
+            if new_body is not body:
+                record.body = new_body
+        attributes = record.attributes
+        scrubbed = self._scrubber.scrub_attributes(attributes)
+        if scrubbed is not attributes and scrubbed is not None:
+            if isinstance(attributes, MutableMapping):
+                for key, value in scrubbed.items():
+                    if value is not attributes.get(key):
+                        attributes[key] = value
+            else:
+                record.attributes = scrubbed
+
+    def enabled(self, *, context: Context | None = None,
+                instrumentation_scope: InstrumentationScope | None = None,
+                severity_number: SeverityNumber | None = None, event_name: str | None = None) -> bool:
+        return bool(self._inner.enabled(context=context, instrumentation_scope=instrumentation_scope,
+                                        severity_number=severity_number, event_name=event_name))
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._inner.force_flush(timeout_millis))

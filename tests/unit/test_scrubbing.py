@@ -1,0 +1,481 @@
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from otel_crm._internal import safety
+from otel_crm._internal.scrubbing import (
+    Scrubber,
+    ScrubbingLogProcessor,
+    ScrubbingSpanExporter,
+    scrub_json_record,
+)
+from otel_crm._internal.settings import resolve_settings
+
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ"
+       ".SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+# (context with the secret, the secret itself): the secret must not survive scrubbing.
+SECRETS: list[tuple[str, str]] = [
+    ("contact {} signed up", "jane.doe+crm@example.co.uk"),
+    ("from:{}", "BOB_99@Sub.Example.ORG"),
+    ("Authorization: Bearer {}", "abcDEF123456.ghiJKL-789_xyz"),
+    ("curl -H 'authorization: {}'", "Basic dXNlcjpwYXNzd29yZA=="),
+    ("sent Basic {} upstream", "YWxhZGRpbjpvcGVuc2VzYW1l"),
+    ("header bearer {}", JWT),
+    ("token is {}", JWT),
+    ("key={}", "sk-abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("anthropic {} ok", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_xyz"),
+    ("openai {}", "sk-proj-AbCdEfGhIjKlMnOpQrStUvWx"),
+    ("stripe {}", "sk_live_51HabcdefghijklmnopQRST"),
+    ("aws {} used", "AKIAIOSFODNN7EXAMPLE"),
+    ("aws sts {}", "ASIAY34FZKBOKMUTVV7A"),
+    ("gh {}", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("pat {}", "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"),
+    ("slack {}", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOp"),
+    ("google {}", "AIzaSyA1234567890abcdefghijklmnopqrstuv"),
+    ("https://api.example.com/v1/x?page=2&api_key={}&sort=asc", "k3y-Value_99"),
+    ("/callback?access_token={}#frag", "ya29.a0AfH6SMB"),
+    ("GET /login?user=bob&password={}", "hunter2!"),
+    ("/x?APIKEY={}&y=1", "ABCDEF"),
+    ("/x?client_secret={};z", "cs_987"),
+    ("pwd={} secret=x", "p4ss"),
+    ("postgresql://crm:{}@db.internal:5432/crm", "s3cr3t-pw"),
+    ('{{"user": "bob", "password": "{}"}}', "correct horse battery"),
+    ("{{'refresh_token': '{}'}}", "rt-abc-123"),
+    ("card {} charged", "4111 1111 1111 1111"),
+    ("card {} charged", "4111-1111-1111-1111"),
+    ("card {}.", "4111111111111111"),
+    ("mc {}", "5500 0000 0000 0004"),
+    ("amex {}", "3782 822463 10005"),
+    ("amex {}", "378282246310005"),
+    ("ref 12 {} end", "6011 1111 1111 1117"),
+    ("call {} now", "+1 (415) 555-2671"),
+    ("uk {}", "+44 20 7946 0958"),
+    ("e164 {}", "+14155552671"),
+    ("de {}", "+49 30 901820"),
+    ("us {}", "(415) 555-2671"),
+    ("us {}", "415-555-2671"),
+    ("us {}", "415.555.2671"),
+    ("london {}", "020 7946 0958"),
+    ("mobile {}", "07700 900123"),
+    ("fr {}", "06 12 34 56 78"),
+]
+# Must come through unchanged (and as the same object).
+CLEAN = [
+    "POST /api/v1/contacts/{contact_id}",
+    "/api/v1/contacts/48213",
+    "order 4111111111111112 shipped",  # fails Luhn
+    "order ORD-2024-000123456789",
+    "invoice 1234567890123",
+    "550e8400-e29b-41d4-a716-446655440000",
+    "12345678-1234-1234-1234-123456789012",
+    "trace 4bf92f3577b34da6a3ce929d0e0e4736 span 00f067aa0ba902b7",
+    "2024-01-15T10:30:00.123Z",
+    "2024-01-15 10:30:00+05:30",
+    "epoch 1700000000123 ns 1700000000123456789",
+    "price $1,299.99 (EUR 1.299,99) qty 12",
+    "42",
+    "1234567",
+    "version 10.2.3 build 20240115",
+    "ip 192.168.100.12 port 5432",
+    "tokens_used=42 max_tokens=512",
+    "input_tokens: 1200",
+    "Basic information about plans",
+    "Bearer token expired",
+    "task-runner disk-usage risk-score",
+    "SELECT id, name FROM contacts WHERE tenant_id = $1 AND id = $2",
+    "@decorator applied at handler.py:42",
+    "ratio 0.4111111111111111",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36",
+]
+
+
+@pytest.fixture
+def scrubber() -> Scrubber:
+    return Scrubber()
+
+
+@pytest.fixture
+def no_reraise() -> Iterator[None]:
+    safety.reraise_internal_errors(False)
+    try:
+        yield
+    finally:
+        safety.reraise_internal_errors(None)
+
+
+@pytest.mark.parametrize(("context", "secret"), SECRETS)
+def test_default_patterns_scrub_each_secret(scrubber: Scrubber, context: str, secret: str) -> None:
+    text = context.format(secret)
+    scrubbed = scrubber.scrub_text(text)
+    assert secret not in scrubbed
+    assert "[REDACTED:" in scrubbed
+    assert scrubber.scrub_text(scrubbed) == scrubbed  # markers are never matched again
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_non_secrets_survive_as_the_same_object(scrubber: Scrubber, text: str) -> None:
+    assert scrubber.scrub_text(text) is text
+
+
+def test_markers_keep_the_context_readable(scrubber: Scrubber) -> None:
+    url = "https://crm.example.com/api?page=2&api_key=abc123&token=t0k"
+    assert scrubber.scrub_text(url) == ("https://crm.example.com/api?page=2&api_key=[REDACTED:secret]"
+                                        "&token=[REDACTED:secret]")
+    assert scrubber.scrub_text("Authorization: Bearer abcdefgh12345678") == \
+        "Authorization: Bearer [REDACTED:secret]"
+    assert scrubber.scrub_text("https://bob:pw1234@db/x") == "https://bob:[REDACTED:secret]@db/x"
+    assert scrubber.scrub_text("mail a@b.com, call +1 415 555 2671, card 4111111111111111") == \
+        "mail [REDACTED:email], call [REDACTED:phone], card [REDACTED:card]"
+
+
+def test_hash_mode_joins_equal_values_and_depends_on_the_salt() -> None:
+    first, again, other = (Scrubber(mode="hash", salt="s1"), Scrubber(mode="hash", salt="s1"),
+                           Scrubber(mode="hash", salt="s2"))
+    a = first.scrub_text("signup by Jane@Example.com")
+    b = again.scrub_text("login jane@example.COM ok")
+    c = other.scrub_text("signup by Jane@Example.com")
+    marker = re.compile(r"\[HASH:[0-9a-f]{16}\]")
+    (hash_a,), (hash_b,), (hash_c,) = marker.findall(a), marker.findall(b), marker.findall(c)
+    assert hash_a == hash_b  # normalised: emails join whatever their case
+    assert hash_a != hash_c
+    assert "jane" not in a.lower()
+    # Phones and cards hash their digits, so formatting does not break the join.
+    assert first.scrub_text("4111 1111 1111 1111") == first.scrub_text("4111-1111-1111-1111")
+    assert first.scrub_text("x=1 token=abc") != first.scrub_text("x=1 token=abd")
+    text = "token=abc mail x@y.io"
+    assert first.scrub_text(first.scrub_text(text)) == first.scrub_text(text)
+
+
+def test_hash_mode_without_salt_uses_one_random_salt_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="otel_crm")
+    one, two = Scrubber(mode="hash"), Scrubber(mode="hash")
+    assert one.scrub_text("a@b.com") == two.scrub_text("a@b.com")
+    assert one.scrub_text("a@b.com") != Scrubber(mode="hash", salt="x").scrub_text("a@b.com")
+    lines = [r.getMessage() for r in caplog.records if "random per-process salt" in r.getMessage()]
+    assert len(lines) <= 1  # logged once per process (maybe by an earlier test)
+
+
+@pytest.mark.parametrize("key", [
+    "password", "PASSWORD", "user.password", "db_password", "passwd", "secret", "app.client_secret",
+    "authorization", "http.request.header.authorization", "http.request.header.cookie",
+    "http.response.header.set-cookie", "http.request.header.x-api-key", "api_key", "apikey", "token",
+    "access_token", "refresh_token", "private_key", "crm.oauth.refresh-token"])
+def test_deny_listed_keys_replace_the_whole_value(scrubber: Scrubber, key: str) -> None:
+    assert scrubber.scrub_value(key, "plain") == "[REDACTED]"
+    assert scrubber.scrub_value(key, 1234) == "[REDACTED]"
+    assert scrubber.scrub_value(key, ("a", "b")) == ("[REDACTED]", "[REDACTED]")
+
+
+@pytest.mark.parametrize("key", ["gen_ai.usage.input_tokens", "token_count", "crm.tenant.id", "http.route",
+                                 "passwordless", "cookies_enabled"])
+def test_other_keys_keep_their_values(scrubber: Scrubber, key: str) -> None:
+    assert scrubber.scrub_value(key, "plain") == "plain"
+    assert scrubber.scrub_value(key, 7) == 7
+
+
+def test_scrub_value_and_attributes(scrubber: Scrubber) -> None:
+    assert scrubber.scrub_value("x", 4111111111111111) == 4111111111111111  # numbers untouched
+    assert scrubber.scrub_value("x", 1.5) == 1.5 and scrubber.scrub_value("x", True) is True
+    seq = ("ok", "mail a@b.com")
+    assert scrubber.scrub_value("x", seq) == ("ok", "mail [REDACTED:email]")
+    clean_seq = ("a", "b")
+    assert scrubber.scrub_value("x", clean_seq) is clean_seq
+    assert scrubber.scrub_value("x", {"k": "a@b.com", "pwd": 1}) == {"k": "[REDACTED:email]", "pwd": "[REDACTED]"}
+    attributes: dict[str, AttributeValue] = {"http.route": "/x", "n": 3, "url.query": "token=abc",
+                                             "cookie": "sid=1"}
+    scrubbed = scrubber.scrub_attributes(attributes)
+    assert scrubbed == {"http.route": "/x", "n": 3, "url.query": "token=[REDACTED:secret]",
+                        "cookie": "[REDACTED]"}
+    assert list(scrubbed or {}) == list(attributes)  # order kept
+    assert attributes["url.query"] == "token=abc"  # input not mutated
+    clean: dict[str, AttributeValue] = {"http.route": "/x", "n": 3}
+    assert scrubber.scrub_attributes(clean) is clean
+    assert scrubber.scrub_attributes(None) is None
+
+
+def test_extra_keys_and_custom_patterns(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="otel_crm")
+    scrubber = Scrubber(extra_patterns=[r"EMP-\d{6}", r"(unclosed", r"q*"], extra_keys=["Crm.SSN"])
+    assert scrubber.scrub_text("employee EMP-123456 left") == "employee [REDACTED:custom] left"
+    assert scrubber.scrub_text("plain text") == "plain text"  # empty matches of q* ignored
+    assert scrubber.scrub_value("person.crm.ssn", "078-05-1120") == "[REDACTED]"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "OTEL_CRM_SCRUB_PATTERNS" in warnings[0] and "(unclosed" in warnings[0]
+
+
+def test_from_settings() -> None:
+    assert Scrubber.from_settings(resolve_settings({}, scrub_mode="off")) is None
+    scrubber = Scrubber.from_settings(resolve_settings(
+        {"OTEL_CRM_SCRUB_PATTERNS": r"EMP-\d+", "OTEL_CRM_SCRUB_KEYS": "ssn"}, scrub_mode="hash",
+        scrub_salt="pepper"))
+    assert scrubber is not None and scrubber.mode == "hash"
+    assert scrubber.scrub_text("EMP-1") == Scrubber(mode="hash", salt="pepper", extra_patterns=[
+        r"EMP-\d+"]).scrub_text("EMP-1")
+    assert scrubber.scrub_value("ssn", "x").startswith("[HASH:")  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="redact or hash"):
+        Scrubber(mode="off")
+
+
+def test_log_body_walk_and_json_record(scrubber: Scrubber) -> None:
+    body = {"msg": "from a@b.com", "auth": {"password": "x", "list": ["ok", "token=1"]}, "n": 1}
+    assert scrubber.scrub_body(body) == {
+        "msg": "from [REDACTED:email]", "n": 1,
+        "auth": {"password": "[REDACTED]", "list": ["ok", "token=[REDACTED:secret]"]}}
+    deep: object = "a@b.com"
+    for _ in range(12):
+        deep = [deep]
+    assert "a@b.com" not in json.dumps(scrubber.scrub_body(deep))
+    clean = {"a": ["b", {"c": 1}]}
+    assert scrubber.scrub_body(clean) is clean
+    record = {"message": "user a@b.com failed", "exception_message": "card 4111111111111111",
+              "stack_trace": "x", "level": "error"}
+    scrubbed = scrub_json_record(record, scrubber)
+    assert scrubbed["message"] == "user [REDACTED:email] failed"
+    assert scrubbed["exception_message"] == "card [REDACTED:card]"
+    assert record["message"] == "user a@b.com failed"  # a new dict, input untouched
+    assert scrub_json_record(record, None) is record
+
+
+# --- spans ---------------------------------------------------------------------------------------
+def _span_pipeline(scrubber: Scrubber, **provider: object) -> tuple[TracerProvider, InMemorySpanExporter,
+                                                                    ScrubbingSpanExporter]:
+    memory = InMemorySpanExporter()
+    exporter = ScrubbingSpanExporter(memory, scrubber)
+    tracer_provider = TracerProvider(resource=Resource.create({"owner.email": "ops@example.com"}),
+                                     **provider)  # type: ignore[arg-type]
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return tracer_provider, memory, exporter
+
+
+def _secrets_of(span: ReadableSpan) -> str:
+    return json.dumps(json.loads(span.to_json()) | {"resource": None})
+
+
+def test_spans_are_scrubbed_everywhere(scrubber: Scrubber) -> None:
+    tracer_provider, memory, _ = _span_pipeline(scrubber)
+    tracer = tracer_provider.get_tracer("t")
+    with tracer.start_as_current_span("linked") as other:
+        pass
+    link = Link(other.get_span_context(), {"note": "from a@b.com", "token": "t"})
+    everything = " | ".join(context.format(secret) for context, secret in SECRETS)
+    with tracer.start_as_current_span(f"send to {SECRETS[0][1]}", links=[link]) as span:
+        span.set_attribute("crm.note", everything)
+        span.set_attribute("url.full", "https://x.io/cb?access_token=abc123&state=ok")
+        span.set_attribute("http.request.header.authorization", ("Bearer abc",))
+        span.set_attribute("crm.contact.phones", ["+44 20 7946 0958", "n/a"])
+        span.set_attribute("http.response.status_code", 200)
+        span.add_event(f"mailed {SECRETS[1][1]}", {"detail": "card 4111 1111 1111 1111"})
+        try:
+            raise ValueError(f"payment failed for card 4111-1111-1111-1111 ({JWT}) user x@y.com")
+        except ValueError as exc:
+            span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, "declined for x@y.com"))
+    exported = {s.name: s for s in memory.get_finished_spans()}
+    assert set(exported) == {"linked", "send to [REDACTED:email]"}
+    scrubbed = exported["send to [REDACTED:email]"]
+    text = _secrets_of(scrubbed)
+    for _, secret in SECRETS:
+        assert secret not in text, secret
+    assert JWT not in text and "x@y.com" not in text and "abc123" not in text
+    attributes = scrubbed.attributes or {}
+    assert attributes["http.response.status_code"] == 200
+    assert attributes["url.full"] == "https://x.io/cb?access_token=[REDACTED:secret]&state=ok"
+    assert attributes["http.request.header.authorization"] == ("[REDACTED]",)
+    assert attributes["crm.contact.phones"] == ("[REDACTED:phone]", "n/a")
+    exception = scrubbed.events[1].attributes or {}
+    assert exception["exception.type"] == "ValueError"
+    assert "[REDACTED:card]" in str(exception["exception.message"])
+    assert "[REDACTED:card]" in str(exception["exception.stacktrace"])
+    assert scrubbed.links[0].attributes == {"note": "from [REDACTED:email]", "token": "[REDACTED]"}
+    assert scrubbed.status.description == "declined for [REDACTED:email]"
+    assert scrubbed.status.status_code is StatusCode.ERROR
+    # Everything else is carried over; the resource is not scrubbed (configuration, not data).
+    assert scrubbed.resource.attributes["owner.email"] == "ops@example.com"
+    assert scrubbed.context is not None and scrubbed.context.trace_id == span.get_span_context().trace_id
+    assert (scrubbed.start_time, scrubbed.end_time, scrubbed.kind) == (
+        span.start_time, span.end_time, span.kind)  # type: ignore[attr-defined]
+    assert scrubbed.instrumentation_scope is not None and scrubbed.instrumentation_scope.name == "t"
+
+
+def test_clean_span_is_exported_as_is(scrubber: Scrubber) -> None:
+    tracer_provider, memory, exporter = _span_pipeline(scrubber)
+    with tracer_provider.get_tracer("t").start_as_current_span("GET /contacts/{id}",
+                                                               attributes={"http.route": "/contacts/{id}"}):
+        pass
+    (span,) = memory.get_finished_spans()
+    assert exporter.scrub_span(span) is span
+
+
+def test_dropped_counts_survive_scrubbing(scrubber: Scrubber) -> None:
+    limits = SpanLimits(max_span_attributes=2, max_events=1, max_event_attributes=1)
+    tracer_provider, memory, _ = _span_pipeline(scrubber, span_limits=limits)
+    with tracer_provider.get_tracer("t").start_as_current_span("s") as span:
+        for index in range(4):
+            span.set_attribute(f"a{index}", f"mail {index}@x.com")
+        span.add_event("e1")
+        span.add_event("e2 a@b.com", {"k": "a@b.com", "j": "x"})
+    (exported,) = memory.get_finished_spans()
+    assert exported.attributes == {"a2": "mail [REDACTED:email]", "a3": "mail [REDACTED:email]"}
+    assert exported.dropped_attributes == 2 and exported.dropped_events == 1
+    assert exported.events[0].name == "e2 [REDACTED:email]"
+    assert exported.events[0].dropped_attributes == 1
+
+
+def test_span_scrubbing_failure_drops_the_span(scrubber: Scrubber, no_reraise: None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    tracer_provider, memory, exporter = _span_pipeline(scrubber)
+    tracer = tracer_provider.get_tracer("t")
+    real = scrubber.scrub_text
+
+    def failing(text: str) -> str:
+        if "boom" in text:
+            raise RuntimeError("scrubber bug")
+        return real(text)
+
+    monkeypatch.setattr(scrubber, "scrub_text", failing)
+    with tracer.start_as_current_span("boom a@b.com"):
+        pass
+    with tracer.start_as_current_span("fine"):
+        pass
+    assert [s.name for s in memory.get_finished_spans()] == ["fine"]
+    assert exporter.dropped == 1
+
+
+def test_span_scrubbing_failure_reraises_under_pytest(scrubber: Scrubber,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    memory = InMemorySpanExporter()
+    exporter = ScrubbingSpanExporter(memory, scrubber)
+    monkeypatch.setattr(scrubber, "scrub_text", lambda text: 1 / 0)
+    span = ReadableSpan("x")
+    with pytest.raises(ZeroDivisionError):
+        exporter.export([span])
+    assert memory.get_finished_spans() == () and exporter.dropped == 1
+
+
+# --- logs ----------------------------------------------------------------------------------------
+def _log_pipeline(scrubber: Scrubber) -> tuple[LoggerProvider, InMemoryLogRecordExporter,
+                                               ScrubbingLogProcessor]:
+    memory = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
+    processor = ScrubbingLogProcessor(SimpleLogRecordProcessor(memory), scrubber)
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(processor)
+    return logger_provider, memory, processor
+
+
+def test_log_records_are_scrubbed(scrubber: Scrubber) -> None:
+    logger_provider, memory, _ = _log_pipeline(scrubber)
+    handler = LoggingHandler(logger_provider=logger_provider)
+    logger = logging.getLogger("test.scrubbing")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        everything = " | ".join(context.format(secret) for context, secret in SECRETS)
+        logger.warning("login failed: %s", everything, extra={"crm.email": "a@b.com", "password": "p"})
+        try:
+            raise KeyError(f"no contact {SECRETS[0][1]} card 4111111111111111")
+        except KeyError:
+            logger.exception("lookup of %s failed", "x@y.com")
+    finally:
+        logger.removeHandler(handler)
+    otel_logger = logger_provider.get_logger("t")
+    otel_logger.emit(body={"event": "signup", "email": "z@z.io", "nested": [{"token": "abc"}]},
+                     attributes={"url.query": "api_key=abc123"})
+    records = [r.log_record for r in memory.get_finished_logs()]
+    assert len(records) == 3
+    dumped = json.dumps([[r.body, dict(r.attributes or {})] for r in records], default=str)
+    for _, secret in SECRETS:
+        assert secret not in dumped, secret
+    for leaked in ("a@b.com", "x@y.com", "z@z.io", "abc123", "4111111111111111"):
+        assert leaked not in dumped
+    assert (records[0].attributes or {})["password"] == "[REDACTED]"
+    assert "[REDACTED:card]" in str((records[1].attributes or {})["exception.stacktrace"])
+    assert records[2].body == {"event": "signup", "email": "[REDACTED:email]",
+                               "nested": [{"token": "[REDACTED]"}]}
+    assert (records[2].attributes or {})["url.query"] == "api_key=[REDACTED:secret]"
+
+
+def test_log_scrubbing_failure_drops_the_record(scrubber: Scrubber, no_reraise: None,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    logger_provider, memory, processor = _log_pipeline(scrubber)
+    monkeypatch.setattr(scrubber, "scrub_body", lambda body: 1 / 0)
+    logger_provider.get_logger("t").emit(body="secret a@b.com")
+    assert memory.get_finished_logs() == () and processor.dropped == 1
+
+
+# --- cost: linear, bounded -----------------------------------------------------------------------
+ADVERSARIAL: dict[str, Callable[[int], str]] = {
+    "a@a@": lambda n: "a@" * (n // 2),
+    "run then @": lambda n: "a" * (n - 1) + "@",
+    "local parts": lambda n: ("x" * 63 + "@") * (n // 64),
+    "dotted domain": lambda n: "a@b" + ".c" * (n // 2),
+    "1 1 1": lambda n: "1 " * (n // 2),
+    "digits": lambda n: "4" * n,
+    "grouped digits": lambda n: "4111-" * (n // 5),
+    "phone-ish": lambda n: "+1 (" * (n // 4),
+    "trunk": lambda n: "0 12 " * (n // 5),
+    "sk-": lambda n: "sk-" * (n // 3),
+    "ghp_": lambda n: "ghp_ " * (n // 5),
+    "= = =": lambda n: "=" * n,
+    "token=": lambda n: "token=" * (n // 6),
+    "json keys": lambda n: '"password":' * (n // 11),
+    "eyJ.": lambda n: "eyJ." * (n // 4),
+    "Bearer": lambda n: "Bearer " * (n // 7),
+    "authorization": lambda n: "Authorization: " * (n // 15),
+    "userinfo": lambda n: "https://a:" * (n // 10),
+    "mixed": lambda n: ("a@b.c 4111 =token sk- +1 (415) " * (n // 30))[:n],
+}
+
+
+def _best_time(scrubber: Scrubber, text: str, repeat: int = 5) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        scrubber.scrub_text(text)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_input_is_scrubbed_in_linear_time(scrubber: Scrubber, name: str) -> None:
+    make = ADVERSARIAL[name]
+    small, large = make(50_000), make(100_000)
+    elapsed_small = _best_time(scrubber, small)
+    elapsed_large = _best_time(scrubber, large)
+    assert elapsed_large < 0.25, f"{name}: {elapsed_large:.3f}s for 100k chars"
+    # Doubling the input about doubles the cost (slack for timer noise on small times).
+    assert elapsed_large < 3 * elapsed_small + 0.01, (name, elapsed_small, elapsed_large)
+
+
+@pytest.mark.parametrize("offset", [0, 5000, 7100, 7160, 8180, 8192, 8200, 14300, 50_000, 99_900])
+def test_long_strings_are_scanned_in_full(scrubber: Scrubber, offset: int) -> None:
+    secrets = ["jane@example.com", "4111 1111 1111 1111", JWT, "sk-abcdefghijklmnopqrstuvwxyz"]
+    for secret in secrets:
+        text = ("lorem ipsum " * 9000)[:offset] + " " + secret + " " + "dolor sit " * 100
+        scrubbed = scrubber.scrub_text(text)
+        assert secret not in scrubbed, (offset, secret)
+        assert scrubbed.startswith(text[:offset]) and scrubbed.endswith("dolor sit " * 100)
+
+
+def test_small_scan_windows_keep_every_match() -> None:
+    scrubber = Scrubber(max_scan_chars=256)
+    emails = [f"user{index}@example.com" for index in range(300)]
+    text = " filler ".join(emails)
+    scrubbed = scrubber.scrub_text(text)
+    assert scrubbed.count("[REDACTED:email]") == 300
+    assert "@" not in scrubbed
