@@ -95,8 +95,8 @@ def instrumented_env(collector: Collector | None, service: str, **extra: str) ->
 
 
 def start_app(tmp_path: Path, argv: list[str], env: dict[str, str], name: str = "app",
-              health_path: str = "/health") -> App:
-    port = free_port()
+              health_path: str = "/health", port: int | None = None) -> App:
+    port = port or free_port()
     full_env = {**env, "CRM_PORT": str(port)}
     process = ManagedProcess(name, [str(VENV_BIN / "opentelemetry-instrument"), *argv], env=full_env,
                              log_dir=tmp_path)

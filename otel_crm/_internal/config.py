@@ -4,12 +4,14 @@ builders together; it holds no telemetry logic of its own."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv, state
 from otel_crm._internal.lifecycle import install_exit_hooks, quiet_exporter_logs, run_with_deadline
@@ -87,7 +89,23 @@ def _compose(settings: Settings) -> state.Runtime:
                             meter_provider=meter_provider, logger_provider=logger_provider,
                             tenant_labeler=labeler, scrubber=scrubber)
     install_exit_hooks(lambda: _shutdown_providers(runtime), settings.shutdown_timeout_seconds)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=lambda: renew_process_identity(runtime))
     return runtime
+
+
+def renew_process_identity(runtime: state.Runtime) -> None:
+    """After a fork (gunicorn/uWSGI workers, --preload included) each worker is its own process.
+
+    The SDK's providers already merge a fresh service.instance.id into their resource after a
+    fork (so workers do not push cumulative series under one identity); we add the worker's own
+    process.pid, which the SDK leaves at the parent's."""
+    pid = Resource({semconv.PROCESS_PID: os.getpid()})
+    for provider in (runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider):
+        try:
+            provider._update_resource(pid)
+        except Exception as exc:
+            internal_error("fork", exc)
 
 
 def _set_globals(tracer_provider: Any, meter_provider: Any, logger_provider: Any) -> None:
