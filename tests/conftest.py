@@ -94,7 +94,7 @@ def instrumented_env(collector: Collector | None, service: str, **extra: str) ->
     return env
 
 
-def start_app(tmp_path: Path, argv: list[str], env: dict[str, str], name: str = "app",
+def start_app(tmp_path: Path, argv: list[str], env: dict[str, str], name: str = "app", *,
               health_path: str = "/health", port: int | None = None) -> App:
     port = port or free_port()
     full_env = {**env, "CRM_PORT": str(port)}
