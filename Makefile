@@ -12,7 +12,7 @@ PYTEST_FLAGS ?= -q
 # Collector, Jaeger, telemetrygen, promtool, stack: build/run targets for the collector side.
 include mk/collector.mk
 
-.PHONY: help venv lint types unit integration e2e test demo bench clean settings-table
+.PHONY: help venv lint types unit integration e2e test demo bench clean readme-tables
 
 help:
 	@echo "make test      lint, types, unit, integration and e2e tests (builds what they need)"
@@ -46,8 +46,8 @@ e2e: venv collector jaeger
 
 test: lint types unit integration e2e alerts-test validate-configs
 
-settings-table: venv
-	$(PY) -m otel_crm.cli settings --markdown
+readme-tables: venv
+	$(PY) scripts/readme_tables.py
 
 bench: venv
 	$(PY) bench/run_all.py

@@ -75,15 +75,28 @@ def doctor(environ: Mapping[str, str] | None = None, out: Any = None) -> int:
     return status
 
 
+def attributes_markdown() -> str:
+    """The README's table of our own attributes, generated from the semconv module."""
+    from otel_crm._internal.semconv import CRM_ATTRIBUTES
+
+    lines = ["| Attribute | Where | Meaning |", "|---|---|---|"]
+    lines += [f"| `{name}` | {where} | {meaning} |" for name, (where, meaning) in CRM_ATTRIBUTES.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="otel-crm", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="print resolved settings, invalid variables, collector reachability")
     table = commands.add_parser("settings", help="print every setting")
     table.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
+    commands.add_parser("attributes", help="print otel_crm's own crm.* attributes as a Markdown table")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
+    if args.command == "attributes":
+        sys.stdout.write(attributes_markdown())
+        return 0
     if args.markdown:
         sys.stdout.write(registry_markdown())
     else:

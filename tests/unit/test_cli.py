@@ -44,3 +44,12 @@ def test_doctor_fails_on_unreachable_collector_and_lists_bad_variables() -> None
 def test_settings_table_command(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["settings", "--markdown"]) == 0
     assert "| `sampling_ratio` |" in capsys.readouterr().out
+
+
+def test_readme_attribute_table_is_current() -> None:
+    from pathlib import Path
+
+    from otel_crm.cli import attributes_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert attributes_markdown() in readme, "run `make readme-tables`"

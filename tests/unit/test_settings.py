@@ -140,7 +140,7 @@ def test_registry_matches_the_dataclass() -> None:
 
 def test_readme_table_is_generated_from_the_registry() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert registry_markdown() in readme, "run `make settings-table` and paste it into README.md"
+    assert registry_markdown() in readme, "run `make readme-tables`"
 
 
 def test_os_environ_is_read_only_by_the_settings_module() -> None:
