@@ -9,6 +9,15 @@ from __future__ import annotations
 from otel_crm._internal.config import configure, shutdown
 from otel_crm._internal.settings import Settings, SettingsError
 from otel_crm._internal.tenancy import Tenant, current_tenant, tenant_context
+from otel_crm.helpers import (
+    agent_invocation,
+    connector_operation,
+    instrument_connector_operation,
+    instrument_sync_operation,
+    search_query,
+    step,
+    workflow,
+)
 
 __version__ = "0.1.0"
 
@@ -17,8 +26,15 @@ __all__ = [
     "SettingsError",
     "Tenant",
     "__version__",
+    "agent_invocation",
     "configure",
+    "connector_operation",
     "current_tenant",
+    "instrument_connector_operation",
+    "instrument_sync_operation",
+    "search_query",
     "shutdown",
+    "step",
     "tenant_context",
+    "workflow",
 ]

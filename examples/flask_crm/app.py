@@ -21,6 +21,8 @@ from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
+import otel_crm
+
 try:  # run as a script or as a package module
     from local_services import start_local_services
 except ImportError:  # pragma: no cover
@@ -31,6 +33,22 @@ log = logging.getLogger("crm")
 
 class Base(DeclarativeBase):
     pass
+
+
+class HubSpotConnector:
+    """A HubSpot-like connector: the decorator names the span `sync hubspot` and counts records."""
+
+    connector_name = "hubspot"
+
+    def __init__(self, base_url: str, http: requests.Session):
+        self.base_url = base_url
+        self.http = http
+
+    @otel_crm.instrument_sync_operation("contacts")
+    def sync_contacts(self) -> list[dict[str, Any]]:
+        response = self.http.get(f"{self.base_url}/hubspot/contacts", timeout=5)
+        response.raise_for_status()
+        return list(response.json()["results"])
 
 
 class Lead(Base):
@@ -101,6 +119,46 @@ def create_app(db_url: str | None = None, services_url: str | None = None) -> Fl
             session.commit()
             log.info("lead enriched", extra={"lead_id": lead_id})
             return {"lead": lead.to_dict(), "enrichment": data}
+
+    hubspot = HubSpotConnector(services_url, http)
+
+    @app.post("/sync/hubspot")
+    def sync_hubspot() -> Any:
+        contacts = hubspot.sync_contacts()
+        return {"synced": len(contacts)}
+
+    @app.get("/leads/search")
+    def search_leads() -> Any:
+        query = {"query": {"match": {"company": request.args.get("q", "")}}, "size": 10}
+        with otel_crm.search_query("leads", system="elasticsearch", query=query) as search:
+            response = http.post(f"{services_url}/leads/_search", json=query, timeout=5)
+            hits = response.json()["hits"]["hits"]
+            search.set_results(len(hits))
+        return {"hits": [hit["_source"] for hit in hits]}
+
+    @app.post("/leads/<int:lead_id>/qualify")
+    def qualify_lead(lead_id: int) -> Any:
+        with otel_crm.workflow("qualify_lead", execution_id=f"q-{lead_id}-{time.time_ns()}",
+                               trigger="api"):
+            with otel_crm.step("load_lead", index=0), Session(engine) as session:
+                lead = session.get(Lead, lead_id)
+                if lead is None:
+                    abort(404)
+                company = lead.company
+            with otel_crm.step("research", index=1), otel_crm.agent_invocation(
+                    "openai", "gpt-4o-mini", agent_name="lead_researcher") as agent:
+                answer = http.post(f"{services_url}/v1/chat/completions", timeout=5, json={
+                    "model": "gpt-4o-mini",
+                    "messages": [{"role": "user", "content": f"Is {company} a good fit?"}]}).json()
+                agent.record_usage(answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"],
+                                   response_model=answer["model"])
+            with otel_crm.step("score", index=2), Session(engine) as session:
+                lead = session.get(Lead, lead_id)
+                assert lead is not None
+                lead.status = "qualified" if "strong fit" in answer["choices"][0]["message"]["content"] else "nurture"
+                session.commit()
+                log.info("lead qualified", extra={"lead_id": lead_id})
+                return {"lead": lead.to_dict()}
 
     @app.get("/ok")
     def ok() -> Any:

@@ -38,7 +38,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         request = json.loads(self.rfile.read(length) or b"{}")
-        if self.path.startswith("/v1/chat/completions"):
+        if self.path.startswith("/leads/_search"):  # an Elasticsearch-like search endpoint
+            hits = [{"_id": str(c["id"]), "_source": c} for c in CONTACTS[:3]]
+            self._json(200, {"hits": {"total": {"value": len(hits)}, "hits": hits}})
+        elif self.path.startswith("/v1/chat/completions"):
             prompt = json.dumps(request.get("messages", []))
             self._json(200, {
                 "model": request.get("model", "gpt-4o-mini") + "-2024-07-18",
