@@ -68,3 +68,6 @@ stack-down:
 # Load benchmark (not a test): telemetrygen -> single-node collector.
 collector-bench: collector jaeger telemetrygen
 	python3 $(CRM_ROOT)/bench/collector_load.py
+
+# The top-level `e2e` target (tests/e2e) needs every binary, promtool included.
+e2e: e2e-prereqs
