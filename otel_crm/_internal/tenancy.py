@@ -8,6 +8,7 @@ context get `crm.tenant.id` from :class:`TenantSpanProcessor`; metrics get it th
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import threading
@@ -26,10 +27,12 @@ __all__ = [
     "BAGGAGE_TENANT_ID",
     "BAGGAGE_TENANT_TIER",
     "BAGGAGE_USER_ID",
+    "MAX_TENANT_ID_LENGTH",
     "OTHER_TENANT",
     "Tenant",
     "TenantLabeler",
     "TenantSpanProcessor",
+    "clean_tenant_id",
     "current_tenant",
     "tenant_context",
     "tenant_from_baggage",
@@ -39,8 +42,29 @@ BAGGAGE_TENANT_ID = "crm.tenant.id"
 BAGGAGE_TENANT_TIER = "crm.tenant.tier"
 BAGGAGE_USER_ID = "crm.user.id"
 OTHER_TENANT = "__other__"
+MAX_TENANT_ID_LENGTH = 128
 _TENANT_KEY = context.create_key("otel_crm.tenant")
 _F = TypeVar("_F", bound=Callable[..., Any])
+# Tokens of the tenant contexts entered with `with`, per contextvars.Context (thread / task): one
+# tenant_context object may be entered concurrently by several threads or tasks, and a token must
+# be detached in the context that created it.
+_entered: contextvars.ContextVar[tuple[tuple[int, object], ...]] = contextvars.ContextVar(
+    "otel_crm_tenant_tokens", default=())
+
+
+def clean_tenant_id(value: object) -> str | None:
+    """A tenant or user id fit for telemetry: printable, trimmed, at most 128 characters.
+
+    Returns None for None, empty or all-unprintable values. Ids arrive from request headers and
+    baggage, i.e. from callers: never let them put control characters or megabytes into logs.
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    if not text.isprintable() or len(text) > MAX_TENANT_ID_LENGTH:
+        text = "".join(ch for ch in text[:4 * MAX_TENANT_ID_LENGTH] if ch.isprintable())
+    text = text.strip()[:MAX_TENANT_ID_LENGTH].strip()
+    return text or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +81,15 @@ def current_tenant(ctx: Context | None = None) -> Tenant | None:
 
 
 def tenant_from_baggage(ctx: Context | None = None) -> Tenant | None:
-    """A tenant carried in incoming W3C baggage (trust it only when the settings say so)."""
-    tenant_id = baggage.get_baggage(BAGGAGE_TENANT_ID, ctx)
-    if not tenant_id:
+    """A tenant carried in incoming W3C baggage (trust it only when the settings say so).
+
+    Values are cleaned like header values: baggage comes from the caller.
+    """
+    tenant_id = clean_tenant_id(baggage.get_baggage(BAGGAGE_TENANT_ID, ctx))
+    if tenant_id is None:
         return None
-    user_id = baggage.get_baggage(BAGGAGE_USER_ID, ctx)
-    tier = baggage.get_baggage(BAGGAGE_TENANT_TIER, ctx)
-    return Tenant(str(tenant_id), str(user_id) if user_id else None, str(tier) if tier else None)
+    return Tenant(tenant_id, clean_tenant_id(baggage.get_baggage(BAGGAGE_USER_ID, ctx)),
+                  clean_tenant_id(baggage.get_baggage(BAGGAGE_TENANT_TIER, ctx)))
 
 
 def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
@@ -77,30 +103,45 @@ def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
     return ctx
 
 
-class tenant_context:  # noqa: N801 - used like a function: `with tenant_context("acme"):`
+class tenant_context:
     """Run code on behalf of a tenant: ``with tenant_context("acme", user_id="u1"):``.
 
     Also a decorator for sync and async functions. Nesting replaces the tenant for the inner block.
+    Ids are cleaned (printable, at most 128 characters); a None or empty tenant id makes the block
+    run with no tenant change at all (``__enter__`` returns None) rather than raise in the request.
+    One object may be entered by several threads or tasks at once.
     """
 
-    __slots__ = ("_tenant", "_tokens")
+    __slots__ = ("_tenant",)
 
-    def __init__(self, tenant_id: str, *, user_id: str | None = None, tier: str | None = None):
-        self._tenant = Tenant(str(tenant_id), user_id, tier)
-        self._tokens: list[object] = []
+    def __init__(self, tenant_id: str | None, *, user_id: str | None = None, tier: str | None = None):
+        cleaned = clean_tenant_id(tenant_id)
+        self._tenant = (Tenant(cleaned, clean_tenant_id(user_id), clean_tenant_id(tier))
+                        if cleaned is not None else None)
 
     @property
-    def tenant(self) -> Tenant:
+    def tenant(self) -> Tenant | None:
         return self._tenant
 
-    def __enter__(self) -> Tenant:
-        self._tokens.append(context.attach(context_with_tenant(self._tenant)))
+    def __enter__(self) -> Tenant | None:
+        if self._tenant is None:
+            return None
+        token = context.attach(context_with_tenant(self._tenant))
+        _entered.set((*_entered.get(), (id(self), token)))
         return self._tenant
 
     def __exit__(self, *exc_info: object) -> None:
-        context.detach(self._tokens.pop())  # type: ignore[arg-type]
+        if self._tenant is None:
+            return
+        stack = _entered.get()
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index][0] == id(self):
+                token = stack[index][1]
+                _entered.set(stack[:index] + stack[index + 1:])
+                context.detach(token)  # type: ignore[arg-type]
+                return
 
-    async def __aenter__(self) -> Tenant:
+    async def __aenter__(self) -> Tenant | None:
         return self.__enter__()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -108,6 +149,8 @@ class tenant_context:  # noqa: N801 - used like a function: `with tenant_context
 
     def __call__(self, function: _F) -> _F:
         tenant = self._tenant
+        if tenant is None:
+            return function
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
