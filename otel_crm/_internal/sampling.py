@@ -43,7 +43,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
 
 from otel_crm._internal import safety, semconv
 
@@ -51,6 +51,8 @@ __all__ = ["Decision", "SamplingPolicy", "TailSamplingProcessor"]
 
 _TRACE_ID_LIMIT = (1 << 64) - 1  # the low 64 bits, as in opentelemetry.sdk.trace.sampling
 _COMPONENT = "sampler"
+_SAMPLED = 0x01  # TraceFlags.SAMPLED
+_ERROR_CODE = StatusCode.ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,32 @@ def _annotate(span: ReadableSpan, decision: Decision) -> ReadableSpan:
     return kept
 
 
+def _fast_path_works() -> bool:
+    """Whether the SDK's span internals are what the hot path reads directly.
+
+    The public properties cost ~0.1 µs each and the hot path needs ~10 of them per span; SpanContext is
+    a tuple (trace_id, span_id, is_remote, trace_flags, ...) and ReadableSpan keeps its fields in
+    ``_context``, ``_parent``... This checks both once at import; if a future SDK differs, the hot path
+    falls back to the public API (slower, same results).
+    """
+    try:
+        context = SpanContext(3, 4, True, TraceFlags(1))
+        parent = SpanContext(3, 5, False, TraceFlags(0))
+        status = Status(StatusCode.ERROR)
+        span = ReadableSpan("probe", context=context, parent=parent, status=status, start_time=7,
+                            end_time=9, events=())
+        fields: Any = span
+        return (tuple(context)[:4] == (3, 4, True, 1) and tuple(parent)[:4] == (3, 5, False, 0)
+                and issubclass(Span, ReadableSpan) and fields._context is context
+                and fields._parent is parent and fields._status is status and fields._start_time == 7
+                and fields._end_time == 9 and tuple(fields._events) == ())
+    except Exception:
+        return False
+
+
+_FAST = _fast_path_works()
+
+
 class _Trace:
     __slots__ = ("born", "error", "open", "root_s", "spans")
 
@@ -160,7 +188,8 @@ class TailSamplingProcessor(SpanProcessor):
         self._shut = False
         self._reset()
         self._n_traces: dict[str, int] = {}
-        self._n_spans = {"kept": 0, "dropped": 0}
+        self._n_kept = 0  # spans
+        self._n_dropped = 0
         self._n_evictions: dict[str, int] = {}
         if meter is not None:
             self._create_instruments(meter)
@@ -188,19 +217,22 @@ class TailSamplingProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            context = span.context
-            if self._shut or context is None or not context.trace_flags.sampled:
+            if _FAST:  # see _fast_path_works
+                context: Any = span._context
+                parent: Any = span._parent
+            else:
+                context, parent = span.context, span.parent
+            if context is None or not context[3] & _SAMPLED or self._shut:
                 return
-            trace_id = context.trace_id
-            parent = span.parent
+            trace_id = context[0]
             out: _Batch | None = None
             with self._lock:
                 trace = self._traces.get(trace_id)
                 if trace is None:
                     prior = self._decided.get(trace_id)
-                    if prior is not None and (prior.keep or not (parent is None or parent.is_remote)):
-                        pass  # follows the decision when it ends
-                    else:
+                    # A span of a decided trace follows the decision, except a new local root of a
+                    # dropped trace: a later fan-in gets its own chance (error, slow).
+                    if prior is None or not (prior.keep or not (parent is None or parent[2])):
                         if len(self._traces) >= self._max_traces:
                             out = self._evict_oldest("max_traces", out)
                         trace = self._traces[trace_id] = _Trace(self._clock())
@@ -208,10 +240,11 @@ class TailSamplingProcessor(SpanProcessor):
                     out = self._force(trace_id, trace, "max_spans_per_trace", out)
                     trace = None  # this span follows the early decision
                 if trace is not None:
-                    trace.open.add(context.span_id)
+                    trace.open.add(context[1])
                     self._held += 1
-                    while self._held > self._max_spans and self._traces:
-                        out = self._evict_oldest("max_spans", out)
+                    if self._held > self._max_spans:
+                        while self._held > self._max_spans and self._traces:
+                            out = self._evict_oldest("max_spans", out)
             if out:
                 self._export(out)
             self._downstream.on_start(span, parent_context=parent_context)
@@ -220,22 +253,29 @@ class TailSamplingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            context = span.context
-            if self._shut or context is None or not context.trace_flags.sampled:
+            if _FAST:
+                context: Any = span._context
+                parent: Any = span._parent
+                status: Any = span._status
+                events: Any = span._events
+                start, end = span._start_time, span._end_time
+            else:
+                context, parent, status, events = span.context, span.parent, span.status, span.events
+                start, end = span.start_time, span.end_time
+            if context is None or not context[3] & _SAMPLED or self._shut:
                 return
-            trace_id = context.trace_id
-            error = span.status.status_code is StatusCode.ERROR or any(
-                event.name == "exception" for event in span.events)
-            parent = span.parent
+            trace_id = context[0]
+            span_id = context[1]
+            error = status.status_code is _ERROR_CODE or (
+                bool(events) and any(event.name == "exception" for event in events))
             root_s: float | None = None
-            if (parent is None or parent.is_remote) and span.end_time is not None \
-                    and span.start_time is not None:
-                root_s = (span.end_time - span.start_time) / 1e9
+            if (parent is None or parent[2]) and start is not None and end is not None:
+                root_s = (end - start) / 1e9
             out: _Batch | None = None
             with self._lock:
                 trace = self._traces.get(trace_id)
-                if trace is not None and context.span_id in trace.open:
-                    trace.open.discard(context.span_id)
+                if trace is not None and span_id in trace.open:
+                    trace.open.discard(span_id)
                     trace.spans.append(span)
                     if error:
                         trace.error = True
@@ -244,15 +284,7 @@ class TailSamplingProcessor(SpanProcessor):
                     if not trace.open:
                         out = self._force(trace_id, trace, None, out)
                 else:
-                    decision = self._decided.get(trace_id)
-                    if decision is None:
-                        self._n_evictions["late_unknown"] = self._n_evictions.get("late_unknown", 0) + 1
-                        self._n_spans["dropped"] += 1
-                    elif decision.keep:
-                        self._n_spans["kept"] += 1
-                        out = [([span], decision)]
-                    else:
-                        self._n_spans["dropped"] += 1
+                    out = self._follow(trace_id, span)
                 now = self._clock()
                 if now >= self._age_deadline:
                     out = self._expire(now, out)
@@ -262,6 +294,17 @@ class TailSamplingProcessor(SpanProcessor):
             self._fail(exc)
 
     # --- decisions (called with the lock held) --------------------------------------------------
+
+    def _follow(self, trace_id: int, span: ReadableSpan) -> _Batch | None:
+        """A span of a trace already decided (or forgotten: dropped, counted as ``late_unknown``)."""
+        decision = self._decided.get(trace_id)
+        if decision is None:
+            self._n_evictions["late_unknown"] = self._n_evictions.get("late_unknown", 0) + 1
+        elif decision.keep:
+            self._n_kept += 1
+            return [([span], decision)]
+        self._n_dropped += 1
+        return None
 
     def _force(self, trace_id: int, trace: _Trace, eviction: str | None, out: _Batch | None) -> _Batch | None:
         """Decide one buffered trace by the policy; its kept spans are appended to ``out``."""
@@ -282,13 +325,13 @@ class TailSamplingProcessor(SpanProcessor):
         if eviction is not None:
             self._n_evictions[eviction] = self._n_evictions.get(eviction, 0) + 1
         if decision.keep:
-            self._n_spans["kept"] += len(trace.spans)
+            self._n_kept += len(trace.spans)
             if trace.spans:
                 if out is None:
                     out = []
                 out.append((trace.spans, decision))
         else:
-            self._n_spans["dropped"] += len(trace.spans)
+            self._n_dropped += len(trace.spans)
         return out
 
     def _evict_oldest(self, reason: str, out: _Batch | None) -> _Batch | None:
@@ -363,7 +406,7 @@ class TailSamplingProcessor(SpanProcessor):
     def stats(self) -> dict[str, Any]:
         """Counters and buffer sizes (what the self-metrics report); for tests and debugging."""
         with self._lock:
-            return {"traces": dict(self._n_traces), "spans": dict(self._n_spans),
+            return {"traces": dict(self._n_traces), "spans": {"kept": self._n_kept, "dropped": self._n_dropped},
                     "evictions": dict(self._n_evictions), "buffer_traces": len(self._traces),
                     "buffer_spans": self._held, "decisions_cached": len(self._decided)}
 

@@ -589,3 +589,25 @@ def test_fork_child_starts_with_an_empty_buffer() -> None:
                             check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_portable_path_without_sdk_internals_gives_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_crm._internal import sampling
+
+    assert sampling._FAST  # this SDK's internals are what the hot path expects
+    monkeypatch.setattr(sampling, "_FAST", False)
+    rig = Rig()
+    rig.trace(DROP_ID, seconds=2.0)  # slow
+    rig.trace(DROP_ID + 1, error=True)  # error
+    rig.trace(DROP_ID + 2)  # dropped
+    rig.trace(KEEP_ID)  # ratio
+    rig.ids.next.append(DROP_ID + 3)
+    with rig.tracer.start_as_current_span("root"):  # exception event only
+        child = rig.tracer.start_span("child")
+        child.add_event("exception")
+        child.end()
+    with rig.tracer.start_as_current_span("server", context=remote_context(DROP_ID + 4)):
+        pass  # remote parent, dropped
+    reasons = sorted(str(s.attributes[R]) for s in rig.exporter.get_finished_spans())  # type: ignore[index]
+    assert reasons == ["error"] * 4 + ["ratio", "ratio", "slow", "slow"]
+    assert rig.processor.stats()["traces"] == {"slow": 1, "error": 2, "dropped": 2, "ratio": 1}

@@ -1,0 +1,272 @@
+"""Tail sampler benchmark: throughput vs a bare BatchSpanProcessor, and peak memory under a flood.
+
+    .venv/bin/python bench/bench_sampler.py            # full run (~2 min), writes docs/bench-sampler.md
+    .venv/bin/python bench/bench_sampler.py --quick    # smaller, for a smoke test
+
+Throughput: one process, arms interleaved (order alternates per round), medians over the rounds.
+Each arm builds a fresh TracerProvider whose only processor is the arm's; a round creates traces of
+5 spans (root + 4 nested children, `start_as_current_span`), ends them, and force-flushes, so the
+time covers create -> end -> decide -> batch -> export to a null exporter that does nothing.
+
+Memory: one subprocess per arm (a clean heap each), 1,000,000 spans, default bounds (max_traces 5000,
+max_spans_per_trace 500, max_spans 20000, max_age 60 s); RSS high-water mark (ru_maxrss) minus the RSS
+after warm-up, and tracemalloc's peak in a second run of the same arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+
+from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor  # noqa: E402
+
+DEFAULT_BOUNDS: dict[str, Any] = {"max_traces": 5000, "max_spans_per_trace": 500, "max_spans": 20000,
+                                  "max_trace_age_s": 60.0}
+SPANS_PER_TRACE = 5
+
+
+class NullExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def build(arm: str, queue: int = 1_000_000) -> tuple[TracerProvider, NullExporter, SpanProcessor]:
+    exporter = NullExporter()
+    # Throughput: a queue large enough that the bare arm drops nothing (dropping would flatter it).
+    # Memory: the SDK's default queue (2048), as in production.
+    batch = BatchSpanProcessor(exporter, max_queue_size=queue)
+    processor: SpanProcessor = batch
+    if arm != "bare":
+        processor = TailSamplingProcessor(batch, SamplingPolicy(ratio=0.1), **DEFAULT_BOUNDS)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    return provider, exporter, processor
+
+
+def ok_traces(tracer: trace.Tracer, n: int) -> None:
+    for _ in range(n):
+        with tracer.start_as_current_span("root"):
+            for _ in range(SPANS_PER_TRACE - 1):
+                with tracer.start_as_current_span("child"):
+                    pass
+
+
+def open_root_traces(tracer: trace.Tracer, n: int) -> None:
+    """Roots that never end (leaked), each with ended children: the worst case for a buffer."""
+    for _ in range(n):
+        root = tracer.start_span("never-ends")
+        context = trace.set_span_in_context(root)
+        for _ in range(SPANS_PER_TRACE - 1):
+            tracer.start_span("child", context=context).end()
+
+
+def throughput_round(arm: str, traces: int) -> tuple[float, float, int]:
+    """spans/s by wall clock and by process CPU time (all threads: the batch worker's export counts)."""
+    provider, exporter, _ = build(arm)
+    tracer = provider.get_tracer("bench")
+    ok_traces(tracer, 200)  # warm-up
+    provider.force_flush()
+    exported_before = exporter.count
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    ok_traces(tracer, traces)
+    provider.force_flush()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    provider.shutdown()
+    spans = traces * SPANS_PER_TRACE
+    return spans / wall, spans / cpu, exporter.count - exported_before
+
+
+def memory_arm(arm: str, spans: int, use_tracemalloc: bool) -> dict[str, Any]:
+    import tracemalloc
+
+    flood = open_root_traces if arm == "tail-open-roots" else ok_traces
+    provider, exporter, processor = build("bare" if arm == "bare" else "tail", queue=2048)
+    tracer = provider.get_tracer("bench")
+    flood(tracer, 1000)
+    provider.force_flush()
+    gc.collect()
+    base_rss = _rss_now_kib()
+    if use_tracemalloc:
+        tracemalloc.start()
+    max_buffer = 0
+    traces = spans // SPANS_PER_TRACE
+    for _ in range(traces // 1000):
+        flood(tracer, 1000)
+        if isinstance(processor, TailSamplingProcessor):
+            max_buffer = max(max_buffer, processor.stats()["buffer_spans"])
+    peak = tracemalloc.get_traced_memory()[1] if use_tracemalloc else 0
+    if use_tracemalloc:
+        tracemalloc.stop()
+    provider.force_flush()
+    result: dict[str, Any] = {"arm": arm, "spans": traces * SPANS_PER_TRACE, "exported": exporter.count,
+                              "max_buffer_spans": max_buffer,
+                              "rss_peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                              "rss_base_kib": base_rss, "tracemalloc_peak": peak}
+    if isinstance(processor, TailSamplingProcessor):
+        result["stats"] = processor.stats()
+    provider.shutdown()
+    return result
+
+
+def _rss_now_kib() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_memory(arm: str, spans: int, use_tracemalloc: bool) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--memory-arm", arm, "--spans", str(spans)]
+    if use_tracemalloc:
+        command.append("--tracemalloc")
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and spans (smoke test)")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--traces", type=int, default=None, help="traces per arm per round")
+    parser.add_argument("--spans", type=int, default=None, help="spans in each memory flood")
+    parser.add_argument("--memory-arm", help=argparse.SUPPRESS)
+    parser.add_argument("--tracemalloc", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=str(ROOT / "docs" / "bench-sampler.md"))
+    args = parser.parse_args()
+    logging.getLogger("opentelemetry").setLevel(logging.ERROR)
+
+    if args.memory_arm:
+        print(json.dumps(memory_arm(args.memory_arm, args.spans, args.tracemalloc)))
+        return
+
+    rounds = args.rounds or (3 if args.quick else 9)
+    traces = args.traces or (2000 if args.quick else 10_000)
+    spans = args.spans or (100_000 if args.quick else 1_000_000)
+    arms = ("bare", "tail")
+    rates: dict[str, dict[str, list[float]]] = {"wall": {a: [] for a in arms}, "cpu": {a: [] for a in arms}}
+    exported: dict[str, list[int]] = {arm: [] for arm in arms}
+    load_before = os.getloadavg()[0]
+    for round_ in range(rounds):
+        for arm in arms if round_ % 2 == 0 else arms[::-1]:
+            wall, cpu, count = throughput_round(arm, traces)
+            rates["wall"][arm].append(wall)
+            rates["cpu"][arm].append(cpu)
+            exported[arm].append(count)
+        print(f"round {round_ + 1}/{rounds}: " + ", ".join(
+            f"{a} {rates['wall'][a][-1]:,.0f} spans/s wall, {rates['cpu'][a][-1]:,.0f} spans/s CPU" for a in arms),
+            flush=True)
+    load = (load_before + os.getloadavg()[0]) / 2
+    ratio = {clock: statistics.median(t / b for t, b in zip(r["tail"], r["bare"], strict=True))
+             for clock, r in rates.items()}
+    for clock, r in rates.items():
+        print(f"median ({clock}): bare {statistics.median(r['bare']):,.0f} spans/s, tail "
+              f"{statistics.median(r['tail']):,.0f} spans/s, tail/bare {ratio[clock]:.2f}x", flush=True)
+
+    memory = []
+    for arm in ("bare", "tail", "tail-open-roots"):
+        rss = run_memory(arm, spans, use_tracemalloc=False)
+        traced = run_memory(arm, spans, use_tracemalloc=True)
+        rss["tracemalloc_peak"] = traced["tracemalloc_peak"]
+        memory.append(rss)
+        print(f"memory {arm}: RSS peak {rss['rss_peak_kib'] / 1024:.1f} MiB (+"
+              f"{(rss['rss_peak_kib'] - rss['rss_base_kib']) / 1024:.1f} MiB over warm-up), tracemalloc peak "
+              f"{rss['tracemalloc_peak'] / 2**20:.1f} MiB, max buffered {rss['max_buffer_spans']}", flush=True)
+
+    command = "   .venv/bin/python bench/bench_sampler.py" + (" --quick" if args.quick else "")
+    report = render(ratio, rates, exported, memory, rounds=rounds, traces=traces, command=command, load=load)
+    Path(args.output).write_text(report)
+    print(f"wrote {args.output}")
+
+
+def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], exported: dict[str, list[int]],
+           memory: list[dict[str, Any]], *, rounds: int, traces: int, command: str, load: float) -> str:
+    import opentelemetry.sdk.version as sdk_version
+
+    lines = [
+        "# Tail sampler benchmark",
+        "",
+        f"Machine: {platform.machine()}, {_cpus()} CPU, CPython {platform.python_version()}, "
+        f"opentelemetry-sdk {sdk_version.__version__}. Measured {time.strftime('%Y-%m-%d')}, "
+        f"load average {load:.1f} during the throughput rounds (other work was running: wall-clock "
+        "figures are noisy; CPU-time figures count this process's CPU, all threads, and are steadier).",
+        "",
+        "Reproduce from the repository root:",
+        "",
+        command,
+        "",
+        "## Throughput (end to end: create, end, decide, batch, export to a null exporter)",
+        "",
+        f"{rounds} rounds, arms interleaved (order alternating), {traces:,} traces of {SPANS_PER_TRACE} spans "
+        "(root + 4 nested children, `start_as_current_span`) per arm per round, then `force_flush`; medians.",
+        "",
+        "| arm | clock | median spans/s | min | max | µs per span | spans exported per round |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {"bare": "BatchSpanProcessor (bare)",
+             "tail": "TailSamplingProcessor(ratio 0.1) -> BatchSpanProcessor"}
+    for clock in ("cpu", "wall"):
+        for arm, name in names.items():
+            values = rates[clock][arm]
+            median = statistics.median(values)
+            lines.append(f"| {name} | {clock} | {median:,.0f} | {min(values):,.0f} | {max(values):,.0f} "
+                         f"| {1e6 / median:.1f} | {statistics.median(exported[arm]):,.0f} |")
+    lines += ["", f"**tail / bare = {ratio['cpu']:.2f}x by CPU time, {ratio['wall']:.2f}x by wall clock** "
+              "(medians of the per-round ratios; goal >= 1.0x and >= 50,000 spans/s).", "",
+              "## Peak memory under a flood (one subprocess per arm, default bounds)", "",
+              "| arm | spans | RSS high-water | RSS growth over warm-up | tracemalloc peak | "
+              "max spans buffered (sampled every 1,000 traces) | exported |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    labels = {"bare": "bare BatchSpanProcessor, ok traces",
+              "tail": "tail sampler, ok traces",
+              "tail-open-roots": "tail sampler, roots that never end (4 ended children each)"}
+    for row in memory:
+        lines.append(f"| {labels[row['arm']]} | {row['spans']:,} | {row['rss_peak_kib'] / 1024:.1f} MiB "
+                     f"| {(row['rss_peak_kib'] - row['rss_base_kib']) / 1024:.1f} MiB "
+                     f"| {row['tracemalloc_peak'] / 2**20:.1f} MiB | {row['max_buffer_spans']:,} "
+                     f"| {row['exported']:,} |")
+    for row in memory:
+        if "stats" in row:
+            stats = row["stats"]
+            lines.append("")
+            lines.append(f"- {labels[row['arm']]}: traces by reason {stats['traces']}, "
+                         f"evictions {stats['evictions']}, spans {stats['spans']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+if __name__ == "__main__":
+    main()
