@@ -52,7 +52,7 @@ readme-tables: venv
 bench: venv
 	$(PY) bench/run_all.py
 
-demo: venv
+demo: venv collector jaeger
 	bash scripts/demo.sh
 
 clean:
