@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from contextvars import ContextVar
 from time import perf_counter
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -49,6 +50,8 @@ FAILURE = "failure"
 _F = TypeVar("_F", bound=Callable[..., Any])
 _Op = TypeVar("_Op", bound="Operation")
 Attributes = dict[str, Any]
+_active: ContextVar[tuple[tuple[Instrumented[Any], Operation], ...]] = ContextVar(
+    "otel_crm_helpers_active", default=())
 
 
 def internal(component: str, exc: Exception) -> None:
@@ -201,10 +204,9 @@ class Instrumented(Generic[_Op]):
     decorator form also gets the call's positional arguments (connectors read ``self`` there).
     """
 
-    __slots__ = ("_active", "_by_function")
+    __slots__ = ("_by_function",)
 
     def __init__(self) -> None:
-        self._active: list[_Op] = []  # a stack, so one object can be re-entered
         self._by_function: dict[tuple[int, str], Attributes] = {}
 
     def _with_function(self, attributes: Attributes, code_function: str | None) -> Attributes:
@@ -230,17 +232,25 @@ class Instrumented(Generic[_Op]):
         return operation
 
     # --- context manager --------------------------------------------------------------------------
+    # The entered operations live in the *context* (not on this object), so one object shared by
+    # concurrent tasks or threads (`SYNC = connector_operation(...)`; `async with SYNC:`) or
+    # re-entered while active always finishes the operation its own block started.
     def __enter__(self) -> _Op:
         operation = self._new(None, None)
         if operation is None:  # only when instrumentation failed and was swallowed
             operation = cast(_Op, _NULL_OPERATION)
-        self._active.append(operation)
+        _active.set((*_active.get(), (self, operation)))
         return operation
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        operation = self._active.pop()
-        if operation is not _NULL_OPERATION:
-            operation._finish(exc)
+        active = _active.get()
+        for position in range(len(active) - 1, -1, -1):
+            if active[position][0] is self:
+                operation = active[position][1]
+                _active.set(active[:position] + active[position + 1:])
+                if operation is not _NULL_OPERATION:
+                    operation._finish(exc)
+                return
 
     async def __aenter__(self) -> _Op:
         return self.__enter__()

@@ -278,3 +278,23 @@ def test_http_client_spans_are_children_of_the_connector_span(telemetry: Capture
     assert http_spans[0].parent is not None
     assert http_spans[0].parent.span_id == connector_span.context.span_id
     assert http_spans[0].context.trace_id == connector_span.context.trace_id
+
+
+async def test_one_shared_object_across_concurrent_tasks(telemetry: CapturedTelemetry) -> None:
+    sync = connector_operation("hubspot", "sync")  # defined once, entered by many tasks
+    release = asyncio.Event()
+
+    async def task(n: int) -> None:
+        async with sync as op:
+            await release.wait()  # every task is inside the block at the same time
+            await asyncio.sleep(0.002 * n)  # and they leave in the order they entered (not LIFO)
+            op.set_records(n)
+
+    tasks = [asyncio.create_task(task(n)) for n in range(1, 5)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*tasks)
+    spans = [s for s in telemetry.spans() if s.name == "sync hubspot"]
+    assert sorted(s.attributes[semconv.CRM_CONNECTOR_RECORDS] for s in spans) == [1, 2, 3, 4]  # type: ignore[index]
+    for span in spans:  # each span ended after its own task set its records
+        assert span.end_time is not None and span.parent is None
