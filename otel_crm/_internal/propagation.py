@@ -1,9 +1,15 @@
 """Context propagation: W3C trace context + baggage, with the tenant added to outgoing baggage
 only for allowed hosts. Tenant and user ids must never reach third-party APIs.
 
-The requests/httpx request hooks see the URL before the instrumentation injects headers; they
-mark the outgoing call as blocked in a context variable that :class:`CrmBaggagePropagator`
-reads at inject time.
+Which host a call goes to is decided, at inject time, from (1) the requests/httpx request hooks,
+which see the URL before the instrumentation injects headers and record their verdict in a
+context variable, else (2) the current CLIENT span's `server.address` / `url.full` (urllib,
+urllib3, aiohttp… set them before injecting). Calls with neither (gRPC, queues) keep baggage.
+
+Incoming baggage keys of ours (`crm.tenant.id`, `crm.user.id`, `crm.tenant.tier`) are dropped on
+extract unless incoming baggage is trusted: a caller must not be able to name a tenant for us,
+nor for the services we call. The in-process tenant (opened around the request by the web
+middleware, outside the server span) survives extraction, which starts from an empty context.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import propagate
+from opentelemetry import baggage, propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
@@ -28,13 +34,25 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from otel_crm._internal.settings import Settings
-from otel_crm._internal.tenancy import context_with_tenant, current_tenant
+from otel_crm._internal.tenancy import (
+    BAGGAGE_TENANT_ID,
+    BAGGAGE_TENANT_TIER,
+    BAGGAGE_USER_ID,
+    context_with_tenant,
+    current_tenant,
+    tenant_from_baggage,
+)
 
 __all__ = ["CrmBaggagePropagator", "host_allowed", "install_propagator", "outgoing_request"]
 
-_blocked: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_crm_baggage_blocked",
-                                                                default=False)
+# The verdict of a client request hook for the call about to inject: True = blocked, False =
+# allowed, None = no hook ran (decide from the client span).
+_blocked: contextvars.ContextVar[bool | None] = contextvars.ContextVar("otel_crm_baggage_blocked",
+                                                                       default=None)
 _allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
+_TENANT_KEYS = (BAGGAGE_TENANT_ID, BAGGAGE_USER_ID, BAGGAGE_TENANT_TIER)
+_HOST_ATTRIBUTES = ("server.address", "net.peer.name", "http.host")
+_URL_ATTRIBUTES = ("url.full", "http.url")
 
 
 def host_allowed(host: str | None, allowed: Iterable[str] | None = None) -> bool:
@@ -42,30 +60,78 @@ def host_allowed(host: str | None, allowed: Iterable[str] | None = None) -> bool
     if not host:
         return False
     host = host.lower().rstrip(".")
-    for entry in _allowed_hosts if allowed is None else allowed:
-        entry = entry.lower()
+    for raw in _allowed_hosts if allowed is None else allowed:
+        entry = raw.lower().strip()
         if host == entry or (entry.startswith(".") and (host.endswith(entry) or host == entry[1:])):
             return True
     return False
 
 
+def _hostname(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 def outgoing_request(url: str) -> None:
     """Called by client request hooks: decide whether this call may carry baggage."""
-    _blocked.set(not host_allowed(urlsplit(url).hostname))
+    _blocked.set(not host_allowed(_hostname(url)))
+
+
+def _client_span_blocked(context: Context | None) -> bool:
+    """Without a hook's verdict: block baggage when the current client span names a host that is
+    not allowed. No client span or no host attribute (gRPC, queues): not an HTTP call, allow."""
+    span = trace.get_current_span(context)
+    attributes = getattr(span, "attributes", None)
+    if not attributes or getattr(span, "kind", None) is not trace.SpanKind.CLIENT:
+        return False
+    for key in _HOST_ATTRIBUTES:
+        host = attributes.get(key)
+        if host:
+            return not host_allowed(str(host))
+    for key in _URL_ATTRIBUTES:
+        url = attributes.get(key)
+        if url:
+            return not host_allowed(_hostname(str(url)))
+    return False
 
 
 class CrmBaggagePropagator(TextMapPropagator):
-    def __init__(self) -> None:
+    """W3C baggage that carries the in-process tenant out (to allowed hosts only) and does not let
+    callers set it (unless `trust_incoming` — then the web extractor reads it)."""
+
+    def __init__(self, *, trust_incoming: bool = False) -> None:
         self._w3c = W3CBaggagePropagator()
+        self._trust_incoming = trust_incoming
 
     def extract(self, carrier: CarrierT, context: Context | None = None,
                 getter: Getter[CarrierT] = default_getter) -> Context:
-        return self._w3c.extract(carrier, context, getter)
+        ambient = current_tenant()
+        result = self._w3c.extract(carrier, context, getter)
+        if not self._trust_incoming:
+            for key in _TENANT_KEYS:
+                if baggage.get_baggage(key, result) is not None:
+                    result = baggage.remove_baggage(key, result)
+        # Instrumentations extract into an empty Context and attach it for the request: keep the
+        # tenant the middleware opened around it, or the server span and the logs lose it.
+        # Composite propagators hand us the trace-context propagator's fresh Context: fall back
+        # to the ambient (current) one.
+        tenant = current_tenant(result) or ambient
+        if tenant is None and self._trust_incoming:
+            # No middleware ran (a queue consumer, a plain app): trusted baggage names it.
+            tenant = tenant_from_baggage(result)
+        if tenant is not None:
+            result = context_with_tenant(tenant, result)
+        return result
 
     def inject(self, carrier: CarrierT, context: Context | None = None,
                setter: Setter[CarrierT] = default_setter) -> None:
-        if _blocked.get():
-            _blocked.set(False)
+        verdict = _blocked.get()
+        if verdict is not None:
+            _blocked.set(None)
+        blocked = verdict if verdict is not None else _client_span_blocked(context)
+        if blocked:
             return
         tenant = current_tenant(context)
         if tenant is not None:
@@ -81,7 +147,8 @@ def install_propagator(settings: Settings) -> None:
     global _allowed_hosts
     _allowed_hosts = tuple(settings.baggage_allowed_hosts)
     propagate.set_global_textmap(CompositePropagator(
-        [TraceContextTextMapPropagator(), CrmBaggagePropagator()]))
+        [TraceContextTextMapPropagator(),
+         CrmBaggagePropagator(trust_incoming=settings.trust_incoming_baggage)]))
 
 
 def requests_request_hook(span: Any, request: Any) -> None:
