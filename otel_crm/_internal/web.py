@@ -3,7 +3,14 @@
 The tenant context is opened *outside* the framework's server span (we wrap `Flask.__call__` and
 Django's WSGI/ASGI handlers), so the server span, every child span and every log record of the
 request see it. Tenant ids come from a header, a resolver function, or — only when trusted —
-incoming W3C baggage.
+incoming W3C baggage, in that order; all are cleaned (printable, at most 128 characters).
+
+A resolver is the user's code: when it raises, the request goes on without a tenant and the
+failure is logged once and counted (`otel_crm.internal.errors`, component `tenant_resolver`).
+
+Django gets ORM query spans from here too (Django's instrumentation has none): a connection
+`execute_wrapper`, skipped when a DB-API instrumentation (sqlite3, psycopg…) already wraps the
+driver connection, so queries are never traced twice.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,23 +28,19 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 
 from otel_crm._internal.safety import guard, internal_error
 from otel_crm._internal.settings import Settings
-from otel_crm._internal.tenancy import Tenant, context_with_tenant, tenant_from_baggage
+from otel_crm._internal.tenancy import Tenant, clean_tenant_id, context_with_tenant, tenant_from_baggage
 
-__all__ = ["TenantASGIMiddleware", "TenantExtractor", "TenantWSGIMiddleware", "patch_frameworks"]
+__all__ = ["DjangoQueryTracer", "TenantASGIMiddleware", "TenantExtractor", "TenantWSGIMiddleware",
+           "install_django_query_spans", "patch_frameworks"]
 
 access_log = logging.getLogger("otel_crm.access")
-_MAX_ID = 128
 
 
 def _environ_key(header: str) -> str:
     return "HTTP_" + header.upper().replace("-", "_")
 
 
-def _clean(value: str | None) -> str | None:
-    if not value:
-        return None
-    value = "".join(ch for ch in value.strip() if ch.isprintable())[:_MAX_ID]
-    return value or None
+_clean = clean_tenant_id
 
 
 class TenantExtractor:
@@ -61,19 +65,26 @@ class TenantExtractor:
     def from_environ(self, environ: dict[str, Any]) -> Tenant | None:
         tenant_id = _clean(environ.get(self._tenant_key)) if self._tenant_key else None
         user_id = _clean(environ.get(self._user_key)) if self._user_key else None
-        resolver = self._load_resolver()
-        if tenant_id is None and resolver is not None:
-            request = self._request_factory(environ) if self._request_factory else environ
-            with guard("tenant_resolver"):
-                resolved = resolver(request)
-                tenant_id = _clean(str(resolved)) if resolved else None
+        if tenant_id is None:
+            tenant_id = self._resolve(environ)
         if tenant_id is None and self._trust_baggage and environ.get("HTTP_BAGGAGE"):
             incoming = tenant_from_baggage(W3CBaggagePropagator().extract(
                 {"baggage": environ["HTTP_BAGGAGE"]}))
             if incoming is not None:
-                return Tenant(_clean(incoming.id) or incoming.id, user_id or incoming.user_id,
-                              incoming.tier)
+                return Tenant(incoming.id, user_id or incoming.user_id, incoming.tier)
         return Tenant(tenant_id, user_id) if tenant_id else None
+
+    def _resolve(self, environ: dict[str, Any]) -> str | None:
+        resolver = self._load_resolver()
+        if resolver is None:
+            return None
+        try:
+            request = self._request_factory(environ) if self._request_factory else environ
+            resolved = resolver(request)
+        except Exception as exc:  # the user's code: never fail the request, never re-raise
+            internal_error("tenant_resolver", exc)
+            return None
+        return _clean(resolved) if resolved else None
 
 
 def _log_access(method: str, path: str, status: int, started: float, span: Any) -> None:
@@ -120,17 +131,23 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
         status = int(str(seen.get("status", "500")).split(" ", 1)[0])
         return result
     finally:
-        # Detach before returning: a server that never calls close() must not leak the tenant
-        # into the next request on this thread.
-        if token is not None:
-            context.detach(token)
-        with guard("access_log"):
-            _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"), status,
-                        started, seen.get("span"))
+        # The access line is logged inside the tenant context (it carries the tenant), then the
+        # context is detached before returning: a server that never calls close() must not leak
+        # the tenant into the next request on this thread.
+        try:
+            with guard("access_log"):
+                _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
+                            status, started, seen.get("span"))
+        finally:
+            if token is not None:
+                context.detach(token)
 
 
 class TenantASGIMiddleware:
-    """Wrap any ASGI app; HTTP and websocket scopes get the tenant context."""
+    """Wrap any ASGI app: ``app = TenantASGIMiddleware(app, TenantExtractor(settings))``.
+
+    HTTP and websocket scopes get the tenant context; HTTP requests get the access log line.
+    """
 
     def __init__(self, app: Callable[..., Any], extractor: TenantExtractor):
         self.app = app
@@ -140,22 +157,40 @@ class TenantASGIMiddleware:
         if scope.get("type") not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        environ = {"HTTP_" + k.decode("latin-1").upper().replace("-", "_"): v.decode("latin-1")
-                   for k, v in scope.get("headers", [])}
+        started = time.perf_counter()
+        environ: dict[str, Any] = {"HTTP_" + k.decode("latin-1").upper().replace("-", "_"): v.decode("latin-1")
+                                   for k, v in scope.get("headers", [])}
+        environ["REQUEST_METHOD"] = scope.get("method", "GET")
+        environ["PATH_INFO"] = scope.get("path", "/")
+        environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
         token = None
         with guard("tenant_extraction"):
             tenant = self._extractor.from_environ(environ)
             if tenant is not None:
                 token = context.attach(context_with_tenant(tenant))
+        seen: dict[str, Any] = {"status": 500}
+
+        async def capturing_send(message: dict[str, Any]) -> None:
+            if message.get("type") == "http.response.start":
+                seen["status"] = message.get("status", 500)
+                seen["span"] = trace.get_current_span()
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, capturing_send if scope["type"] == "http" else send)
         finally:
-            if token is not None:
-                context.detach(token)
+            try:
+                if scope["type"] == "http":
+                    with guard("access_log"):
+                        _log_access(environ["REQUEST_METHOD"], environ["PATH_INFO"], int(seen["status"]),
+                                    started, seen.get("span"))
+            finally:
+                if token is not None:
+                    context.detach(token)
 
 
 def _patch_call(cls: type, extractor: TenantExtractor, asgi: bool = False) -> None:
-    original = cls.__call__  # type: ignore[operator]
+    original = cls.__dict__.get("__call__") or getattr(cls, "__call__")  # noqa: B004, B009
     if getattr(original, "_otel_crm_patched", False):
         return
     if asgi:
@@ -165,7 +200,7 @@ def _patch_call(cls: type, extractor: TenantExtractor, asgi: bool = False) -> No
             await TenantASGIMiddleware(functools.partial(original, self), extractor)(scope, receive, send)
 
         async_call._otel_crm_patched = True  # type: ignore[attr-defined]
-        cls.__call__ = async_call  # type: ignore[operator]
+        setattr(cls, "__call__", async_call)  # noqa: B010
         return
 
     @functools.wraps(original)
@@ -173,7 +208,7 @@ def _patch_call(cls: type, extractor: TenantExtractor, asgi: bool = False) -> No
         return wsgi_call(functools.partial(original, self), extractor, environ, start_response)
 
     call._otel_crm_patched = True  # type: ignore[attr-defined]
-    cls.__call__ = call  # type: ignore[operator]
+    setattr(cls, "__call__", call)  # noqa: B010
 
 
 def patch_frameworks(settings: Settings, installed: Callable[[str], bool]) -> list[str]:
@@ -183,7 +218,7 @@ def patch_frameworks(settings: Settings, installed: Callable[[str], bool]) -> li
         with guard("patch_flask"):
             import flask
 
-            _patch_call(flask.Flask, TenantExtractor(settings, lambda env: flask.Request(env)))
+            _patch_call(flask.Flask, TenantExtractor(settings, flask.Request))
             patched.append("flask")
     if installed("django"):
         with guard("patch_django"):
@@ -193,4 +228,77 @@ def patch_frameworks(settings: Settings, installed: Callable[[str], bool]) -> li
             _patch_call(WSGIHandler, TenantExtractor(settings, WSGIRequest))
             _patch_call(ASGIHandler, TenantExtractor(settings), asgi=True)
             patched.append("django")
+        with guard("patch_django_db"):
+            install_django_query_spans()
+            patched.append("django.db")
     return patched
+
+
+# --- Django ORM query spans -------------------------------------------------------------------
+
+_DB_SYSTEMS = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql", "oracle": "oracle.db"}
+_SQL_OPERATION = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(\w+)", re.DOTALL)
+_SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+[\"`\[]?([\w.]+)", re.IGNORECASE)
+
+
+def _sql_summary(sql: str) -> tuple[str, str]:
+    """(`db.operation.name`, `db.collection.name`) of a statement; either may be empty."""
+    operation = _SQL_OPERATION.match(sql)
+    table = _SQL_TABLE.search(sql)
+    return (operation.group(1).upper() if operation else "", table.group(1) if table else "")
+
+
+class DjangoQueryTracer:
+    """A Django `execute_wrapper`: one CLIENT span per query, stable database conventions."""
+
+    def __init__(self, vendor: str, host: str | None = None, port: Any = None):
+        self._system = _DB_SYSTEMS.get(vendor, vendor or "other_sql")
+        self._server: dict[str, Any] = {}
+        if host and vendor != "sqlite":
+            self._server["server.address"] = host
+            if port:
+                self._server["server.port"] = int(port)
+        self._tracer: trace.Tracer | None = None
+
+    def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool,
+                 ctx: dict[str, Any]) -> Any:
+        tracer = self._tracer
+        if tracer is None:
+            tracer = self._tracer = trace.get_tracer("otel_crm.django.db")
+        operation, table = _sql_summary(sql) if isinstance(sql, str) else ("", "")
+        attributes: dict[str, Any] = {"db.system.name": self._system, **self._server}
+        if isinstance(sql, str):
+            attributes["db.query.text"] = sql  # Django passes literals as parameters, never inline
+        if operation:
+            attributes["db.operation.name"] = operation
+        if table:
+            attributes["db.collection.name"] = table
+        if many and isinstance(params, (list, tuple)):
+            attributes["db.operation.batch.size"] = len(params)
+        name = f"{operation} {table}".strip() or self._system
+        with tracer.start_as_current_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                return execute(sql, params, many, ctx)
+            except Exception as exc:
+                span.set_attribute("error.type", type(exc).__qualname__)
+                raise
+
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    with guard("django_db"):
+        wrappers = connection.execute_wrappers
+        if any(isinstance(w, DjangoQueryTracer) for w in wrappers):
+            return
+        # A DB-API instrumentation (sqlite3, psycopg2, psycopg, mysqlclient) wraps the driver
+        # connection in a proxy with __wrapped__: it traces the queries already.
+        if hasattr(getattr(connection, "connection", None), "__wrapped__"):
+            return
+        settings = getattr(connection, "settings_dict", {}) or {}
+        wrappers.append(DjangoQueryTracer(getattr(connection, "vendor", ""), settings.get("HOST"),
+                                          settings.get("PORT")))
+
+
+def install_django_query_spans() -> None:
+    from django.db.backends.signals import connection_created
+
+    connection_created.connect(_on_connection_created, weak=False, dispatch_uid="otel_crm.django_db")
