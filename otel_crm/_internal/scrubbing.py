@@ -1,33 +1,26 @@
 """Scrub secrets and personal data from telemetry before it leaves the process.
 
-What is found (built in): email addresses; credentials (``Bearer …``, ``Basic …``,
-``Authorization: …``, ``sk-…``/``sk-ant-…``/``sk-proj-…``, Stripe ``sk_live_…``, AWS ``AKIA…``/``ASIA…``,
-Google ``AIza…``, GitHub ``ghp_…``/``github_pat_…``, Slack ``xox?-…``, JWTs, URL passwords
-``scheme://user:PASSWORD@host``, and the value of ``api_key=``/``token=``/``password=``/``secret=``/``pwd=``…
-in query strings and ``"password": "…"`` in JSON); card numbers (13-19 digits, plain or grouped
-4-4-4-4 / 4-6-5 / 4-6-4, first digit 2-6, Luhn-checked); phone numbers (``+`` international forms,
-North-American ``(415) 555-2671`` / ``415-555-2671``, trunk-0 national forms ``020 7946 0958``).
-Plain integers, timestamps, UUIDs and trace ids are left alone. Attribute keys on the deny-list
-(``password``, ``token``, ``authorization``, ``cookie``, … also as a ``.``/``_``/``-`` suffix, plus
-OTEL_CRM_SCRUB_KEYS) have their whole value replaced, whatever its type.
+Built in: emails; credentials (``Bearer``/``Basic``/``Authorization:`` values, ``sk-``/``sk-ant-``/
+``sk-proj-``, Stripe, AWS ``AKIA``/``ASIA``, Google ``AIza``, GitHub, Slack ``xox?-``, JWTs, the password
+of ``scheme://user:pw@host``, the value of ``api_key=``/``token=``/``password=``/``secret=``/``pwd=``…
+and of ``"password": …`` in JSON); cards (13-19 digits, plain or 4-4-4-4/4-6-5/4-6-4, first digit 2-6,
+Luhn-checked); phones (``+`` international, ``(415) 555-2671``/``415-555-2671``, trunk-0 national
+``020 7946 0958``). Plain integers, timestamps, UUIDs and trace ids are left alone. Deny-listed keys
+(``password``, ``token``, ``cookie``… also as a ``.``/``_``/``-`` suffix; OTEL_CRM_SCRUB_KEYS) lose
+their whole value. Resource attributes are not scrubbed (configuration, not data).
 
-Markers: redact mode writes ``[REDACTED:<kind>]`` (kind: email, phone, card, secret, custom) in
-place of what matched, keeping context (``token=[REDACTED:secret]``, ``Bearer [REDACTED:secret]``);
-a deny-listed key's value becomes ``[REDACTED]``. Hash mode writes ``[HASH:<16 hex>]``, the start of
-HMAC-SHA256(salt, value) of the normalised value (emails lower-cased, phones and cards digits
-only), so the same email joins across spans and logs. Without OTEL_CRM_SCRUB_SALT the salt is random
-per process: hashes then join only within the process. Markers are never matched again, so
-scrubbing twice changes nothing.
+Markers: redact writes ``[REDACTED:<kind>]`` (email, phone, card, secret, custom) in place of the
+finding, keeping context (``token=[REDACTED:secret]``); a deny-listed value becomes ``[REDACTED]``.
+Hash writes ``[HASH:<16 hex of HMAC-SHA256(salt, normalised value)>]`` (emails lower-cased, phones
+and cards digits only) so equal values join; with no OTEL_CRM_SCRUB_SALT the salt is random per
+process. Markers never match again: scrubbing twice changes nothing.
 
-Cost: a few substring checks decide which families can match at all; only those run, as one
-combined regular expression. Every built-in pattern is linear: no nested or ambiguous quantifiers,
-each branch starts with a literal or a small class and checks its left boundary with a one-char
-lookbehind. Strings longer than ``max_scan_chars`` are scanned in windows that overlap by
-``min(1024, max_scan_chars // 4)`` chars, so nothing is truncated; a match touching a window's end is
-rescanned from its start in the next window. A secret longer than the overlap that straddles a
-window boundary without being recognisable inside one window can be missed. Custom patterns
-(OTEL_CRM_SCRUB_PATTERNS) run on every string, after the built-ins, and their linearity is the
-author's business. Resource attributes are not scrubbed (they are configuration, not data).
+Cost: substring checks pick the pattern families that can match; those run as one regex. Built-in
+patterns are linear (no nested or ambiguous quantifiers; one-char lookbehind boundaries). Strings
+over ``max_scan_chars`` are scanned in windows overlapping by ``min(1024, max_scan_chars // 4)``,
+nothing truncated; a match touching a window's end is rescanned from its start. A secret longer than
+the overlap that is only recognisable across a boundary can be missed. Custom patterns
+(OTEL_CRM_SCRUB_PATTERNS) run on every string after the built-ins; their cost is their author's.
 """
 
 from __future__ import annotations
@@ -126,7 +119,6 @@ _SPECS: dict[str, tuple[int, str, str | None, str | None, str]] = {
               rf"0(?<!{_NB}0)[1-9][0-9]{{0,3}}(?P<ts>[ -])[0-9]{{2,8}}(?:(?P=ts)[0-9]{{2,8}}){{0,3}}"
               r"(?![A-Za-z0-9]|[-.][0-9])"),
 }
-_VALUE_GROUPS = {name: spec[2] for name, spec in _SPECS.items()}
 
 _shared: dict[str, Any] = {}  # the random per-process salt, the drop counter
 _salt_lock = threading.Lock()
@@ -341,13 +333,9 @@ class Scrubber:
                 new = self.scrub_body(value)
             else:
                 new = value
-            if result is None and new is not value:
-                result = {}
-                for old_key, old_value in source.items():
-                    if old_key == key:
-                        break
-                    result[old_key] = old_value
-            if result is not None:
+            if new is not value:
+                if result is None:
+                    result = dict(source)
                 result[key] = new
         return attributes if result is None else result
 
@@ -362,16 +350,16 @@ class Scrubber:
             for key, value in body.items():
                 new = (self._deny(value) if isinstance(key, str) and self.key_denied(key)
                        else self.scrub_body(value, depth + 1))
-                if new is not value and changed is None:
-                    changed = dict(body)
-                if changed is not None:
+                if new is not value:
+                    if changed is None:
+                        changed = dict(body)
                     changed[key] = new
             return body if changed is None else changed
         if isinstance(body, (list, tuple)):
             items = [self.scrub_body(item, depth + 1) for item in body]
             if all(new is old for new, old in zip(items, body, strict=True)):
                 return body
-            return type(body)(items) if isinstance(body, tuple) else items
+            return tuple(items) if isinstance(body, tuple) else items
         return body
 
     def scrub_json_record(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +377,9 @@ def scrub_json_record(record: dict[str, Any], scrubber: Scrubber | None) -> dict
     return record if scrubber is None else scrubber.scrub_json_record(record)
 
 
-def _count_drop(signal: str) -> None:
+def _fail_closed(signal: str, exc: Exception) -> None:
+    """The item is dropped, never exported unscrubbed: count it, record the error (re-raised
+    under pytest, see safety)."""
     try:
         counter = _shared.get("dropped")
         if counter is None:
@@ -399,6 +389,8 @@ def _count_drop(signal: str) -> None:
         counter.add(1, {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "scrub_error"})
     except Exception:  # noqa: S110 - counting must never fail the caller
         pass
+    with guard("scrubber"):
+        raise exc
 
 
 def _with_dropped(attributes: Any, dropped: int) -> Any:
@@ -432,22 +424,14 @@ class ScrubbingSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         scrubbed: list[ReadableSpan] = []
         for span in spans:
-            result: ReadableSpan | None = None
-            with guard("scrubber"):
-                result = self._scrub_or_count(span)
-            if result is not None:
-                scrubbed.append(result)
+            try:
+                scrubbed.append(self.scrub_span(span))
+            except Exception as exc:
+                self.dropped += 1
+                _fail_closed("traces", exc)
         if not scrubbed and spans:
             return SpanExportResult.SUCCESS
         return self._inner.export(scrubbed)
-
-    def _scrub_or_count(self, span: ReadableSpan) -> ReadableSpan:
-        try:
-            return self.scrub_span(span)
-        except Exception:
-            self.dropped += 1
-            _count_drop("traces")
-            raise
 
     def scrub_span(self, span: ReadableSpan) -> ReadableSpan:
         """`span` itself when nothing needed scrubbing, else a new ReadableSpan."""
@@ -513,20 +497,13 @@ class ScrubbingLogProcessor(LogRecordProcessor):
         self.dropped = 0
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        done = False
-        with guard("scrubber"):
-            self._scrub_or_count(log_record)
-            done = True
-        if done:
-            self._inner.on_emit(log_record)
-
-    def _scrub_or_count(self, log_record: ReadWriteLogRecord) -> None:
         try:
             self.scrub_record(log_record)
-        except Exception:
+        except Exception as exc:
             self.dropped += 1
-            _count_drop("logs")
-            raise
+            _fail_closed("logs", exc)
+            return
+        self._inner.on_emit(log_record)
 
     def scrub_record(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
