@@ -72,8 +72,9 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
         if scrubber is not None:
             from otel_crm._internal.scrubbing import ScrubbingLogProcessor
 
-            exporting = ScrubbingLogProcessor(exporting, scrubber)
-        provider.add_log_record_processor(exporting)
+            provider.add_log_record_processor(ScrubbingLogProcessor(exporting, scrubber))
+        else:
+            provider.add_log_record_processor(exporting)
     return provider
 
 
