@@ -38,6 +38,7 @@ __all__ = [
     "SUCCESS",
     "Instrumented",
     "Operation",
+    "PerRuntime",
     "error_type",
     "function_name",
     "internal",
@@ -94,6 +95,32 @@ def metric_attributes(runtime: state.Runtime, metric: str, base: Attributes, ten
     return attributes
 
 
+_T = TypeVar("_T")
+
+
+class PerRuntime(Generic[_T]):
+    """A per-runtime singleton (tracer, instruments, price table): built once through
+    ``Runtime.cached``, then served from a one-entry fast path while the runtime stays current."""
+
+    __slots__ = ("_build", "_key", "_last")
+
+    def __init__(self, key: str, build: Callable[[state.Runtime], _T]) -> None:
+        self._key = key
+        self._build = build
+        self._last: tuple[state.Runtime, _T] | None = None
+
+    def __call__(self, runtime: state.Runtime) -> _T:
+        last = self._last  # one tuple: read and replaced atomically
+        if last is not None and last[0] is runtime:
+            return last[1]
+        value = runtime.cached(self._key, functools.partial(self._build, runtime))
+        self._last = (runtime, value)
+        return value
+
+
+_tracer: PerRuntime[trace.Tracer] = PerRuntime("otel_crm.helpers.tracer", lambda runtime: runtime.tracer())
+
+
 class Operation:
     """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns."""
 
@@ -148,8 +175,7 @@ class Operation:
             runtime = self._runtime = state.current()
             tenant = current_tenant()
             self._tenant_id = tenant.id if tenant is not None else None
-            tracer = runtime.cached("otel_crm.helpers.tracer", runtime.tracer)
-            span = self._span = tracer.start_span(self._span_name(), kind=self._span_kind(),
+            span = self._span = _tracer(runtime).start_span(self._span_name(), kind=self._span_kind(),
                                                   attributes=self._start_attributes())
             self._token = context.attach(trace.set_span_in_context(span))
             self._entered()
@@ -207,16 +233,19 @@ class Instrumented(Generic[_Op]):
     __slots__ = ("_by_function",)
 
     def __init__(self) -> None:
-        self._by_function: dict[tuple[int, str], Attributes] = {}
+        self._by_function: dict[tuple[int, str], Attributes] | None = None
 
     def _with_function(self, attributes: Attributes, code_function: str | None) -> Attributes:
         """`attributes` plus ``code.function.name`` for the decorator form (built once per function)."""
         if code_function is None:
             return attributes
+        by_function = self._by_function
+        if by_function is None:
+            by_function = self._by_function = {}
         key = (id(attributes), code_function)
-        cached = self._by_function.get(key)
+        cached = by_function.get(key)
         if cached is None:
-            cached = self._by_function[key] = {**attributes, semconv.CODE_FUNCTION_NAME: code_function}
+            cached = by_function[key] = {**attributes, semconv.CODE_FUNCTION_NAME: code_function}
         return cached
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> _Op:
@@ -234,7 +263,8 @@ class Instrumented(Generic[_Op]):
     # --- context manager --------------------------------------------------------------------------
     # The entered operations live in the *context* (not on this object), so one object shared by
     # concurrent tasks or threads (`SYNC = connector_operation(...)`; `async with SYNC:`) or
-    # re-entered while active always finishes the operation its own block started.
+    # re-entered while active always finishes the operation its own block started. (Keeping the
+    # first one on the object would be faster but wrong for a task spawned inside such a block.)
     def __enter__(self) -> _Op:
         operation = self._new(None, None)
         if operation is None:  # only when instrumentation failed and was swallowed

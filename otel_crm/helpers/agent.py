@@ -24,7 +24,14 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv, state
-from otel_crm.helpers._base import Attributes, Instrumented, Operation, internal, metric_attributes
+from otel_crm.helpers._base import (
+    Attributes,
+    Instrumented,
+    Operation,
+    PerRuntime,
+    internal,
+    metric_attributes,
+)
 from otel_crm.helpers.pricing import CURRENCY, PriceTable, load_price_table
 
 __all__ = ["AgentInvocation", "AgentInvocationRun", "agent_invocation"]
@@ -50,20 +57,18 @@ class _Instruments:
             description="Cost of GenAI calls from the price table (defaults, check your contract).")
 
 
-def _instruments(runtime: state.Runtime) -> _Instruments:
-    return runtime.cached("otel_crm.helpers.agent", lambda: _Instruments(runtime))
+_instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.agent", _Instruments)
 
 
-def _prices(runtime: state.Runtime) -> PriceTable:
-    return runtime.cached("otel_crm.helpers.pricing",
-                          lambda: load_price_table(runtime.settings.pricing_file))
+_prices: PerRuntime[PriceTable] = PerRuntime("otel_crm.helpers.pricing",
+                                             lambda runtime: load_price_table(runtime.settings.pricing_file))
 
 
 class AgentInvocationRun(Operation):
     """One LLM call or agent run; the handle of ``with agent_invocation(...) as call``."""
 
-    __slots__ = ("_input_tokens", "_kind", "_metric_base", "_name", "_output_tokens", "_provider",
-                 "_request_model", "_response_model", "_start")
+    __slots__ = ("_cost_key", "_cost_value", "_input_tokens", "_kind", "_metric_base", "_name",
+                 "_output_tokens", "_provider", "_request_model", "_response_model", "_start")
     component = "helpers.agent"
 
     def __init__(self, name: str, kind: SpanKind, start: Attributes, metric_base: Attributes, *,
@@ -78,6 +83,8 @@ class AgentInvocationRun(Operation):
         self._response_model: str | None = None
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
+        self._cost_key: tuple[int | None, int | None, str | None] | None = None
+        self._cost_value: float | None = None
 
     def record_usage(self, input_tokens: int, output_tokens: int, *,
                      response_model: str | None = None) -> None:
@@ -127,6 +134,15 @@ class AgentInvocationRun(Operation):
         return self._start
 
     def _cost(self, runtime: state.Runtime) -> float | None:
+        if self._input_tokens is None:
+            return None
+        if self._cost_key == (self._input_tokens, self._output_tokens, self._response_model):
+            return self._cost_value  # the span and the metric ask for the same cost
+        self._cost_key = (self._input_tokens, self._output_tokens, self._response_model)
+        self._cost_value = self._price(runtime)
+        return self._cost_value
+
+    def _price(self, runtime: state.Runtime) -> float | None:
         if self._input_tokens is None:
             return None
         model = self._response_model or self._request_model

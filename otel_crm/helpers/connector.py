@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 
 from otel_crm._internal import semconv, state
-from otel_crm.helpers._base import Attributes, Instrumented, Operation, function_name, metric_attributes
+from otel_crm.helpers._base import (
+    Attributes,
+    Instrumented,
+    Operation,
+    PerRuntime,
+    function_name,
+    metric_attributes,
+)
 
 __all__ = [
     "ConnectorOperation",
@@ -53,8 +60,7 @@ class _Instruments:
             description="Records handled by connector operations.")
 
 
-def _instruments(runtime: state.Runtime) -> _Instruments:
-    return runtime.cached("otel_crm.helpers.connector", lambda: _Instruments(runtime))
+_instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.connector", _Instruments)
 
 
 def count_records(result: Any) -> int | None:

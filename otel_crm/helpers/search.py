@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv, state
-from otel_crm.helpers._base import Attributes, Instrumented, Operation, metric_attributes
+from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
 
 __all__ = ["MAX_QUERY_TEXT", "SearchQuery", "SearchQueryRun", "sanitize_query", "search_query"]
 
@@ -162,8 +162,7 @@ class _Instruments:
             explicit_bucket_boundaries_advisory=list(semconv.DB_CLIENT_OPERATION_DURATION_BUCKETS))
 
 
-def _instruments(runtime: state.Runtime) -> _Instruments:
-    return runtime.cached("otel_crm.helpers.search", lambda: _Instruments(runtime))
+_instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.search", _Instruments)
 
 
 class SearchQueryRun(Operation):

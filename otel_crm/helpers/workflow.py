@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry import trace
 
 from otel_crm._internal import semconv, state
-from otel_crm.helpers._base import Attributes, Instrumented, Operation, metric_attributes
+from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
 
 __all__ = ["Step", "StepRun", "Workflow", "WorkflowRun", "step", "workflow"]
 
@@ -41,8 +41,7 @@ class _Instruments:
             description="Workflow executions, by outcome.")
 
 
-def _instruments(runtime: state.Runtime) -> _Instruments:
-    return runtime.cached("otel_crm.helpers.workflow", lambda: _Instruments(runtime))
+_instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.workflow", _Instruments)
 
 
 class WorkflowRun(Operation):

@@ -163,7 +163,8 @@ def test_error_reraised_unchanged_usage_still_counted(telemetry: CapturedTelemet
     metrics = collect(telemetry.metric_reader)
     (point,) = metrics["gen_ai.client.operation.duration"].data.data_points
     assert point.attributes["error.type"] == "TimeoutError"
-    assert all("error.type" not in p.attributes for p in metrics["gen_ai.client.token.usage"].data.data_points)
+    token_points = metrics["gen_ai.client.token.usage"].data.data_points
+    assert all("error.type" not in p.attributes for p in token_points)
     assert metrics["crm.gen_ai.cost"].data.data_points[0].value == pytest.approx(100 * 2.5 / 1e6)
 
 

@@ -213,7 +213,7 @@ def test_unsampled_still_records_metrics() -> None:
 def test_internal_failure_never_reaches_business_code(telemetry: CapturedTelemetry,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     class Exploding:
-        def __init__(self, runtime: state.Runtime) -> None:
+        def __init__(self) -> None:
             self.duration = self.operations = self.records = self
 
         def record(self, *args: Any) -> None:
@@ -221,7 +221,7 @@ def test_internal_failure_never_reaches_business_code(telemetry: CapturedTelemet
 
         add = record
 
-    monkeypatch.setattr(connector_module, "_Instruments", Exploding)
+    monkeypatch.setattr(connector_module, "_instruments", lambda runtime: Exploding())
     safety.reraise_internal_errors(False)
     try:
         assert HubSpotConnector().sync_contacts(2) == [0, 1]
@@ -298,3 +298,19 @@ async def test_one_shared_object_across_concurrent_tasks(telemetry: CapturedTele
     assert sorted(s.attributes[semconv.CRM_CONNECTOR_RECORDS] for s in spans) == [1, 2, 3, 4]  # type: ignore[index]
     for span in spans:  # each span ended after its own task set its records
         assert span.end_time is not None and span.parent is None
+
+
+async def test_task_spawned_inside_a_shared_block_finishes_its_own_operation(
+        telemetry: CapturedTelemetry) -> None:
+    push = connector_operation("hubspot", "push")
+
+    async def child() -> None:
+        async with push as op:
+            op.set_records(2)
+
+    async with push as outer:
+        outer.set_records(1)
+        await asyncio.create_task(child())  # the child's context is a copy of this one
+        assert outer.span.is_recording()  # still ours, not finished by the child
+    assert sorted(s.attributes[semconv.CRM_CONNECTOR_RECORDS]  # type: ignore[index]
+                  for s in telemetry.spans() if s.name == "push hubspot") == [1, 2]

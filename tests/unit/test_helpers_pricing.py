@@ -18,7 +18,8 @@ def test_defaults_cover_current_models() -> None:
     table = load_price_table()
     assert table.price("openai", "gpt-4o") == ModelPrice(2.50, 10.00)
     assert table.price("openai", "gpt-4o-mini") == ModelPrice(0.15, 0.60)
-    assert table.price("anthropic", "claude-sonnet-4-20250514") == DEFAULT_PRICES["anthropic"]["claude-sonnet-4"]
+    sonnet = DEFAULT_PRICES["anthropic"]["claude-sonnet-4"]
+    assert table.price("anthropic", "claude-sonnet-4-20250514") == sonnet
     assert table.price("perplexity", "sonar") is not None
 
 
