@@ -10,7 +10,7 @@ failure is logged once and counted (`otel_crm.internal.errors`, component `tenan
 
 Django gets ORM query spans from here too (Django's instrumentation has none): a connection
 `execute_wrapper`, skipped when a DB-API instrumentation (sqlite3, psycopg…) already wraps the
-driver connection, so queries are never traced twice.
+driver connection, so queries are never traced twice. Only queries inside a trace get a span.
 """
 
 from __future__ import annotations
@@ -25,10 +25,17 @@ from typing import Any
 
 from opentelemetry import context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from otel_crm._internal.safety import guard, internal_error
 from otel_crm._internal.settings import Settings
-from otel_crm._internal.tenancy import Tenant, clean_tenant_id, context_with_tenant, tenant_from_baggage
+from otel_crm._internal.tenancy import (
+    Tenant,
+    clean_tenant_id,
+    context_with_tenant,
+    request_server_span,
+    tenant_from_baggage,
+)
 
 __all__ = ["DjangoQueryTracer", "TenantASGIMiddleware", "TenantExtractor", "TenantWSGIMiddleware",
            "install_django_query_spans", "patch_frameworks"]
@@ -110,10 +117,19 @@ class TenantWSGIMiddleware:
         return wsgi_call(self.app, self._extractor, environ, start_response)
 
 
+def _server_span(seen: dict[str, Any], holder: list[Any]) -> Any:
+    span = seen.get("span")
+    if span is not None and span.get_span_context().is_valid:
+        return span
+    return holder[0] if holder else None
+
+
 def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, environ: dict[str, Any],
               start_response: Callable[..., Any]) -> Iterable[bytes]:
     started = time.perf_counter()
     token = None
+    holder: list[Any] = []
+    holder_token = request_server_span.set(holder)
     seen: dict[str, Any] = {}
     with guard("tenant_extraction"):
         tenant = extractor.from_environ(environ)
@@ -137,10 +153,11 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
         try:
             with guard("access_log"):
                 _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
-                            status, started, seen.get("span"))
+                            status, started, _server_span(seen, holder))
         finally:
             if token is not None:
                 context.detach(token)
+            request_server_span.reset(holder_token)
 
 
 class TenantASGIMiddleware:
@@ -164,6 +181,8 @@ class TenantASGIMiddleware:
         environ["PATH_INFO"] = scope.get("path", "/")
         environ["QUERY_STRING"] = scope.get("query_string", b"").decode("latin-1")
         token = None
+        holder: list[Any] = []
+        holder_token = request_server_span.set(holder)
         with guard("tenant_extraction"):
             tenant = self._extractor.from_environ(environ)
             if tenant is not None:
@@ -183,10 +202,11 @@ class TenantASGIMiddleware:
                 if scope["type"] == "http":
                     with guard("access_log"):
                         _log_access(environ["REQUEST_METHOD"], environ["PATH_INFO"], int(seen["status"]),
-                                    started, seen.get("span"))
+                                    started, _server_span(seen, holder))
             finally:
                 if token is not None:
                     context.detach(token)
+                request_server_span.reset(holder_token)
 
 
 def _patch_call(cls: type, extractor: TenantExtractor, asgi: bool = False) -> None:
@@ -262,6 +282,10 @@ class DjangoQueryTracer:
 
     def __call__(self, execute: Callable[..., Any], sql: str, params: Any, many: bool,
                  ctx: dict[str, Any]) -> Any:
+        # Queries outside any trace (startup checks, migrations, a bare management command) would
+        # each become a one-span trace and an "entry" for RED metrics: trace them only in a trace.
+        if not trace.get_current_span().get_span_context().is_valid or not is_instrumentation_enabled():
+            return execute(sql, params, many, ctx)
         tracer = self._tracer
         if tracer is None:
             tracer = self._tracer = trace.get_tracer("otel_crm.django.db")

@@ -249,12 +249,15 @@ def test_django_query_tracer_makes_client_spans_with_the_tenant() -> None:
                 raise ValueError("no such table")
             return "rows"
 
-        with tenant_context("acme"):
+        assert tracer_for(execute, "SELECT 1 FROM django_migrations", None, False, {}) == "rows"
+        assert telemetry.spans() == []  # outside any trace: no one-span traces for startup queries
+        parent = telemetry.runtime.tracer("test").start_as_current_span("request")
+        with tenant_context("acme"), parent:
             assert tracer_for(execute, 'SELECT * FROM "crm_lead" WHERE id = %s', (1,), False, {}) == "rows"
             pg(execute, "INSERT INTO crm_contact VALUES (%s)", [(1,), (2,)], True, {})
             with pytest.raises(ValueError):
                 tracer_for(execute, "SELECT boom FROM t", None, False, {})
-        select, insert, failed = telemetry.spans()
+        select, insert, failed, _request = telemetry.spans()
     assert select.name == "SELECT crm_lead" and select.kind is trace.SpanKind.CLIENT
     assert select.attributes["db.system.name"] == "sqlite"  # type: ignore[index]
     assert select.attributes["crm.tenant.id"] == "acme"  # type: ignore[index]
@@ -285,3 +288,24 @@ def test_django_connections_get_one_tracer_unless_the_driver_is_instrumented() -
     instrumented = Connection(Proxy())
     web._on_connection_created(None, instrumented)
     assert instrumented.execute_wrappers == []
+
+
+def test_access_line_keeps_the_trace_of_a_server_span_ended_before_start_response() -> None:
+    """Django's instrumentation ends and detaches its span before the handler calls start_response."""
+    with capture_telemetry() as telemetry:
+        tracer = telemetry.runtime.tracer("test")
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            with tracer.start_as_current_span("GET leads", kind=trace.SpanKind.SERVER):
+                with tracer.start_as_current_span("inner", kind=trace.SpanKind.SERVER):
+                    pass
+            start_response("204 No Content", [])
+            return [b""]
+
+        TenantWSGIMiddleware(app, TenantExtractor(resolve_settings({})))(
+            {"HTTP_X_TENANT_ID": "acme", "REQUEST_METHOD": "GET", "PATH_INFO": "/leads"}, lambda *a: None)
+        server = telemetry.span("GET leads")
+        access = next(r for r in telemetry.logs() if r.log_record.body == "GET /leads 204")
+    assert access.log_record.span_id == server.context.span_id
+    assert access.log_record.trace_id == server.context.trace_id
+    assert web.request_server_span.get() is None
