@@ -234,7 +234,8 @@ def measure(sampled: bool, rounds: int, n: int) -> list[tuple[str, float, float]
     previous = state.install(runtime)
     try:
         arms = _arms(runtime)
-        flat = [(name, which, fn) for name, pair in arms.items() for which, fn in zip((0, 1), pair, strict=True)]
+        flat = [(name, which, fn)
+                for name, pair in arms.items() for which, fn in zip((0, 1), pair, strict=True)]
         for _, _, fn in flat:  # warm up: instruments, caches, memo
             _time(fn, 200)
         samples: dict[tuple[str, int], list[float]] = {(name, which): [] for name, which, _ in flat}
