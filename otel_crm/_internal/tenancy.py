@@ -103,10 +103,11 @@ def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
     """A context holding `tenant` as the context value and as baggage for downstream services."""
     ctx = context.set_value(_TENANT_KEY, tenant, ctx)
     ctx = baggage.set_baggage(BAGGAGE_TENANT_ID, tenant.id, ctx)
-    ctx = (baggage.set_baggage(BAGGAGE_USER_ID, tenant.user_id, ctx) if tenant.user_id
-           else baggage.remove_baggage(BAGGAGE_USER_ID, ctx))
-    ctx = (baggage.set_baggage(BAGGAGE_TENANT_TIER, tenant.tier, ctx) if tenant.tier
-           else baggage.remove_baggage(BAGGAGE_TENANT_TIER, ctx))
+    for key, value in ((BAGGAGE_USER_ID, tenant.user_id), (BAGGAGE_TENANT_TIER, tenant.tier)):
+        if value:
+            ctx = baggage.set_baggage(key, value, ctx)
+        elif baggage.get_baggage(key, ctx) is not None:  # a nested tenant must not inherit these
+            ctx = baggage.remove_baggage(key, ctx)
     return ctx
 
 
@@ -188,18 +189,27 @@ class TenantSpanProcessor(SpanProcessor):
         self._capture_user_id = capture_user_id
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        holder = request_server_span.get()
-        if holder is not None and not holder and span.kind is SpanKind.SERVER:
-            holder.append(span)
-        tenant = context.get_value(_TENANT_KEY, parent_context)
-        if tenant is None or not isinstance(tenant, Tenant):
-            return
-        with guard("tenancy"):
-            span.set_attribute(semconv.CRM_TENANT_ID, tenant.id)
+        # Runs for every span: no generator-based context manager on the hot path; `guard` only
+        # sees the (never expected) exception.
+        try:
+            holder = request_server_span.get()
+            if holder is not None and not holder and span.kind is SpanKind.SERVER:
+                holder.append(span)
+            tenant = context.get_value(_TENANT_KEY, parent_context)
+            if tenant is None or not isinstance(tenant, Tenant):
+                return
+            if tenant.tier is None and (tenant.user_id is None or not self._capture_user_id):
+                span.set_attribute(semconv.CRM_TENANT_ID, tenant.id)
+                return
+            attributes = {semconv.CRM_TENANT_ID: tenant.id}
             if tenant.tier:
-                span.set_attribute(semconv.CRM_TENANT_TIER, tenant.tier)
+                attributes[semconv.CRM_TENANT_TIER] = tenant.tier
             if self._capture_user_id and tenant.user_id:
-                span.set_attribute(semconv.USER_ID, tenant.user_id)
+                attributes[semconv.USER_ID] = tenant.user_id
+            span.set_attributes(attributes)
+        except Exception:
+            with guard("tenancy"):
+                raise
 
     def on_end(self, span: ReadableSpan) -> None:
         return None

@@ -131,10 +131,13 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
     holder: list[Any] = []
     holder_token = request_server_span.set(holder)
     seen: dict[str, Any] = {}
-    with guard("tenant_extraction"):
+    try:
         tenant = extractor.from_environ(environ)
         if tenant is not None:
             token = context.attach(context_with_tenant(tenant))
+    except Exception:
+        with guard("tenant_extraction"):
+            raise
 
     def capturing_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
         seen["status"] = status
@@ -151,9 +154,10 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
         # context is detached before returning: a server that never calls close() must not leak
         # the tenant into the next request on this thread.
         try:
-            with guard("access_log"):
-                _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
-                            status, started, _server_span(seen, holder))
+            if access_log.isEnabledFor(logging.INFO):
+                with guard("access_log"):
+                    _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
+                                status, started, _server_span(seen, holder))
         finally:
             if token is not None:
                 context.detach(token)
