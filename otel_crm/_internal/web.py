@@ -106,12 +106,21 @@ def _log_access(method: str, path: str, status: int, started: float, span: Any) 
         access_log.info("%s %s %s", method, path, status, extra=extra)
 
 
-class TenantWSGIMiddleware:
-    """Wrap any WSGI app: ``app.wsgi_app = TenantWSGIMiddleware(app.wsgi_app, settings)``."""
+def _default_extractor() -> TenantExtractor:
+    from otel_crm._internal import state
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], extractor: TenantExtractor):
+    return TenantExtractor(state.current().settings)
+
+
+class TenantWSGIMiddleware:
+    """Wrap any WSGI app: ``application = TenantWSGIMiddleware(application)``.
+
+    Without an extractor, the settings of the running otel_crm (or of the environment) are used.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], extractor: TenantExtractor | None = None):
         self.app = app
-        self._extractor = extractor
+        self._extractor = extractor or _default_extractor()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         return wsgi_call(self.app, self._extractor, environ, start_response)
@@ -165,14 +174,14 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
 
 
 class TenantASGIMiddleware:
-    """Wrap any ASGI app: ``app = TenantASGIMiddleware(app, TenantExtractor(settings))``.
+    """Wrap any ASGI app: ``app = TenantASGIMiddleware(app)`` (extractor optional, as for WSGI).
 
     HTTP and websocket scopes get the tenant context; HTTP requests get the access log line.
     """
 
-    def __init__(self, app: Callable[..., Any], extractor: TenantExtractor):
+    def __init__(self, app: Callable[..., Any], extractor: TenantExtractor | None = None):
         self.app = app
-        self._extractor = extractor
+        self._extractor = extractor or _default_extractor()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") not in ("http", "websocket"):

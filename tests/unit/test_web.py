@@ -309,3 +309,13 @@ def test_access_line_keeps_the_trace_of_a_server_span_ended_before_start_respons
     assert access.log_record.span_id == server.context.span_id
     assert access.log_record.trace_id == server.context.trace_id
     assert web.request_server_span.get() is None
+
+
+def test_middleware_defaults_to_the_running_settings() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [current_tenant().id.encode()]  # type: ignore[union-attr]
+
+    with capture_telemetry(tenant_header="X-Org"):
+        body = TenantWSGIMiddleware(app)({"HTTP_X_ORG": "acme"}, lambda *a: None)
+    assert list(body) == [b"acme"]
