@@ -319,3 +319,68 @@ def test_middleware_defaults_to_the_running_settings() -> None:
     with capture_telemetry(tenant_header="X-Org"):
         body = TenantWSGIMiddleware(app)({"HTTP_X_ORG": "acme"}, lambda *a: None)
     assert list(body) == [b"acme"]
+
+
+_DJANGO_SCRIPT = r'''
+import asyncio, json, sys
+import django
+from django.conf import settings
+from django.http import JsonResponse
+from django.urls import path
+
+from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.tenancy import current_tenant
+from otel_crm._internal.web import patch_frameworks
+
+def view(request):
+    tenant = current_tenant()
+    return JsonResponse({"tenant": tenant.id if tenant else None})
+
+settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], MIDDLEWARE=[], DATABASES={},
+                   INSTALLED_APPS=[], SECRET_KEY="x", LOGGING_CONFIG=None)
+urlpatterns = [path("who", view)]
+django.setup()
+print(json.dumps(patch_frameworks(resolve_settings({}), lambda name: name == "django")))
+
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
+
+out = []
+wsgi_body = WSGIHandler()({"REQUEST_METHOD": "GET", "PATH_INFO": "/who", "SERVER_NAME": "t", "SERVER_PORT": "80",
+               "wsgi.input": __import__("io").BytesIO(), "wsgi.url_scheme": "http", "HTTP_X_TENANT_ID": "acme"},
+              lambda status, headers, exc_info=None: out.append(status))
+body = []
+
+async def asgi():
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays connected
+    async def send(message):
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+    await ASGIHandler()({"type": "http", "method": "GET", "path": "/who", "query_string": b"",
+                         "headers": [(b"x-tenant-id", b"globex"), (b"host", b"t")], "scheme": "http",
+                         "server": ("t", 80)}, receive, send)
+
+asyncio.run(asgi())
+print(json.dumps({"wsgi_status": out[0], "wsgi": json.loads(b"".join(wsgi_body)),
+                  "asgi": json.loads(b"".join(body) or b"{}")}))
+'''
+
+
+def test_django_wsgi_and_asgi_handlers_open_the_tenant_context() -> None:
+    """In a subprocess: configuring Django is process-wide."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _DJANGO_SCRIPT], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    patched_line, outcome_line = result.stdout.strip().splitlines()[-2:]
+    assert json.loads(patched_line) == ["django", "django.db"]
+    outcome = json.loads(outcome_line)
+    assert outcome["wsgi_status"].startswith("200") and outcome["wsgi"] == {"tenant": "acme"}
+    assert outcome["asgi"] == {"tenant": "globex"}
