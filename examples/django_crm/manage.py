@@ -31,7 +31,9 @@ def _settings_visible_to_instrumentation() -> None:
         return
     from django.conf import settings
 
-    if settings.configured:
+    # Configured already (by the instrumentation, with empty settings), or instrumentation loaded
+    # and possibly skipping Django for want of settings: start again with the variable set.
+    if settings.configured or "opentelemetry.instrumentation.auto_instrumentation" in sys.modules:
         env = dict(os.environ, DJANGO_SETTINGS_MODULE=SETTINGS,
                    PYTHONPATH=os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p))
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
