@@ -9,6 +9,7 @@ from __future__ import annotations
 from otel_crm._internal.config import configure, shutdown
 from otel_crm._internal.settings import Settings, SettingsError
 from otel_crm._internal.tenancy import Tenant, current_tenant, tenant_context
+from otel_crm._internal.web import TenantASGIMiddleware, TenantWSGIMiddleware
 from otel_crm.helpers import (
     agent_invocation,
     connector_operation,
@@ -25,6 +26,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "Tenant",
+    "TenantASGIMiddleware",
+    "TenantWSGIMiddleware",
     "__version__",
     "agent_invocation",
     "configure",

@@ -108,4 +108,19 @@ def flask_app(tmp_path: Path, env: dict[str, str], name: str = "flask_crm") -> A
     return start_app(tmp_path, [sys.executable, str(ROOT / "examples" / "flask_crm" / "app.py")], env, name)
 
 
-__all__ = ["App", "Collector", "flask_app", "instrumented_env", "start_app", "wait_until"]
+MANAGE = ROOT / "examples" / "django_crm" / "manage.py"
+
+
+def django_app(tmp_path: Path, env: dict[str, str], name: str = "django_crm", *,
+               settings_in_env: bool = True) -> App:
+    """`opentelemetry-instrument python examples/django_crm/manage.py runserver --noreload` on
+    CRM_PORT, with its own SQLite file. `settings_in_env=False` runs exactly the documented command
+    (manage.py then restarts itself once with DJANGO_SETTINGS_MODULE set)."""
+    full = {"CRM_DB_PATH": str(tmp_path / f"{name}.sqlite3"), **env}
+    if settings_in_env:
+        full.setdefault("DJANGO_SETTINGS_MODULE", "crm_settings")
+        full.setdefault("PYTHONPATH", str(MANAGE.parent))
+    return start_app(tmp_path, [sys.executable, str(MANAGE), "runserver", "--noreload"], full, name)
+
+
+__all__ = ["App", "Collector", "django_app", "flask_app", "instrumented_env", "start_app", "wait_until"]

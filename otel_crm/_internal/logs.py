@@ -54,6 +54,29 @@ class TenantLogProcessor(LogRecordProcessor):
         return True
 
 
+_PRIMITIVES = (str, bool, int, float, bytes)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, _PRIMITIVES):
+        return True
+    return isinstance(value, (list, tuple)) and all(isinstance(item, _PRIMITIVES) for item in value)
+
+
+def _otlp_handler(level: int, logger_provider: LoggerProvider) -> logging.Handler:
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    class CrmLoggingHandler(LoggingHandler):  # type: ignore[misc]
+        """Keeps only attribute values OTLP can carry: frameworks attach objects to records
+        (Django's `request`), which the SDK would reject with a warning on every error log."""
+
+        def _get_attributes(self, record: logging.LogRecord) -> Any:
+            attributes, event_name = super()._get_attributes(record)
+            return {k: v for k, v in attributes.items() if _plain(v)}, event_name
+
+    return CrmLoggingHandler(level=level, logger_provider=logger_provider)
+
+
 def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: Any = None,
                            downstream: LogRecordProcessor | None = None) -> LoggerProvider:
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
@@ -87,10 +110,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     level = _LEVELS[settings.log_level]
     added: list[logging.Handler] = []
     if logger_provider is not None and settings.logs_exporter != ("none",):
-        from opentelemetry.instrumentation.logging.handler import LoggingHandler
-
-        otlp_handler = LoggingHandler(level=level, logger_provider=logger_provider)
-        added.append(otlp_handler)
+        added.append(_otlp_handler(level, logger_provider))
     if settings.log_format != "none":
         stream = logging.StreamHandler(sys.stdout)
         stream.setLevel(level)

@@ -4,31 +4,18 @@ server spans with http.route, ORM spans, and the tenant on spans, logs and RED m
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import App, Collector, instrumented_env, start_app, wait_until
+from tests.conftest import Collector, django_app, instrumented_env, wait_until
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
 
 SERVER, CLIENT = 2, 3
 MANAGE = ROOT / "examples" / "django_crm" / "manage.py"
-
-
-def django_app(tmp_path: Path, env: dict[str, str], name: str = "django_crm", *,
-               settings_in_env: bool = True) -> App:
-    """`opentelemetry-instrument python examples/django_crm/manage.py runserver --noreload` on
-    CRM_PORT, with its own SQLite file. `settings_in_env=False` runs exactly the documented command
-    (manage.py then restarts itself once with DJANGO_SETTINGS_MODULE set)."""
-    full = {"CRM_DB_PATH": str(tmp_path / f"{name}.sqlite3"), **env}
-    if settings_in_env:
-        full.setdefault("DJANGO_SETTINGS_MODULE", "crm_settings")
-        full.setdefault("PYTHONPATH", str(MANAGE.parent))
-    return start_app(tmp_path, [sys.executable, str(MANAGE), "runserver", "--noreload"], full, name)
 
 
 def test_django_server_orm_spans_tenant_logs_and_red_metrics(collector: Collector, tmp_path: Path) -> None:

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Collector, flask_app, instrumented_env, wait_until
-from tests.integration.test_django_example import django_app
+from tests.conftest import Collector, django_app, flask_app, instrumented_env, wait_until
 
 pytestmark = pytest.mark.integration
 
