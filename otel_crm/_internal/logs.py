@@ -66,7 +66,7 @@ def _plain(value: Any) -> bool:
 def _otlp_handler(level: int, logger_provider: LoggerProvider) -> logging.Handler:
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
-    class CrmLoggingHandler(LoggingHandler):  # type: ignore[misc]
+    class CrmLoggingHandler(LoggingHandler):
         """Keeps only attribute values OTLP can carry: frameworks attach objects to records
         (Django's `request`), which the SDK would reject with a warning on every error log."""
 
