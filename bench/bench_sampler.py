@@ -58,6 +58,8 @@ class NullExporter(SpanExporter):
 
 def build(arm: str, queue: int = 1_000_000) -> tuple[TracerProvider, NullExporter, SpanProcessor]:
     exporter = NullExporter()
+    if arm == "none":  # reference: the SDK alone, no processor (the ceiling for any processor)
+        return TracerProvider(shutdown_on_exit=False), exporter, SpanProcessor()
     # Throughput: a queue large enough that the bare arm drops nothing (dropping would flatter it).
     # Memory: the SDK's default queue (2048), as in production.
     batch = BatchSpanProcessor(exporter, max_queue_size=queue)
@@ -172,7 +174,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 9)
     traces = args.traces or (2000 if args.quick else 10_000)
     spans = args.spans or (100_000 if args.quick else 1_000_000)
-    arms = ("bare", "tail")
+    arms = ("bare", "tail", "none")
     rates: dict[str, dict[str, list[float]]] = {"wall": {a: [] for a in arms}, "cpu": {a: [] for a in arms}}
     exported: dict[str, list[int]] = {arm: [] for arm in arms}
     load_before = os.getloadavg()[0]
@@ -233,7 +235,8 @@ def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], ex
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     names = {"bare": "BatchSpanProcessor (bare)",
-             "tail": "TailSamplingProcessor(ratio 0.1) -> BatchSpanProcessor"}
+             "tail": "TailSamplingProcessor(ratio 0.1) -> BatchSpanProcessor",
+             "none": "reference: no span processor (SDK alone)"}
     for clock in ("cpu", "wall"):
         for arm, name in names.items():
             values = rates[clock][arm]

@@ -27,6 +27,10 @@ Bounds (memory stays bounded whatever the load; every forced decision is counted
 
 Kept spans reach the downstream processor as a copy carrying ``crm.sampling.reason`` and
 ``crm.sampling.weight`` (the copy is made only for kept spans; dropped spans are never copied).
+
+``force_flush``/``shutdown`` decide every buffered trace by the policy (spans still open then follow
+that decision). Spans end on any thread: state changes under one lock, held briefly; kept spans are
+passed on outside it. After ``fork`` the child starts with an empty buffer and decision ring.
 """
 
 from __future__ import annotations
@@ -118,7 +122,7 @@ def _annotate(span: ReadableSpan, decision: Decision) -> ReadableSpan:
     kept = object.__new__(_KeptSpan)
     fields = span.__dict__.copy()
     attributes: Any = fields.get("_attributes")
-    merged = dict(attributes) if attributes else {}
+    merged = dict(getattr(attributes, "_dict", attributes)) if attributes else {}  # BoundedAttributes
     merged[semconv.CRM_SAMPLING_REASON] = decision.reason
     merged[semconv.CRM_SAMPLING_WEIGHT] = decision.weight
     fields["_attributes"] = merged
