@@ -67,7 +67,7 @@ stack-down:
 
 # Load benchmark (not a test): telemetrygen -> single-node collector.
 collector-bench: collector jaeger telemetrygen
-	python3 $(CRM_ROOT)/bench/collector_load.py
+	$(or $(wildcard $(CRM_ROOT)/.venv/bin/python),python3) $(CRM_ROOT)/bench/collector_load.py --write-doc $(CRM_ROOT)/docs/collector.md
 
 # The top-level `e2e` target (tests/e2e) needs every binary, promtool included.
 e2e: e2e-prereqs

@@ -36,6 +36,16 @@ hash_of() { # hash of args + go version
   { printf '%s\n' "$@"; "$GO" env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-12
 }
 
+lock() { # $1 = cache dir being built: serialise concurrent builds of the same thing
+  local fd
+  exec {fd}>"$1.lock"
+  flock "$fd"
+}
+
+publish() { # $1 = tmp dir, $2 = final cache dir: keep an existing build, else move into place
+  if [[ -e "$2" ]]; then rm -rf "$1"; else mv "$1" "$2"; fi
+}
+
 link_into_build() { # $1 = cached binary, $2 = name in build/
   mkdir -p "$BUILD"
   ln -sfn "$1" "$BUILD/$2"
@@ -45,11 +55,12 @@ link_into_build() { # $1 = cached binary, $2 = name in build/
 go_install_cached() { # $1 name, $2 module@version, $3 binary name
   local name="$1" modver="$2" bin="$3"
   local dir="$CACHE/$name-$(hash_of "$modver")"
+  [[ -x "$dir/$bin" ]] || lock "$dir"
   if [[ ! -x "$dir/$bin" ]]; then
     log "go install $modver (cache miss: $dir)"
     local tmp; tmp="$(mktemp -d "$CACHE/.tmp-$name-XXXXXX")"
     GOBIN="$tmp" CGO_ENABLED=0 "$GO" install "$modver"
-    rm -rf "$dir"; mv "$tmp" "$dir"
+    rm -rf "$dir"; publish "$tmp" "$dir"
   fi
   link_into_build "$dir/$bin" "$name"
 }
@@ -57,8 +68,10 @@ go_install_cached() { # $1 name, $2 module@version, $3 binary name
 build_collector() {
   local manifest="$ROOT/collector-config/builder-config.yaml"
   local dir="$CACHE/otelcol-crm-$(hash_of "$OCB_VERSION" "$(cat "$manifest")")"
+  [[ -x "$dir/otelcol-crm" ]] || lock "$dir"
   if [[ ! -x "$dir/otelcol-crm" ]]; then
     local builder_dir="$CACHE/builder-$OCB_VERSION-$(hash_of "$OCB_VERSION")"
+    # (the otelcol-crm lock above also covers installing the builder)
     if [[ ! -x "$builder_dir/builder" ]]; then
       log "installing OCB builder $OCB_VERSION"
       mkdir -p "$builder_dir"
@@ -71,13 +84,14 @@ build_collector() {
     CGO_ENABLED=0 "$builder_dir/builder" --config "$tmp/builder-config.yaml"
     log "OCB build took $((SECONDS - start)) s"
     mv "$tmp/src/otelcol-crm" "$tmp/otelcol-crm"
-    rm -rf "$tmp/src" "$dir"; mv "$tmp" "$dir"
+    rm -rf "$tmp/src" "$dir"; publish "$tmp" "$dir"
   fi
   link_into_build "$dir/otelcol-crm" otelcol-crm
 }
 
 build_jaeger() {
   local dir="$CACHE/jaeger-$(hash_of "$JAEGER_MODULE@$JAEGER_VERSION")"
+  [[ -x "$dir/jaeger" ]] || lock "$dir"
   if [[ ! -x "$dir/jaeger" ]]; then
     log "building Jaeger $JAEGER_RELEASE ($JAEGER_MODULE@$JAEGER_VERSION) (cache miss: $dir)"
     local src
@@ -90,7 +104,7 @@ build_jaeger() {
       -ldflags "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_RELEASE" \
       -o "$tmp/jaeger" ./cmd/jaeger)
     log "Jaeger build took $((SECONDS - start)) s"
-    rm -rf "$tmp/src" "$dir"; mv "$tmp" "$dir"
+    rm -rf "$tmp/src" "$dir"; publish "$tmp" "$dir"
   fi
   link_into_build "$dir/jaeger" jaeger
 }
@@ -119,7 +133,7 @@ build_promtool() {
     local ver; ver="$(dpkg-deb -f "$deb" Version)"
     dpkg-deb -x "$deb" "$tmp/root"
     dir="$CACHE/prometheus-deb-$(hash_of "$ver")"
-    rm -rf "$dir"; mv "$tmp/root" "$dir"; rm -rf "$tmp"
+    rm -rf "$dir"; mv "$tmp/root" "$dir"; rm -rf "$tmp"  # same version → same content
   fi
   link_into_build "$dir/usr/bin/promtool" promtool
   # The prometheus server binary from the same package (used by `make stack`).
