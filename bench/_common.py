@@ -1,0 +1,128 @@
+"""Shared helpers for the bench scripts: machine facts, medians, free ports, and a real
+otelcol-crm on loopback that receives OTLP and discards it (bench/collector-null.yaml)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+DOCS = ROOT / "docs"
+VENV_BIN = Path(sys.executable).parent
+PYTHON = sys.executable
+
+__all__ = ["BENCH", "DOCS", "PYTHON", "ROOT", "VENV_BIN", "NullCollector", "clean_env", "cpu_model",
+           "free_port", "http_ok", "machine_summary", "median", "tcp_open", "wait_until"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_summary() -> str:
+    return (f"{os.cpu_count()} CPUs ({cpu_model()}), Python {platform.python_version()} "
+            f"({platform.python_implementation()}), {platform.system()} {platform.release()}")
+
+
+def median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parent environment without any OTEL_* / OTEL_CRM_* / CRM_* variable (a developer's shell
+    must not change an arm), plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OTEL_", "CRM_")) and k not in ("PYTHONPATH",)}
+    env.update(extra or {})
+    return env
+
+
+class NullCollector:
+    """The real collector binary on free loopback ports, discarding everything it receives."""
+
+    def __init__(self, binary: Path | None = None, config: Path = BENCH / "collector-null.yaml"):
+        self.binary = Path(os.environ.get("OTELCOL_BIN", binary or ROOT / "build" / "otelcol-crm"))
+        self.config = config
+        self.grpc_port = self.http_port = self.health_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_dir = tempfile.mkdtemp(prefix="otel-crm-bench-collector-")
+        self.log_path = Path(self._log_dir) / "otelcol.log"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.grpc_port}"
+
+    def __enter__(self) -> NullCollector:
+        if not self.binary.exists():
+            raise SystemExit(f"collector binary {self.binary} is missing: run `make collector`")
+        self.grpc_port, self.http_port, self.health_port = free_port(), free_port(), free_port()
+        env = clean_env({"BENCH_OTLP_GRPC_PORT": str(self.grpc_port),
+                         "BENCH_OTLP_HTTP_PORT": str(self.http_port),
+                         "BENCH_HEALTH_PORT": str(self.health_port)})
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config)], env=env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+        def healthy() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"collector exited: {self.log_path.read_text(errors='replace')[-2000:]}")
+            return http_ok(f"http://127.0.0.1:{self.health_port}/") and tcp_open(self.grpc_port)
+
+        wait_until(healthy, 30, "the collector to become healthy")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
