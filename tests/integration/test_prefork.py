@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,13 @@ def test_gunicorn_workers_lose_and_duplicate_nothing(collector: Collector, tmp_p
     argv = [gunicorn, "--workers", "2", "--chdir", str(ROOT / "examples" / "flask_crm"),
             "--graceful-timeout", "10", *(["--preload"] if preload else []), "app:create_app()"]
     app = _start_with_port(tmp_path, argv, env, port_placeholder)
+    # Sync workers serve one request at a time: concurrent slow requests make both workers serve.
+    with ThreadPoolExecutor(4) as pool:
+        slow = list(pool.map(lambda _: requests.get(app.url("/slow?seconds=0.3"), timeout=10).status_code,
+                             range(4)))
+    assert slow == [200] * 4
     for _ in range(REQUESTS):
-        with requests.Session() as fresh:  # new connection each time, so both workers serve
+        with requests.Session() as fresh:
             assert fresh.get(app.url("/ok"), timeout=10).status_code == 200
     app.process.stop(timeout=20)
 
@@ -35,21 +41,22 @@ def test_gunicorn_workers_lose_and_duplicate_nothing(collector: Collector, tmp_p
     wait_until(lambda: len(ok_spans()) >= REQUESTS, 20, f"{REQUESTS} server spans")
     spans = ok_spans()
     assert len(spans) == REQUESTS and len({s.span_id for s in spans}) == REQUESTS
-    instances = {s.resource["service.instance.id"] for s in spans}
+    served = [s for s in collector.spans() if s.name in ("GET /ok", "GET /slow")]
+    instances = {s.resource["service.instance.id"] for s in served}
     assert len(instances) == 2, "each worker reports under its own service.instance.id"
-    pids = {s.resource["process.pid"] for s in spans}
-    assert len(pids) == 2
+    assert len({s.resource["process.pid"] for s in served}) == 2
 
-    def per_instance_counts() -> dict[str, float]:
-        counts: dict[str, float] = {}
+    def per_instance_counts() -> dict[tuple[str, str], float]:
+        counts: dict[tuple[str, str], float] = {}
         for point in collector.metrics():
-            if point.metric == "crm.requests" and point.attributes.get("http.route") == "/ok":
-                instance = point.resource["service.instance.id"]
-                counts[instance] = max(counts.get(instance, 0), point.value or 0)
+            route = point.attributes.get("http.route")
+            if point.metric == "crm.requests" and route in ("/ok", "/slow"):
+                key = (point.resource["service.instance.id"], route)
+                counts[key] = max(counts.get(key, 0), point.value or 0)  # cumulative: last is max
         return counts
 
-    wait_until(lambda: sum(per_instance_counts().values()) == REQUESTS, 20, "exact RED counts per worker")
-    assert set(per_instance_counts()) == instances
+    wait_until(lambda: sum(per_instance_counts().values()) == REQUESTS + 4, 20, "exact RED counts per worker")
+    assert {instance for instance, _ in per_instance_counts()} == instances
 
 
 def _start_with_port(tmp_path: Path, argv: list[str], env: dict[str, str], placeholder: str):  # type: ignore[no-untyped-def]
