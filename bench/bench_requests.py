@@ -353,7 +353,7 @@ Results = dict[str, dict[str, dict[str, list[float]]]]
 
 def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None, httpv: Results | None,
            profile: str, load: tuple[float, float], seconds: float) -> str:
-    cmd = "make bench  # or: .venv/bin/python bench/bench_requests.py"
+    cmd = ".venv/bin/python bench/bench_requests.py"
     summary = []
     if inproc:
         summary.append(f"in-process CPU: otel_crm/upstream {ratio(inproc, 'cpu_us', 'otel_crm', 'upstream'):.2f}x "
@@ -367,7 +367,8 @@ def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None
     lines = [
         "# Requests: Flask example, uninstrumented vs upstream distro vs otel_crm", "",
         f"<!-- summary: {'; '.join(summary)} -->", "",
-        f"Reproduce: `{cmd}` (writes this file; `--quick` for a smoke run, `--no-diagnose` drops the what-if arms).",
+        f"Reproduce: `{cmd}` (writes this file; `--quick` for a smoke run, `--no-diagnose` drops the what-if arms; "
+        "`make bench` runs every bench).",
         "",
         f"Machine: {machine_summary()}. Load average before/after the run: {load[0]:.1f} / {load[1]:.1f} "
         f"(other work on the machine inflates wall times; CPU time is the steadier figure). "

@@ -178,7 +178,8 @@ def assemble(outcomes: dict[str, Outcome], run_started: str | None) -> str:
         ran = [o for o in outcomes.values() if o.ran]
         lines.append(f"- **This run**: started {run_started}; "
                      + ", ".join(f"{o.name} {'ok' if o.ok else 'FAILED'} ({o.seconds / 60:.1f} min)" for o in ran)
-                     + ".")
+                     + ("" if len(ran) == sum(o.script is not None for o in outcomes.values())
+                        else "; the other sections are from each bench's own last run") + ".")
     lines += ["", "## Goals vs measured", "", "| goal | target | measured | section |", "|---|---|---|---|"]
     for goal in GOALS:
         outcome = outcomes.get(goal.bench)
