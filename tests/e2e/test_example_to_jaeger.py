@@ -50,6 +50,11 @@ def _traffic(app: App) -> dict[str, set[str]]:
     return ids
 
 
+def _traces_once_present(jaeger: JaegerProc, service: str, must_have: set[str]) -> dict[str, Any] | None:
+    got = {t["traceID"]: t for t in jaeger.traces(service)}
+    return got if must_have <= set(got) else None
+
+
 def _complete(trace: dict[str, Any]) -> bool:
     """Every parent a span names is in the trace, and exactly one span is the root."""
     span_ids = {s["spanID"] for s in trace["spans"]}
@@ -71,8 +76,8 @@ def test_collector_mode_errors_slow_and_the_baseline_reach_jaeger_whole(
         ids = _traffic(flask_app(tmp_path, _app_env(collector, service, "collector")))
         expected_ok = {t for t in ids["/ok"] if collector_keeps(int(t, 16))}
         must_have = ids["/fail"] | ids["/slow"] | expected_ok
-        traces = poll(lambda: (lambda got: got if must_have <= set(got) else None)(
-            {t["traceID"]: t for t in jaeger.traces(service)}), 40, "error, slow and baseline traces in Jaeger")
+        traces = poll(lambda: _traces_once_present(jaeger, service, must_have), 40,
+                      "error, slow and baseline traces in Jaeger")
     finally:
         collector.stop()
     assert {t for t in ids["/ok"] if t in traces} == expected_ok, "ok traces: exactly the baseline policy's"
@@ -94,8 +99,8 @@ def test_tail_mode_traces_are_not_sampled_twice(jaeger: JaegerProc, tmp_path: Pa
         ids = _traffic(flask_app(tmp_path, _app_env(collector, service, "tail")))
         kept_in_process = {t for t in ids["/ok"] if int(t, 16) & (2**64 - 1) < bound}
         must_have = ids["/fail"] | ids["/slow"] | kept_in_process
-        traces = poll(lambda: (lambda got: got if must_have <= set(got) else None)(
-            {t["traceID"]: t for t in jaeger.traces(service)}), 40, "in-process decisions in Jaeger")
+        traces = poll(lambda: _traces_once_present(jaeger, service, must_have), 40,
+                      "in-process decisions in Jaeger")
     finally:
         collector.stop()
     assert {t for t in ids["/ok"] if t in traces} == kept_in_process
