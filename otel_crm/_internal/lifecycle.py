@@ -7,9 +7,11 @@ collector that is down (the gRPC exporter retries with backoff) can never hang p
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -117,6 +119,11 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
 
         def on_sigterm(signum: int, frame: FrameType | None) -> None:
             once()
+            # Dying by the default signal action skips atexit and stdio buffers: flush log
+            # handlers (our stdout handler flushes lazily) and the streams ourselves.
+            for flushable in (*logging.getLogger().handlers, sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):  # best effort on the way out
+                    flushable.flush()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Any
 
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
@@ -74,7 +75,39 @@ def _otlp_handler(level: int, logger_provider: LoggerProvider) -> logging.Handle
             attributes, event_name = super()._get_attributes(record)
             return {k: v for k, v in attributes.items() if _plain(v)}, event_name
 
-    return CrmLoggingHandler(level=level, logger_provider=logger_provider)
+    handler = CrmLoggingHandler(level=level, logger_provider=logger_provider)
+    handler.addFilter(_not_access_log)
+    return handler
+
+
+def _not_access_log(record: logging.LogRecord) -> bool:
+    # The access line repeats what the server span already carries (method, route, status,
+    # duration, trace id): it goes to stdout for grep-ability, not a second time over OTLP.
+    return record.name != "otel_crm.access"
+
+
+class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stdout handler that does not flush after every line (a syscall per log record on the
+    request path): it flushes warnings and errors at once, anything else at most every 0.5 s,
+    and everything at exit (logging.shutdown calls flush())."""
+
+    flush_interval = 0.5
+
+    def __init__(self, stream: Any = None):
+        super().__init__(stream)
+        self._last_flush = time.monotonic()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + self.terminator)
+            now = time.monotonic()
+            if record.levelno >= logging.WARNING or now - self._last_flush >= self.flush_interval:
+                self._last_flush = now
+                self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: Any = None,
@@ -112,7 +145,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     if logger_provider is not None and settings.logs_exporter != ("none",):
         added.append(_otlp_handler(level, logger_provider))
     if settings.log_format != "none":
-        stream = logging.StreamHandler(sys.stdout)
+        stream = LazyFlushStreamHandler(sys.stdout)
         stream.setLevel(level)
         if settings.log_format == "json":
             stream.setFormatter(JsonFormatter(

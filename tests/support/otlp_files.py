@@ -31,9 +31,13 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
-    for raw in path.read_text().splitlines():
-        if raw.strip():
-            out.append(json.loads(raw))
+    text = path.read_text()
+    for raw in text.splitlines(keepends=True):
+        if not raw.strip():
+            continue
+        if not raw.endswith("\n"):
+            break  # the collector is still writing this line: the next poll will see it whole
+        out.append(json.loads(raw))
     return out
 
 
