@@ -58,3 +58,34 @@ def test_shutdown_returns_within_its_deadline_when_the_collector_is_down() -> No
         print(json.dumps({"seconds": time.monotonic() - started}))
     """)
     assert out["seconds"] < 1.5
+
+
+def test_prometheus_endpoint_serves_our_metrics_when_enabled() -> None:
+    from tests.support.processes import free_port
+
+    port = free_port()
+    out = _run(f"""
+        import json, urllib.request, otel_crm
+        from opentelemetry import trace
+        otel_crm.configure(sampling_mode="off", prometheus_port={port})
+        with trace.get_tracer("t").start_as_current_span("nightly_job"):
+            pass
+        body = urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        print(json.dumps({{"requests": [l for l in body.splitlines() if l.startswith("crm_requests")]}}))
+    """)
+    assert any('crm_operation_name="nightly_job"' in line and line.endswith(" 1.0") for line in out["requests"])
+
+
+def test_prometheus_port_in_use_does_not_stop_the_app() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = _run(f"""
+            import json, otel_crm
+            otel_crm.configure(sampling_mode="off", prometheus_port={port})
+            print(json.dumps({{"ok": True}}))
+        """)
+    assert out == {"ok": True}
