@@ -12,6 +12,8 @@ JAEGER="http://${JAEGER_QUERY_HTTP_ENDPOINT:-127.0.0.1:16686}"
 OTLP="http://${OTELCOL_OTLP_GRPC_ENDPOINT:-127.0.0.1:4317}"
 mkdir -p "$STACK"
 
+# Decide traces 5 s after their first span (the shipped default is 30 s, sized for production).
+export OTELCOL_DECISION_WAIT="${OTELCOL_DECISION_WAIT:-5s}"
 bash scripts/stack.sh up
 
 # The stack's collector tail-samples whole traces, so the app exports 100% (collector mode);
@@ -61,9 +63,10 @@ kill -TERM "$APP_PID" 2>/dev/null || true   # flushes on SIGTERM within its dead
 wait "$APP_PID" 2>/dev/null || true
 trap - EXIT
 
-# The collector decides a trace after decision_wait; wait until Jaeger shows the service.
-for _ in $(seq 1 60); do
-  if curl -fsS "$JAEGER/api/services" 2>/dev/null | grep -q "\"$SERVICE\""; then break; fi
+# The collector decides a trace decision_wait after its first span: wait for the slow one.
+for _ in $(seq 1 90); do
+  if curl -fsS "$JAEGER/api/traces?service=$SERVICE&operation=GET%20/slow&lookback=1h" 2>/dev/null \
+      | grep -q '"traceID"'; then break; fi
   sleep 0.5
 done
 

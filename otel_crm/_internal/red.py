@@ -1,6 +1,8 @@
 """RED metrics (rate, errors, duration) from 100% of entry spans, before any sampling decision.
 
-An entry span is a local root: no parent, or a remote parent (an incoming request). So dashboards
+An entry span is a local root — no parent, or a remote parent (an incoming request) — that is
+not itself an outgoing call (CLIENT/PRODUCER spans without a parent are startup noise such as a
+schema migration's queries, not work the service was asked to do). So dashboards
 stay exact at a 10% keep rate, and they carry the tenant, which the HTTP instrumentations'
 `http.server.request.duration` does not (and they cover jobs and CLI commands, which it does not).
 """
@@ -12,7 +14,7 @@ from collections.abc import Callable
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from otel_crm._internal import semconv
@@ -22,6 +24,7 @@ __all__ = ["REQUEST_DURATION_BUCKETS", "RedMetricsProcessor"]
 
 REQUEST_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0,
                             7.5, 10.0, 30.0, 60.0)
+_NOT_ENTRIES = frozenset({SpanKind.CLIENT, SpanKind.PRODUCER})
 _COPIED = (semconv.HTTP_REQUEST_METHOD, semconv.HTTP_ROUTE, semconv.HTTP_RESPONSE_STATUS_CODE)
 
 
@@ -45,6 +48,8 @@ class RedMetricsProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         parent = span.parent
         if parent is not None and not parent.is_remote:
+            return
+        if span.kind in _NOT_ENTRIES:  # e.g. a DB call at startup, outside any request or job
             return
         with guard("red_metrics"):
             self._record(span)
