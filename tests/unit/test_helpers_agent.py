@@ -6,7 +6,6 @@ import asyncio
 import importlib
 import json
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -20,23 +19,9 @@ from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import agent_invocation
 from otel_crm.testing import CapturedTelemetry, capture_telemetry
+from tests.support.metrics import collect
 
 agent_module = importlib.import_module("otel_crm.helpers.agent")
-
-
-def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    found: dict[str, Any] = {}
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                found[metric.name] = metric
-    return found
-
-
-@pytest.fixture
-def telemetry(otel_crm_telemetry: CapturedTelemetry) -> CapturedTelemetry:
-    return otel_crm_telemetry
 
 
 class FakeScrubber:

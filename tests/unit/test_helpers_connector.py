@@ -24,23 +24,9 @@ from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import connector_operation, instrument_connector_operation, instrument_sync_operation
 from otel_crm.helpers.connector import connector_name_of, count_records
 from otel_crm.testing import CapturedTelemetry
+from tests.support.metrics import collect
 
 connector_module = importlib.import_module("otel_crm.helpers.connector")
-
-
-def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    found: dict[str, Any] = {}
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                found[metric.name] = metric
-    return found
-
-
-@pytest.fixture
-def telemetry(otel_crm_telemetry: CapturedTelemetry) -> CapturedTelemetry:
-    return otel_crm_telemetry
 
 
 class HubSpotConnector:

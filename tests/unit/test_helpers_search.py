@@ -21,23 +21,9 @@ from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import sanitize_query, search_query
 from otel_crm.helpers.search import MAX_QUERY_TEXT
 from otel_crm.testing import CapturedTelemetry
+from tests.support.metrics import collect
 
 search_module = importlib.import_module("otel_crm.helpers.search")
-
-
-def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
-    data = reader.get_metrics_data()
-    found: dict[str, Any] = {}
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                found[metric.name] = metric
-    return found
-
-
-@pytest.fixture
-def telemetry(otel_crm_telemetry: CapturedTelemetry) -> CapturedTelemetry:
-    return otel_crm_telemetry
 
 
 DSL = {"query": {"bool": {"must": [{"match": {"email": "alice@example.com"}},

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -21,6 +20,7 @@ from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import step, workflow
 from otel_crm.testing import CapturedTelemetry
+from tests.support.metrics import collect
 
 # `otel_crm.helpers.workflow` is the function (the package re-exports it); the module is here:
 workflow_module = importlib.import_module("otel_crm.helpers.workflow")
@@ -28,22 +28,6 @@ workflow_module = importlib.import_module("otel_crm.helpers.workflow")
 
 class LeadNotFound(Exception):
     pass
-
-
-def collect(reader: InMemoryMetricReader) -> dict[str, Any]:
-    """Every metric collected once, by name (the fixture's reader is delta: collect only once)."""
-    data = reader.get_metrics_data()
-    found: dict[str, Any] = {}
-    for resource_metrics in data.resource_metrics if data else ():
-        for scope_metrics in resource_metrics.scope_metrics:
-            for metric in scope_metrics.metrics:
-                found[metric.name] = metric
-    return found
-
-
-@pytest.fixture
-def telemetry(otel_crm_telemetry: CapturedTelemetry) -> CapturedTelemetry:
-    return otel_crm_telemetry
 
 
 @pytest.fixture
