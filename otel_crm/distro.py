@@ -17,6 +17,9 @@ ENV_DEFAULTS = {
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_METRICS_EXPORTER": "otlp",
     "OTEL_LOGS_EXPORTER": "otlp",
+    # otel_crm attaches its own OTLP log handler (scrubbed, tenant-aware); the logging
+    # instrumentation would attach a second one and every record would be exported twice.
+    "OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION": "false",
 }
 
 

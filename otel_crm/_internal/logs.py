@@ -159,6 +159,8 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     for handler in added:
         setattr(handler, _MARK, True)
         root.addHandler(handler)
+    if not settings.access_log:  # the request path then skips the access line entirely
+        logging.getLogger("otel_crm.access").setLevel(logging.WARNING)
     # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
     if added and root.level == logging.WARNING and level < logging.WARNING:
         root.setLevel(level)

@@ -163,6 +163,8 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("log_format", ("OTEL_CRM_LOG_FORMAT",), _E, "json",
             "Format of the stdout log handler otel_crm adds (`none`: add none).",
             choices=("json", "text", "none")),
+    Setting("access_log", ("OTEL_CRM_ACCESS_LOG",), _B, True,
+            "One JSON line per request (method, path, status_code, latency_ms) on stdout."),
     Setting("log_level", ("OTEL_CRM_LOG_LEVEL", "OTEL_PYTHON_LOG_LEVEL"), _E, "info",
             "Lowest level sent to stdout and OTLP.", choices=("debug", "info", "warning", "error")),
     # --- sampling --------------------------------------------------------------------------------
@@ -291,6 +293,7 @@ class Settings:
     shutdown_timeout_seconds: float
     semconv_stability_opt_in: str
     log_format: str
+    access_log: bool
     log_level: str
     sampling_mode: str
     sampling_ratio: float

@@ -66,7 +66,9 @@ def test_spans_metrics_and_logs_reach_the_collector(collector: Collector, tmp_pa
     assert 0.005 in duration[0].bounds and 10.0 in duration[0].bounds
 
     wait_until(lambda: any(r.body == "lead enriched" for r in collector.logs()), 20, "the app's log record")
-    record = next(r for r in collector.logs() if r.body == "lead enriched")
+    enriched = [r for r in collector.logs() if r.body == "lead enriched"]
+    assert len(enriched) == 1, "each log record is exported once (no duplicate handlers)"
+    record = enriched[0]
     assert record.trace_id == enrich.trace_id
     assert record.resource["service.name"] == "flask-crm"
 

@@ -94,3 +94,14 @@ def test_otlp_log_records_carry_tenant_and_trace(otel_crm_telemetry: CapturedTel
     assert record.log_record.trace_id == span.get_span_context().trace_id
     assert "user.id" not in record.log_record.attributes
     assert trace.get_current_span() is not span
+
+
+def test_access_log_can_be_switched_off() -> None:
+    access = logging.getLogger("otel_crm.access")
+    before = access.level
+    try:
+        settings = resolve_settings({}, logs_exporter=["none"], log_format="json", access_log=False)
+        install_log_handlers(settings, None, root=logging.Logger("isolated-root-3"))
+        assert not access.isEnabledFor(logging.INFO)
+    finally:
+        access.setLevel(before)
