@@ -35,11 +35,11 @@ def _endpoint_address(endpoint: str) -> tuple[str, int]:
 
 def check_endpoint(endpoint: str, timeout: float = 2.0) -> str | None:
     """None when a TCP connection to the endpoint succeeds, else the reason."""
-    host, port = _endpoint_address(endpoint)
     try:
+        host, port = _endpoint_address(endpoint)
         with socket.create_connection((host, port), timeout=timeout):
             return None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
 

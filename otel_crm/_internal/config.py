@@ -71,6 +71,9 @@ def configure(*, environ: Mapping[str, str] | None = None, **settings: Any) -> s
 def _compose(settings: Settings) -> state.Runtime:
     if settings.disabled:
         return state.Runtime(settings=settings)
+    # Instrumentations read their convention mode from the environment when they start: export
+    # the setting (default http,database) so configure() without the wrapper gets it too.
+    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = settings.semconv_stability_opt_in
     resource = create_resource(settings)
     meter_provider = create_meter_provider(settings, resource)
     meter = meter_provider.get_meter("otel_crm", distro_version())
@@ -78,7 +81,7 @@ def _compose(settings: Settings) -> state.Runtime:
     labeler = _tenant_labeler(settings, meter)
     tracer_provider = create_tracer_provider(settings, resource, meter=meter,
                                              tenant_label=labeler.label, scrubber=scrubber)
-    logger_provider = create_logger_provider(settings, resource, scrubber=scrubber)
+    logger_provider = create_logger_provider(settings, resource, scrubber=scrubber, meter=meter)
     _set_globals(tracer_provider, meter_provider, logger_provider)
     from otel_crm._internal.propagation import install_propagator
 

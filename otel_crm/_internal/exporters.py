@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from otel_crm._internal import semconv
 from otel_crm._internal.settings import Settings
 
-__all__ = ["otlp_exporter"]
+__all__ = ["QueueGuard", "otlp_exporter"]
 
 
 def otlp_exporter(settings: Settings, signal: str) -> Any:
@@ -52,3 +53,31 @@ def otlp_exporter(settings: Settings, signal: str) -> Any:
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
     return OTLPLogExporter(**kwargs)
+
+
+class QueueGuard:
+    """Drop-and-count for the SDK's batch processors (spans and log records).
+
+    The SDK logs a warning for every item dropped from a full queue (log spam during an outage)
+    and counts nothing by default; the guard drops the newest item itself, counts it in
+    `crm.telemetry.dropped`, and logs nothing.
+    """
+
+    def __init__(self, processor: Any, signal: str, meter: Any = None):
+        inner = getattr(processor, "_batch_processor", None)
+        self._queue = getattr(inner, "_queue", None)
+        self._capacity = getattr(inner, "_max_queue_size", None) or 0
+        self._attributes = {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "queue_full"}
+        self._dropped = (meter.create_counter(
+            semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
+            description="Telemetry otel_crm dropped instead of blocking the app.")
+            if meter is not None else None)
+
+    def full(self) -> bool:
+        """True (and counted) when the item must be dropped."""
+        queue = self._queue
+        if queue is None or len(queue) < self._capacity:
+            return False
+        if self._dropped is not None:
+            self._dropped.add(1, self._attributes)
+        return True

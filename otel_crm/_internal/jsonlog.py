@@ -55,7 +55,7 @@ class JsonFormatter(logging.Formatter):
         for key in ACCESS_FIELDS:
             value = record.__dict__.get(key)
             if value is not None:
-                payload[key] = value
+                payload[key] = self._clean(value) if isinstance(value, str) else value
         if record.exc_info and record.exc_info[0] is not None:
             exc_type, exc, tb = record.exc_info
             payload["exception_type"] = exc_type.__name__

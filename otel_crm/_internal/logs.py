@@ -6,8 +6,10 @@ none), and `logging.basicConfig()` is never called: the host app owns its loggin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -16,7 +18,7 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRe
 from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
-from otel_crm._internal.exporters import otlp_exporter
+from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.jsonlog import JsonFormatter
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import current_tenant
@@ -86,6 +88,18 @@ def _not_access_log(record: logging.LogRecord) -> bool:
     return record.name != "otel_crm.access"
 
 
+class _ScrubbingFormatter(logging.Formatter):
+    """The text format, scrubbed like the JSON one: nothing leaves the process unscrubbed."""
+
+    def __init__(self, fmt: str, *, scrub: Any = None):
+        super().__init__(fmt)
+        self._scrub = scrub
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return self._scrub(text) if self._scrub is not None else text
+
+
 class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stdout handler that does not flush after every line (a syscall per log record on the
     request path): it flushes warnings and errors at once, anything else at most every 0.5 s,
@@ -96,6 +110,7 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None):
         super().__init__(stream)
         self._last_flush = time.monotonic()
+        self._timer: threading.Timer | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -104,14 +119,37 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if record.levelno >= logging.WARNING or now - self._last_flush >= self.flush_interval:
                 self._last_flush = now
                 self.flush()
+            elif self._timer is None:
+                # An idle service must not keep its last lines in the buffer: flush soon.
+                self._timer = threading.Timer(self.flush_interval, self._timed_flush)
+                self._timer.daemon = True
+                self._timer.start()
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
+    def _timed_flush(self) -> None:
+        self._timer = None
+        self._last_flush = time.monotonic()
+        with contextlib.suppress(Exception):
+            self.flush()
+
+
+class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
+    """A BatchLogRecordProcessor that drops and counts instead of logging per record when full."""
+
+    def __init__(self, exporter: Any, *, meter: Any = None, **kwargs: Any):
+        super().__init__(exporter, **kwargs)
+        self._guard = QueueGuard(self, "logs", meter)
+
+    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        if not self._guard.full():
+            super().on_emit(log_record)
+
 
 def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: Any = None,
-                           downstream: LogRecordProcessor | None = None) -> LoggerProvider:
+                           downstream: LogRecordProcessor | None = None, meter: Any = None) -> LoggerProvider:
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     # Processors run in order: tenant first, then scrubbing (mutates), then export.
     provider.add_log_record_processor(TenantLogProcessor(capture_user_id=settings.capture_user_id))
@@ -120,8 +158,8 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
         exporters.append(downstream)
     else:
         if "otlp" in settings.logs_exporter:
-            exporters.append(BatchLogRecordProcessor(otlp_exporter(settings, "logs"),
-                                                     export_timeout_millis=settings.otlp_timeout_ms))
+            exporters.append(CountingBatchLogRecordProcessor(
+                otlp_exporter(settings, "logs"), meter=meter, export_timeout_millis=settings.otlp_timeout_ms))
         if "console" in settings.logs_exporter:
             exporters.append(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
     for exporting in exporters:
@@ -153,8 +191,9 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
                 capture_user_id=settings.capture_user_id,
                 scrub=scrubber.scrub_text if scrubber is not None else None))
         else:
-            stream.setFormatter(logging.Formatter(
-                "%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+            stream.setFormatter(_ScrubbingFormatter(
+                "%(asctime)s %(levelname)s [%(name)s] %(message)s",
+                scrub=scrubber.scrub_text if scrubber is not None else None))
         added.append(stream)
     for handler in added:
         setattr(handler, _MARK, True)

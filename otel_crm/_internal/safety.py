@@ -17,7 +17,7 @@ from opentelemetry import metrics
 
 from otel_crm._internal import semconv
 
-__all__ = ["guard", "guarded", "internal_error", "reraise_internal_errors"]
+__all__ = ["error_type", "guard", "guarded", "internal_error", "reraise_internal_errors"]
 
 _log = logging.getLogger("otel_crm")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -87,3 +87,15 @@ def guarded(component: str, default: Any = None) -> Callable[[_F], _F]:
         return cast(_F, wrapper)
 
     return decorate
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` of an exception: its canonical (module-qualified) class name.
+
+    Same spelling as the SDK's ``exception.type`` on the exception event, so both join:
+    ``requests.exceptions.Timeout``, ``myapp.errors.QuotaExceeded``; builtins stay bare
+    (``ValueError``, ``TimeoutError``).
+    """
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if not module or module == "builtins" else f"{module}.{cls.__qualname__}"

@@ -26,8 +26,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
-from otel_crm._internal import semconv
-from otel_crm._internal.exporters import otlp_exporter
+from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantSpanProcessor
@@ -36,30 +35,15 @@ __all__ = ["CountingBatchSpanProcessor", "create_tracer_provider", "head_sampler
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """A BatchSpanProcessor that counts the spans it drops when its queue is full.
-
-    The SDK's processor logs a warning for every dropped span (log spam during an outage) and
-    drops silently otherwise; we drop the newest span ourselves, count it, and log nothing.
-    """
+    """A BatchSpanProcessor that drops and counts instead of logging per span when full."""
 
     def __init__(self, exporter: SpanExporter, *, meter: Meter | None = None, **kwargs: Any):
         super().__init__(exporter, **kwargs)
-        self._dropped = (meter.create_counter(
-            semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
-            description="Telemetry otel_crm dropped instead of blocking the app.")
-            if meter is not None else None)
-        inner = getattr(self, "_batch_processor", None)
-        self._queue = getattr(inner, "_queue", None)
-        self._capacity = getattr(inner, "_max_queue_size", None)
+        self._guard = QueueGuard(self, "traces", meter)
 
     def on_end(self, span: ReadableSpan) -> None:
-        queue = self._queue
-        if queue is not None and len(queue) >= (self._capacity or 0):
-            if self._dropped is not None:
-                self._dropped.add(1, {semconv.CRM_SIGNAL: "traces",
-                                      semconv.CRM_DROP_REASON: "queue_full"})
-            return
-        super().on_end(span)
+        if not self._guard.full():
+            super().on_end(span)
 
 
 def head_sampler(settings: Settings) -> Sampler:

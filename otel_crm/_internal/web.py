@@ -27,7 +27,7 @@ from opentelemetry import context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-from otel_crm._internal.safety import guard, internal_error
+from otel_crm._internal.safety import error_type, guard, internal_error
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import (
     Tenant,
@@ -140,6 +140,7 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
     holder: list[Any] = []
     holder_token = request_server_span.set(holder)
     seen: dict[str, Any] = {}
+    tenant = None
     try:
         tenant = extractor.from_environ(environ)
         if tenant is not None:
@@ -153,24 +154,80 @@ def wsgi_call(app: Callable[..., Iterable[bytes]], extractor: TenantExtractor, e
         seen["span"] = trace.get_current_span()
         return start_response(status, headers, exc_info)
 
-    status = 500
+    def log_access() -> None:
+        if access_log.isEnabledFor(logging.INFO):
+            with guard("access_log"):
+                status = int(str(seen.get("status", "500")).split(" ", 1)[0])
+                _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
+                            status, started, _server_span(seen, holder))
+
+    lazy = False
     try:
         result = app(environ, capturing_start_response)
-        status = int(str(seen.get("status", "500")).split(" ", 1)[0])
+        if "status" not in seen:
+            # A generator app (or a streamed response) runs its body while the server iterates:
+            # re-open the tenant context around each chunk and log when the body is done.
+            lazy = True
+            return _LazyBody(result, tenant, log_access)
         return result
     finally:
         # The access line is logged inside the tenant context (it carries the tenant), then the
         # context is detached before returning: a server that never calls close() must not leak
         # the tenant into the next request on this thread.
         try:
-            if access_log.isEnabledFor(logging.INFO):
-                with guard("access_log"):
-                    _log_access(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"),
-                                status, started, _server_span(seen, holder))
+            if not lazy:
+                log_access()
         finally:
             if token is not None:
                 context.detach(token)
             request_server_span.reset(holder_token)
+
+
+class _LazyBody:
+    """A WSGI body produced during iteration, run chunk by chunk inside the request's tenant
+    context (attached and detached around each chunk, so nothing leaks between requests)."""
+
+    def __init__(self, body: Iterable[bytes], tenant: Any, on_done: Callable[[], None]):
+        self._body = body
+        self._iterator: Any = None
+        self._tenant = tenant
+        self._on_done = on_done
+        self._done = False
+
+    def __iter__(self) -> _LazyBody:
+        return self
+
+    def __next__(self) -> bytes:
+        token = context.attach(context_with_tenant(self._tenant)) if self._tenant is not None else None
+        try:
+            if self._iterator is None:
+                self._iterator = iter(self._body)
+            return next(self._iterator)  # type: ignore[no-any-return]
+        except StopIteration:
+            self._finish()
+            raise
+        finally:
+            if token is not None:
+                context.detach(token)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        token = context.attach(context_with_tenant(self._tenant)) if self._tenant is not None else None
+        try:
+            self._on_done()
+        finally:
+            if token is not None:
+                context.detach(token)
 
 
 class TenantASGIMiddleware:
@@ -317,7 +374,7 @@ class DjangoQueryTracer:
             try:
                 return execute(sql, params, many, ctx)
             except Exception as exc:
-                span.set_attribute("error.type", type(exc).__qualname__)
+                span.set_attribute("error.type", error_type(exc))
                 raise
 
 

@@ -30,7 +30,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_crm._internal import semconv, state
-from otel_crm._internal.safety import guard
+from otel_crm._internal.safety import error_type, guard
 from otel_crm._internal.tenancy import current_tenant
 
 __all__ = [
@@ -59,18 +59,6 @@ def internal(component: str, exc: Exception) -> None:
     """Hand an instrumentation failure to the safety net (counted, logged once; raised under pytest)."""
     with guard(component):
         raise exc
-
-
-def error_type(exc: BaseException) -> str:
-    """``error.type`` of an exception: its canonical (module-qualified) class name.
-
-    Same spelling as the SDK's ``exception.type`` on the exception event, so both join:
-    ``requests.exceptions.Timeout``, ``myapp.errors.QuotaExceeded``; builtins stay bare
-    (``ValueError``, ``TimeoutError``).
-    """
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if not module or module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def function_name(function: Callable[..., Any]) -> str:

@@ -89,3 +89,12 @@ def test_prometheus_port_in_use_does_not_stop_the_app() -> None:
             print(json.dumps({{"ok": True}}))
         """)
     assert out == {"ok": True}
+
+
+def test_configure_without_the_wrapper_sets_the_semconv_opt_in() -> None:
+    out = _run("""
+        import json, os, otel_crm
+        otel_crm.configure(sampling_mode="off")
+        print(json.dumps({"opt_in": os.environ.get("OTEL_SEMCONV_STABILITY_OPT_IN")}))
+    """)
+    assert out == {"opt_in": "http,database"}

@@ -105,3 +105,47 @@ def test_access_log_can_be_switched_off() -> None:
         assert not access.isEnabledFor(logging.INFO)
     finally:
         access.setLevel(before)
+
+
+def test_a_full_log_queue_drops_and_counts() -> None:
+    import threading
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from otel_crm._internal.logs import CountingBatchLogRecordProcessor
+
+    class Stuck(LogRecordExporter):
+        release = threading.Event()
+
+        def export(self, batch: Sequence) -> LogRecordExportResult:  # type: ignore[type-arg]
+            self.release.wait(5)
+            return LogRecordExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            self.release.set()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    exporter = Stuck()
+    provider = LoggerProvider(shutdown_on_exit=False)
+    provider.add_log_record_processor(CountingBatchLogRecordProcessor(
+        exporter, meter=meter, max_queue_size=10, max_export_batch_size=5, schedule_delay_millis=60_000))
+    otel_logger = provider.get_logger("t")
+    from opentelemetry._logs import LogRecord as ApiLogRecord
+
+    for i in range(100):
+        otel_logger.emit(ApiLogRecord(body=f"record {i}"))
+    data = reader.get_metrics_data()
+    dropped = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+               if m.name == "crm.telemetry.dropped" for p in m.data.data_points]
+    exporter.release.set()
+    provider.shutdown()
+    assert dropped and dropped[0].attributes == {"crm.signal": "logs", "crm.drop.reason": "queue_full"}
+    assert 100 - 15 <= dropped[0].value <= 100 - 10

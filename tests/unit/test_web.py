@@ -384,3 +384,29 @@ def test_django_wsgi_and_asgi_handlers_open_the_tenant_context() -> None:
     outcome = json.loads(outcome_line)
     assert outcome["wsgi_status"].startswith("200") and outcome["wsgi"] == {"tenant": "acme"}
     assert outcome["asgi"] == {"tenant": "globex"}
+
+
+def test_a_generator_app_keeps_its_tenant_and_logs_its_real_status(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging as _logging
+
+    from otel_crm._internal.tenancy import current_tenant as _current
+    from otel_crm._internal.web import TenantWSGIMiddleware as _Middleware
+
+    seen_in_body = []
+
+    def lazy_app(environ, start_response):  # type: ignore[no-untyped-def]
+        start_response("201 Created", [])
+        seen_in_body.append(_current())
+        yield b"chunk"
+
+    wrapped = _Middleware(lazy_app)
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/leads", "HTTP_X_TENANT_ID": "acme"}
+    with caplog.at_level(_logging.INFO, logger="otel_crm.access"):
+        body = wrapped(environ, lambda status, headers, exc_info=None: None)
+        assert _current() is None  # nothing leaks to the server thread between chunks
+        assert list(body) == [b"chunk"]
+        body.close()  # type: ignore[attr-defined]
+    assert seen_in_body[0] is not None and seen_in_body[0].id == "acme"
+    assert _current() is None
+    access = [r for r in caplog.records if r.name == "otel_crm.access"]
+    assert len(access) == 1 and access[0].status_code == 201
