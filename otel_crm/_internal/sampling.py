@@ -316,13 +316,14 @@ class TailSamplingProcessor(SpanProcessor):
         decision = self._policy.decide(trace_id, has_error=trace.error, root_duration_s=trace.root_s)
         self._held -= len(trace.open) + len(trace.spans)
         decided = self._decided
-        ring = self._ring
-        position = self._ring_pos
-        forgotten = ring[position]
-        if forgotten:
-            decided.pop(forgotten, None)
-        ring[position] = trace_id
-        self._ring_pos = (position + 1) % self._cache_size
+        if trace_id not in decided:  # a re-decided trace keeps its ring slot: one slot per id
+            ring = self._ring
+            position = self._ring_pos
+            forgotten = ring[position]
+            if forgotten:
+                decided.pop(forgotten, None)
+            ring[position] = trace_id
+            self._ring_pos = (position + 1) % self._cache_size
         decided[trace_id] = decision
         counts = self._n_traces
         counts[decision.reason] = counts.get(decision.reason, 0) + 1
