@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_crm._internal import semconv, state
 from otel_crm._internal.lifecycle import install_exit_hooks, quiet_exporter_logs, run_with_deadline
 from otel_crm._internal.logs import create_logger_provider, install_log_handlers
-from otel_crm._internal.metrics import create_meter_provider
+from otel_crm._internal.metrics import create_meter_provider, restart_after_fork
 from otel_crm._internal.resource import create_resource, distro_version
 from otel_crm._internal.safety import internal_error
 from otel_crm._internal.settings import Settings, resolve_settings
@@ -102,7 +102,15 @@ def renew_process_identity(runtime: state.Runtime) -> None:
 
     The SDK's providers already merge a fresh service.instance.id into their resource after a
     fork (so workers do not push cumulative series under one identity); we add the worker's own
-    process.pid, which the SDK leaves at the parent's."""
+    process.pid, which the SDK leaves at the parent's, and free the metrics pipeline of locks
+    held by parent threads (see `restart_after_fork`)."""
+    try:
+        if runtime.meter_provider is not None:
+            restart_after_fork(runtime.meter_provider)
+        if runtime.tenant_labeler is not None:
+            runtime.tenant_labeler.after_fork()
+    except Exception as exc:
+        internal_error("fork", exc)
     pid = Resource({semconv.PROCESS_PID: os.getpid()})
     for provider in (runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider):
         try:

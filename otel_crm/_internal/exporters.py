@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_crm._internal import semconv
 from otel_crm._internal.settings import Settings
 
-__all__ = ["QueueGuard", "otlp_exporter"]
+__all__ = ["ForkSafeLogExporter", "ForkSafeMetricExporter", "ForkSafeSpanExporter", "QueueGuard",
+           "otlp_exporter"]
 
 
 def otlp_exporter(settings: Settings, signal: str) -> Any:
-    """An OTLP exporter for `traces`, `metrics` or `logs`, over grpc or http/protobuf."""
+    """An OTLP exporter for `traces`, `metrics` or `logs`, over grpc or http/protobuf, that
+    builds itself anew in a forked child (see `_PerProcess`)."""
+    def build() -> Any:
+        return _build_otlp_exporter(settings, signal)
+
+    if signal == "traces":
+        return ForkSafeSpanExporter(build)
+    if signal == "metrics":
+        return ForkSafeMetricExporter(build)
+    return ForkSafeLogExporter(build)
+
+
+def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
     endpoint = settings.endpoint_for(signal)
     timeout = settings.otlp_timeout_ms / 1000
     headers = dict(settings.otlp_headers) or None
@@ -53,6 +73,102 @@ def otlp_exporter(settings: Settings, signal: str) -> Any:
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
     return OTLPLogExporter(**kwargs)
+
+
+# Guards only the rebuild after a fork; re-created in the child so a lock held by a parent thread
+# at fork time cannot deadlock the child.
+_rebuild_lock = threading.Lock()
+
+
+def _new_rebuild_lock() -> None:
+    global _rebuild_lock
+    _rebuild_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_rebuild_lock)
+
+
+class _PerProcess:
+    """The real exporter of the current process.
+
+    gRPC channels do not survive fork(): when another thread is inside a gRPC call at fork time
+    (a batch export in the gunicorn master with --preload), gRPC skips its fork handlers and the
+    child's inherited channel hangs on first use, so a worker's telemetry never leaves. The child
+    therefore builds its own exporter on first use. The inherited one is kept, never touched:
+    closing a channel inherited that way can hang too.
+    """
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build = build
+        self._pid = os.getpid()
+        self._exporter = build()
+        self._inherited: list[Any] = []
+
+    def current(self) -> Any:
+        pid = os.getpid()
+        if pid != self._pid:
+            with _rebuild_lock:
+                if pid != self._pid:
+                    self._inherited.append(self._exporter)
+                    self._exporter = self._build()
+                    self._pid = pid
+        return self._exporter
+
+    def shutdown(self, **kwargs: Any) -> None:
+        """Shut down this process's exporter; a child that never exported has none to close."""
+        if os.getpid() == self._pid:
+            self._exporter.shutdown(**kwargs)
+
+
+class ForkSafeSpanExporter(SpanExporter):
+    def __init__(self, build: Callable[[], SpanExporter]):
+        self._exporter = _PerProcess(build)
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        result: SpanExportResult = self._exporter.current().export(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._exporter.current().force_flush(timeout_millis))
+
+
+class ForkSafeMetricExporter(MetricExporter):
+    def __init__(self, build: Callable[[], MetricExporter]):
+        self._exporter = _PerProcess(build)
+        first = self._exporter.current()
+        super().__init__(preferred_temporality=first._preferred_temporality,
+                         preferred_aggregation=first._preferred_aggregation)
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
+               **kwargs: Any) -> MetricExportResult:
+        result: MetricExportResult = self._exporter.current().export(
+            metrics_data, timeout_millis=timeout_millis, **kwargs)
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return bool(self._exporter.current().force_flush(timeout_millis=timeout_millis))
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class ForkSafeLogExporter(LogRecordExporter):
+    def __init__(self, build: Callable[[], LogRecordExporter]):
+        self._exporter = _PerProcess(build)
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        result: LogRecordExportResult = self._exporter.current().export(batch)
+        return result
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self._exporter.current().force_flush(timeout_millis))
 
 
 class QueueGuard:

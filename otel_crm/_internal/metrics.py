@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -19,7 +20,7 @@ from otel_crm._internal.exporters import otlp_exporter
 from otel_crm._internal.safety import internal_error
 from otel_crm._internal.settings import Settings
 
-__all__ = ["create_meter_provider", "semconv_views"]
+__all__ = ["create_meter_provider", "restart_after_fork", "semconv_views"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -69,3 +70,27 @@ def create_meter_provider(settings: Settings, resource: Resource,
             readers.append(reader)
     return MeterProvider(resource=resource, metric_readers=readers, views=semconv_views(),
                          shutdown_on_exit=False)
+
+
+def restart_after_fork(provider: MeterProvider) -> None:
+    """Give a forked child a metrics pipeline no parent thread can hold.
+
+    Only the forking thread survives fork(); a lock another thread held at that moment stays
+    locked forever in the child. The SDK renews the provider's own locks and reader thread, but
+    not the measurement store's or the export lock, so a worker forked while the gunicorn master
+    (with --preload) was collecting or exporting never exports a metric. The child gets empty
+    stores with fresh locks, which is also right on its own terms: it reports under a new
+    service.instance.id, so the master's counts are not its counts.
+    """
+    consumer: Any = getattr(provider, "_measurement_consumer", None)
+    if consumer is None:
+        return
+    callbacks = list(getattr(consumer, "_async_instruments", ()))
+    consumer.__init__(consumer._sdk_config, provider._metric_readers)
+    consumer._async_instruments = callbacks
+    for reader in provider._metric_readers:
+        if hasattr(reader, "_export_lock"):
+            reader._export_lock = threading.Lock()
+    for meter in list(provider._meters.values()):
+        if hasattr(meter, "_instrument_registration_lock"):
+            meter._instrument_registration_lock = threading.Lock()

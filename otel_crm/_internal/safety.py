@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -23,6 +24,15 @@ _log = logging.getLogger("otel_crm")
 _F = TypeVar("_F", bound=Callable[..., Any])
 _seen: set[tuple[str, str]] = set()
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 _reraise_override: bool | None = None
 _counter: Any = None
 

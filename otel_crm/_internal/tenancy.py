@@ -258,3 +258,9 @@ class TenantLabeler:
     def reset(self) -> None:
         with self._lock:
             self._seen.clear()
+
+    def after_fork(self) -> None:
+        """A forked child starts with empty metric stores, so with a fresh tenant budget, and
+        with a lock no parent thread can be holding."""
+        self._lock = threading.Lock()
+        self._seen = {}

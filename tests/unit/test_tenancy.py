@@ -378,3 +378,14 @@ def test_single_tenant_resource_and_a_request_for_another_tenant() -> None:
         assert records["scoped"].resource.attributes["crm.tenant.id"] == "acme-dedicated"
         tenants = {p.attributes.get("crm.tenant.id") for p in telemetry.metric_points("crm.requests")}
         assert tenants == {None, "globex"}  # metrics: the request's tenant; the resource adds its own
+
+
+def test_a_forked_worker_gets_its_own_tenant_budget() -> None:
+    overflowed: list[str] = []
+    labeler = TenantLabeler(1, on_overflow=overflowed.append)
+    assert labeler.label("crm.requests", "acme") == "acme"
+    assert labeler.label("crm.requests", "globex") == OTHER_TENANT
+    # The worker's metric store starts empty after a fork, so its first tenants keep their names.
+    labeler.after_fork()
+    assert labeler.label("crm.requests", "globex") == "globex"
+    assert overflowed == ["crm.requests"]

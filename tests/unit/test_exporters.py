@@ -1,0 +1,99 @@
+"""Exporters: the OTLP exporter a forked child uses is its own, never the parent's."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_crm._internal.exporters import (
+    ForkSafeLogExporter,
+    ForkSafeMetricExporter,
+    ForkSafeSpanExporter,
+    otlp_exporter,
+)
+from otel_crm._internal.settings import resolve_settings
+
+fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+
+
+def in_child(body: Callable[[], str]) -> str:
+    """Run `body` in a forked child and return what it returned (or its error)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read)
+            try:
+                answer = body()
+            except BaseException as exc:
+                answer = f"error: {exc!r}"
+            os.write(write, answer.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
+@pytest.mark.parametrize(("protocol", "signal", "wrapper"), [
+    ("grpc", "traces", ForkSafeSpanExporter), ("grpc", "metrics", ForkSafeMetricExporter),
+    ("grpc", "logs", ForkSafeLogExporter), ("http/protobuf", "traces", ForkSafeSpanExporter),
+    ("http/protobuf", "metrics", ForkSafeMetricExporter), ("http/protobuf", "logs", ForkSafeLogExporter),
+])
+def test_every_otlp_exporter_is_fork_safe(protocol: str, signal: str, wrapper: type) -> None:
+    settings = resolve_settings({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+    exporter = otlp_exporter(settings, signal)
+    assert isinstance(exporter, wrapper)
+    exporter.shutdown()
+
+
+def test_metric_wrapper_keeps_the_temporality_the_user_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.metrics import Counter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    # The upstream OTLP exporter reads this variable itself; the wrapper must pass its choice on.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    exporter = otlp_exporter(resolve_settings({}), "metrics")
+    assert exporter._preferred_temporality[Counter] is AggregationTemporality.DELTA
+    exporter.shutdown()
+
+
+@fork_only
+def test_a_forked_child_builds_and_uses_its_own_exporter() -> None:
+    built: list[InMemorySpanExporter] = []
+
+    def build() -> SpanExporter:
+        built.append(InMemorySpanExporter())
+        return built[-1]
+
+    exporter = ForkSafeSpanExporter(build)
+    span = TracerProvider().get_tracer("t").start_span("s")
+    span.end()
+    exporter.export([span])
+
+    def child() -> str:
+        exporter.export([span])
+        return f"{len(built)} {len(built[0].get_finished_spans())} {len(built[-1].get_finished_spans())}"
+
+    # The child built a second exporter; the inherited one saw nothing more; the new one got the span.
+    assert in_child(child) == "2 1 1"
+    assert len(built) == 1 and len(built[0].get_finished_spans()) == 1, "the parent keeps its own"
+
+
+@fork_only
+def test_a_child_that_never_exported_has_nothing_to_shut_down() -> None:
+    built: list[InMemorySpanExporter] = []
+
+    def build() -> SpanExporter:
+        built.append(InMemorySpanExporter())
+        return built[-1]
+
+    exporter = ForkSafeSpanExporter(build)
+    assert in_child(lambda: (exporter.shutdown(), str(len(built)))[1]) == "1"
