@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
@@ -24,14 +26,23 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind, get_current_span
+from opentelemetry.util.types import Attributes
 
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantSpanProcessor
 
-__all__ = ["CountingBatchSpanProcessor", "create_tracer_provider", "head_sampler"]
+__all__ = ["CountingBatchSpanProcessor", "EntryRecordingHeadSampler", "create_tracer_provider", "head_sampler"]
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
@@ -46,9 +57,37 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             super().on_end(span)
 
 
+class EntryRecordingHeadSampler(Sampler):
+    """`ParentBased(TraceIdRatioBased(ratio))`, except that an unsampled *entry* span (no parent,
+    or a remote one) is still recorded, never exported.
+
+    RED metrics are computed from entry spans when they end, and the SDK ends only recorded
+    spans: without this, head mode would count 10% of requests. Children of an unsampled entry
+    span are dropped as usual, so the extra cost is one unexported span per request.
+    """
+
+    def __init__(self, ratio: float):
+        self._ratio = ratio
+        self._parent_based = ParentBased(TraceIdRatioBased(ratio))
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,  # noqa: PLR0917 - the SDK signature
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
+        result = self._parent_based.should_sample(parent_context, trace_id, name, kind, attributes,
+                                                  links, trace_state)
+        if result.decision is Decision.DROP:
+            parent = get_current_span(parent_context).get_span_context()
+            if not parent.is_valid or parent.is_remote:
+                return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+        return result
+
+    def get_description(self) -> str:
+        return f"EntryRecordingHeadSampler{{{self._ratio}}}"
+
+
 def head_sampler(settings: Settings) -> Sampler:
     if settings.sampling_mode == "head":
-        return ParentBased(TraceIdRatioBased(settings.sampling_ratio))
+        return EntryRecordingHeadSampler(settings.sampling_ratio)
     return ALWAYS_ON
 
 
