@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,38 +66,103 @@ def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
     if signal == "traces":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(**kwargs)
+        return _gate_grpc_calls(OTLPSpanExporter(**kwargs), timeout)
     if signal == "metrics":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
-        return OTLPMetricExporter(**kwargs)
+        return _gate_grpc_calls(OTLPMetricExporter(**kwargs), timeout)
     from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 
-    return OTLPLogExporter(**kwargs)
+    return _gate_grpc_calls(OTLPLogExporter(**kwargs), timeout)
 
 
-# Guards only the rebuild after a fork; re-created in the child so a lock held by a parent thread
-# at fork time cannot deadlock the child.
-_rebuild_lock = threading.Lock()
+class _ForkGate:
+    """Keeps our gRPC calls and fork() apart.
+
+    gRPC survives fork() only when no thread is inside a gRPC call at that moment; otherwise it
+    skips its fork handlers and the child's gRPC may hang or crash. Before a fork (the gunicorn
+    master starting or replacing a worker) the gate waits for our calls in flight to end, and
+    holds new ones until fork() returns. The wait is bounded by the longest export timeout (each
+    call's deadline), so a blackholed collector delays a fork by at most that; a refused
+    connection fails at once.
+    """
+
+    def __init__(self) -> None:
+        self.max_wait = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._calls = 0
+        self._forking = False
+        self.rebuild_lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self._condition:
+            while self._forking:
+                self._condition.wait()
+            self._calls += 1
+
+    def leave(self) -> None:
+        with self._condition:
+            self._calls -= 1
+            if not self._calls:
+                self._condition.notify_all()
+
+    def before_fork(self) -> None:
+        with self._condition:
+            self._forking = True
+            deadline = time.monotonic() + self.max_wait
+            while self._calls and (remaining := deadline - time.monotonic()) > 0:
+                self._condition.wait(remaining)
+
+    def after_fork_in_parent(self) -> None:
+        with self._condition:
+            self._forking = False
+            self._condition.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        self._reset()  # parent threads holding these are gone
 
 
-def _new_rebuild_lock() -> None:
-    global _rebuild_lock
-    _rebuild_lock = threading.Lock()
-
-
+_gate = _ForkGate()
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_rebuild_lock)
+    os.register_at_fork(before=_gate.before_fork, after_in_parent=_gate.after_fork_in_parent,
+                        after_in_child=_gate.after_fork_in_child)
+
+
+class _GatedStub:
+    """A gRPC service stub whose Export calls pass the fork gate."""
+
+    def __init__(self, stub: Any):
+        self._stub = stub
+
+    def Export(self, *args: Any, **kwargs: Any) -> Any:
+        _gate.enter()
+        try:
+            return self._stub.Export(*args, **kwargs)
+        finally:
+            _gate.leave()
+
+
+def _gate_grpc_calls(exporter: Any, timeout: float) -> Any:
+    """Route the exporter's calls through the fork gate, also after it rebuilds its channel."""
+    make_stub = getattr(exporter, "_stub", None)
+    if make_stub is None or getattr(exporter, "_client", None) is None:  # an SDK we do not know
+        return exporter
+    exporter._stub = lambda channel: _GatedStub(make_stub(channel))
+    exporter._client = _GatedStub(exporter._client)
+    _gate.max_wait = max(_gate.max_wait, timeout)
+    return exporter
 
 
 class _PerProcess:
     """The real exporter of the current process.
 
-    gRPC channels do not survive fork(): when another thread is inside a gRPC call at fork time
-    (a batch export in the gunicorn master with --preload), gRPC skips its fork handlers and the
-    child's inherited channel hangs on first use, so a worker's telemetry never leaves. The child
-    therefore builds its own exporter on first use. The inherited one is kept, never touched:
-    closing a channel inherited that way can hang too.
+    A connection is the process's own: an inherited gRPC channel can hang on first use in the
+    child (and an HTTP session's pooled sockets are shared with the parent). The child therefore
+    builds its own exporter on first use. The inherited one is kept, never touched: closing a
+    channel inherited that way can hang too.
     """
 
     def __init__(self, build: Callable[[], Any]):
@@ -108,7 +174,7 @@ class _PerProcess:
     def current(self) -> Any:
         pid = os.getpid()
         if pid != self._pid:
-            with _rebuild_lock:
+            with _gate.rebuild_lock:
                 if pid != self._pid:
                     self._inherited.append(self._exporter)
                     self._exporter = self._build()

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv
+from otel_crm._internal.generators import drive, drive_async
 from otel_crm._internal.safety import guard
 
 __all__ = [
@@ -114,7 +115,8 @@ def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
 class tenant_context:
     """Run code on behalf of a tenant: ``with tenant_context("acme", user_id="u1"):``.
 
-    Also a decorator for sync and async functions. Nesting replaces the tenant for the inner block.
+    Also a decorator for sync and async functions and generators (the tenant is current only while
+    the generator runs, not while its consumer does). Nesting replaces the tenant for the inner block.
     Ids are cleaned (printable, at most 128 characters); a None or empty tenant id makes the block
     run with no tenant change at all (``__enter__`` returns None) rather than raise in the request.
     One object may be entered by several threads or tasks at once.
@@ -159,6 +161,20 @@ class tenant_context:
         tenant = self._tenant
         if tenant is None:
             return function
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return (yield from drive(function(*args, **kwargs), _TenantSteps(tenant)))
+
+            return cast(_F, generator_wrapper)
+        if inspect.isasyncgenfunction(function):
+
+            @functools.wraps(function)
+            def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return drive_async(function(*args, **kwargs), _TenantSteps(tenant))
+
+            return cast(_F, async_generator_wrapper)
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -180,6 +196,27 @@ class tenant_context:
                 context.detach(token)
 
         return cast(_F, wrapper)
+
+
+class _TenantSteps:
+    """The tenant is current only while a decorated generator runs, not while its consumer does."""
+
+    __slots__ = ("_tenant",)
+
+    def __init__(self, tenant: Tenant):
+        self._tenant = tenant
+
+    def resume(self) -> object:
+        return context.attach(context_with_tenant(self._tenant))
+
+    def suspend(self, handle: object) -> None:
+        context.detach(handle)  # type: ignore[arg-type]
+
+    def item(self, value: object) -> None:
+        return None
+
+    def done(self, exc: BaseException | None) -> None:
+        return None
 
 
 class TenantSpanProcessor(SpanProcessor):

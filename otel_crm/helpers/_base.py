@@ -30,6 +30,7 @@ from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_crm._internal import semconv, state
+from otel_crm._internal.generators import drive, drive_async
 from otel_crm._internal.safety import error_type, guard
 from otel_crm._internal.tenancy import current_tenant
 
@@ -146,6 +147,9 @@ class Operation:
     def _on_result(self, result: Any) -> None:
         """Decorator form: the wrapped function's return value (success only)."""
 
+    def _on_items(self, count: int) -> None:
+        """Decorator form on a generator function: how many items it yielded (also on failure)."""
+
     def _entered(self) -> None:
         """Bookkeeping at start that must happen even when the span is not recording."""
 
@@ -173,6 +177,29 @@ class Operation:
             internal(self.component, exc)
         finally:
             self._t0 = perf_counter()
+
+    # A decorated generator runs in steps; between two steps the consumer's code runs and must
+    # not see this operation as current (see otel_crm._internal.generators).
+    def _detach(self) -> None:
+        self._suspend(self._token)
+        self._token = None
+
+    def _resume(self) -> object:
+        try:
+            token = context.attach(trace.set_span_in_context(self.span))
+            self._entered()
+            return token
+        except Exception as exc:
+            internal(self.component, exc)
+            return None
+
+    def _suspend(self, token: object) -> None:
+        try:
+            self._exited()
+            if token is not None:
+                context.detach(token)  # type: ignore[arg-type]
+        except Exception as exc:
+            internal(self.component, exc)
 
     def _finish(self, exc: BaseException | None) -> None:
         duration = perf_counter() - self._t0
@@ -281,6 +308,24 @@ class Instrumented(Generic[_Op]):
         code_function = function_name(function)
         new = self._new
 
+        if inspect.isgeneratorfunction(function):
+
+            @functools.wraps(function)
+            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return (yield from drive(function(*args, **kwargs), _OperationSteps(new, args, code_function)))
+
+            return cast(_F, generator_wrapper)
+
+        if inspect.isasyncgenfunction(function):
+
+            @functools.wraps(function)
+            def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+                # A plain function returning the async generator: `async def` with `yield` cannot
+                # delegate asend/athrow the way `yield from` does for sync generators.
+                return drive_async(function(*args, **kwargs), _OperationSteps(new, args, code_function))
+
+            return cast(_F, async_generator_wrapper)
+
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -312,6 +357,50 @@ class Instrumented(Generic[_Op]):
             return result
 
         return cast(_F, wrapper)
+
+
+class _OperationSteps:
+    """A decorated generator's operation: started at its first step (under the consumer's
+    context at that moment), current only while the generator runs, finished at its end."""
+
+    __slots__ = ("_args", "_code_function", "_items", "_new", "_operation")
+
+    def __init__(self, new: Callable[[tuple[Any, ...] | None, str | None], Operation | None],
+                 args: tuple[Any, ...], code_function: str):
+        self._new: Callable[[tuple[Any, ...] | None, str | None], Operation | None] | None = new
+        self._args = args
+        self._code_function = code_function
+        self._operation: Operation | None = None
+        self._items = 0
+
+    def resume(self) -> object:
+        operation = self._operation
+        if operation is None:
+            if self._new is None:  # starting failed (and was reported) once: run bare
+                return None
+            operation = self._operation = self._new(self._args, self._code_function)
+            self._new = None
+            if operation is None:
+                return None
+            operation._detach()
+        return operation._resume()
+
+    def suspend(self, handle: object) -> None:
+        if self._operation is not None:
+            self._operation._suspend(handle)
+
+    def item(self, value: object) -> None:
+        self._items += 1
+
+    def done(self, exc: BaseException | None) -> None:
+        operation = self._operation
+        if operation is None:
+            return
+        try:
+            operation._on_items(self._items)
+        except Exception as stage_exc:
+            internal(operation.component, stage_exc)
+        operation._finish(None if isinstance(exc, GeneratorExit) else exc)  # closed early: no failure
 
 
 def _succeed(operation: Operation, result: Any) -> None:

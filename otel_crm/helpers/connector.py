@@ -132,6 +132,11 @@ class ConnectorOperationRun(Operation):
         if self._count_result and self._records is None:
             self._records = count_records(result)
 
+    def _on_items(self, count: int) -> None:
+        # A decorated generator streams its records: each yielded item is one record.
+        if self._count_result and self._records is None:
+            self._records = count
+
     def _ending(self, span: trace.Span) -> None:
         if self._records is not None:
             span.set_attribute(semconv.CRM_CONNECTOR_RECORDS, self._records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -70,44 +71,62 @@ def _start_with_port(tmp_path: Path, argv: list[str], env: dict[str, str], place
     return start_app(tmp_path, argv, env, name="gunicorn", port=port)
 
 
-# A worker forked while other threads of the parent hold what the child needs. (1) A thread inside
-# a gRPC call: gRPC then skips its fork handlers and a channel inherited by the child hangs on first
-# use. (2) The metric reader's thread in the middle of a collection: its locks stay held forever in
-# the child. Either made the --preload test above lose one worker's metrics now and then; here both
-# conditions are forced, deterministically.
+# A worker forked while other threads of the parent were busy with telemetry: (1) an export in
+# flight, over a slow link (gRPC skips its fork handlers when a call is in progress, and the child's
+# gRPC may then hang or crash); (2) the metric reader in the middle of a collection (its locks would
+# stay held forever in the child). Both made the --preload test above lose a worker's metrics now
+# and then; here both are forced, deterministically.
 FORK_WHILE_BUSY = """
-import os, socket, sys, threading
+import os, socket, sys, threading, time
 from opentelemetry import metrics, trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import TracerProvider
 import otel_crm
 
-otel_crm.configure(service_name="fork-crm", sampling_mode="off", bsp_schedule_delay_ms=60000,
-                   metric_export_interval_ms=100)
+collector = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rsplit(":", 1)[1]
+in_flight = threading.Event()
+
+def relay(source, target, delay):  # a slow link: each reply arrives 0.5 s late
+    while data := source.recv(65536):
+        if delay:
+            in_flight.set()
+            time.sleep(delay)
+        target.sendall(data)
+
+def slow_link(listener):
+    while True:
+        client, _ = listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", int(collector)))
+        threading.Thread(target=relay, args=(client, upstream, 0), daemon=True).start()
+        threading.Thread(target=relay, args=(upstream, client, 0.5), daemon=True).start()
+
+listener = socket.create_server(("127.0.0.1", 0))
+threading.Thread(target=slow_link, args=(listener,), daemon=True).start()
+runtime = otel_crm.configure(service_name="fork-crm", sampling_mode="off", bsp_schedule_delay_ms=60000,
+                   metric_export_interval_ms=3600000,
+                   otlp_endpoint=f"http://127.0.0.1:{listener.getsockname()[1]}")
 parent = os.getpid()
 collecting, release = threading.Event(), threading.Event()
 
 def slow_gauge(options):  # e.g. a pool-size gauge that waits on a lock: only slow in the parent
-    if os.getpid() == parent:
+    if os.getpid() == parent and not release.is_set():
         collecting.set()
         release.wait(30)
     return []
 
 metrics.get_meter("t").create_observable_gauge("slow.gauge", callbacks=[slow_gauge])
-silent = socket.socket(); silent.bind(("127.0.0.1", 0)); silent.listen(8)  # accepts, never answers
-stuck = OTLPSpanExporter(endpoint=f"127.0.0.1:{silent.getsockname()[1]}", insecure=True, timeout=30)
-span = TracerProvider().get_tracer("t").start_span("never-delivered"); span.end()
-threading.Thread(target=lambda: stuck.export([span]), daemon=True).start()
-assert collecting.wait(10), "the reader thread is collecting"
-while "grpc" not in str(sys._current_frames()):  # the other thread is inside the gRPC call
-    threading.Event().wait(0.01)
+with trace.get_tracer("t").start_as_current_span("parent-before-fork"):
+    pass
+threading.Thread(target=runtime.tracer_provider.force_flush, daemon=True).start()
+threading.Thread(target=runtime.meter_provider.force_flush, daemon=True).start()
+assert in_flight.wait(10) and collecting.wait(10), "an export in flight and a collection under way"
+started = time.monotonic()
 pid = os.fork()
 if pid == 0:
     with trace.get_tracer("t").start_as_current_span("child-after-fork"):
         metrics.get_meter("t").create_counter("child.counter").add(3)
-    ok = otel_crm.shutdown(timeout=5)
+    ok = otel_crm.shutdown(timeout=10)
     print("child shutdown finished:", ok, flush=True)
     os._exit(0 if ok else 1)
+print(f"fork waited {time.monotonic() - started:.1f}s", flush=True)
 release.set()
 _, status = os.waitpid(pid, 0)
 print("child pid:", pid, flush=True)
@@ -124,7 +143,9 @@ def test_worker_forked_while_parent_threads_are_busy_still_delivers(collector: C
     env = instrumented_env(collector, "fork-crm")
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    child_pid = done.stdout.split("child pid:")[1].strip()
+    assert "skipping fork() handlers" not in done.stderr, "no gRPC call of ours was in flight at fork"
+    print(done.stdout)
+    child_pid = re.search(r"child pid: (\d+)", done.stdout).group(1)  # type: ignore[union-attr]
     wait_until(lambda: any(s.name == "child-after-fork" for s in collector.spans()), 10, "the child's span")
     span = next(s for s in collector.spans() if s.name == "child-after-fork")
     assert str(span.resource["process.pid"]) == child_pid

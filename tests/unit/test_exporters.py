@@ -97,3 +97,45 @@ def test_a_child_that_never_exported_has_nothing_to_shut_down() -> None:
 
     exporter = ForkSafeSpanExporter(build)
     assert in_child(lambda: (exporter.shutdown(), str(len(built)))[1]) == "1"
+
+
+def test_grpc_calls_pass_the_fork_gate_also_after_a_reconnect() -> None:
+    from otel_crm._internal.exporters import _GatedStub
+
+    exporter = otlp_exporter(resolve_settings({}), "traces")._exporter.current()
+    assert isinstance(exporter._client, _GatedStub)
+    exporter._initialize_channel_and_stub()  # what the SDK does after UNAVAILABLE
+    assert isinstance(exporter._client, _GatedStub)
+    exporter.shutdown()
+
+
+def test_fork_waits_for_a_call_in_flight_and_holds_new_ones() -> None:
+    import threading
+    import time
+
+    from otel_crm._internal.exporters import _ForkGate
+
+    gate = _ForkGate()
+    gate.max_wait = 5.0
+    gate.enter()  # a call in flight
+    forked = threading.Event()
+    forking = threading.Thread(target=lambda: (gate.before_fork(), forked.set()))
+    forking.start()
+    assert not forked.wait(0.2), "fork() waits while our call is in flight"
+    gate.leave()
+    assert forked.wait(5)
+    entered = threading.Event()
+    caller = threading.Thread(target=lambda: (gate.enter(), entered.set(), gate.leave()))
+    caller.start()
+    assert not entered.wait(0.2), "a new call waits until fork() returned"
+    gate.after_fork_in_parent()
+    assert entered.wait(5)
+    forking.join()
+    caller.join()
+
+    stuck = _ForkGate()
+    stuck.max_wait = 0.3
+    stuck.enter()  # never leaves: a blackholed collector
+    started = time.monotonic()
+    stuck.before_fork()
+    assert 0.25 <= time.monotonic() - started < 3, "the wait is bounded by the export timeout"

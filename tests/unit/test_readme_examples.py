@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCKS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+# Blocks inside list items are indented: run them as written at the left margin.
+BLOCKS = [textwrap.dedent(block)
+          for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)]
 RUNNABLE = BLOCKS
 
 
