@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -241,25 +242,43 @@ class QueueGuard:
     """Drop-and-count for the SDK's batch processors (spans and log records).
 
     The SDK logs a warning for every item dropped from a full queue (log spam during an outage)
-    and counts nothing by default; the guard drops the newest item itself, counts it in
-    `crm.telemetry.dropped`, and logs nothing.
+    and its bounded deque drops the oldest item silently; the guard drops the newest item itself,
+    counts it in `crm.telemetry.dropped`, and logs nothing. The check and the enqueue share one
+    lock, so two threads racing for the last free slot cannot make the deque drop one uncounted.
     """
 
     def __init__(self, processor: Any, signal: str, meter: Any = None):
         inner = getattr(processor, "_batch_processor", None)
         self._queue = getattr(inner, "_queue", None)
         self._capacity = getattr(inner, "_max_queue_size", None) or 0
+        self._lock = threading.Lock()
         self._attributes = {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "queue_full"}
         self._dropped = (meter.create_counter(
             semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
             description="Telemetry otel_crm dropped instead of blocking the app.")
             if meter is not None else None)
+        if hasattr(os, "register_at_fork"):
+            renew = weakref.WeakMethod(self.after_fork)
+            os.register_at_fork(after_in_child=lambda: _call_if_alive(renew))
 
-    def full(self) -> bool:
-        """True (and counted) when the item must be dropped."""
+    def offer(self, item: Any, enqueue: Callable[[Any], None]) -> None:
+        """`enqueue(item)` if the queue has room, else drop it and count the drop."""
         queue = self._queue
-        if queue is None or len(queue) < self._capacity:
-            return False
+        if queue is None:
+            enqueue(item)
+            return
+        with self._lock:
+            if len(queue) < self._capacity:
+                enqueue(item)
+                return
         if self._dropped is not None:
             self._dropped.add(1, self._attributes)
-        return True
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # a parent thread may have held it at fork time
+
+
+def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()

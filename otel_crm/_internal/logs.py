@@ -144,8 +144,7 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
         self._guard = QueueGuard(self, "logs", meter)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        if not self._guard.full():
-            super().on_emit(log_record)
+        self._guard.offer(log_record, super().on_emit)
 
 
 def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: Any = None,

@@ -53,8 +53,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._guard = QueueGuard(self, "traces", meter)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not self._guard.full():
-            super().on_end(span)
+        self._guard.offer(span, super().on_end)
 
 
 class EntryRecordingHeadSampler(Sampler):

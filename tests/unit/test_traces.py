@@ -100,3 +100,29 @@ def test_no_exporter_configured_means_no_export_chain() -> None:
     provider = create_tracer_provider(settings, Resource({}))
     names = [type(p).__name__ for p in provider._active_span_processor._span_processors]
     assert names == ["TenantSpanProcessor"]
+
+
+def test_every_item_is_queued_or_counted_when_threads_race_for_the_last_slots() -> None:
+    import collections
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from otel_crm._internal.exporters import QueueGuard
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    queue: collections.deque[int] = collections.deque(maxlen=50)  # the SDK's queue: drops silently
+    guard = QueueGuard(SimpleNamespace(_batch_processor=SimpleNamespace(_queue=queue, _max_queue_size=50)),
+                       "traces", meter)
+
+    def enqueue(item: int) -> None:
+        time.sleep(0)  # the SDK does work between our check and its append: let another thread in
+        queue.appendleft(item)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda worker: [guard.offer(worker, enqueue) for _ in range(200)], range(8)))
+    data = reader.get_metrics_data()
+    dropped = sum(p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+                  if m.name == "crm.telemetry.dropped" for p in m.data.data_points)
+    assert len(queue) == 50 and dropped == 8 * 200 - 50, "every item is queued or counted"
