@@ -61,6 +61,7 @@ class Setting:
     minimum: float | None = None
     maximum: float | None = None
     secret: bool = False
+    unit: str = ""  # shown with the allowed range: a wrong unit is the usual mistake
     # Defaults that differ under the `development` profile (deployment.environment.name).
     development_default: Any = _UNSET
 
@@ -72,8 +73,9 @@ class Setting:
             return prefix + "/".join(self.choices)
         if self.kind in (Kind.INT, Kind.FLOAT):
             what = "an integer" if self.kind is Kind.INT else "a number"
+            unit = f" ({self.unit})" if self.unit else ""
             if self.minimum is not None and self.maximum is not None:
-                return f"{what} from {_fmt(self.minimum)} to {_fmt(self.maximum)}"
+                return f"{what} from {_fmt(self.minimum)} to {_fmt(self.maximum)}{unit}"
             if self.minimum is not None:
                 return f"{what} >= {_fmt(self.minimum)}"
             return what
@@ -137,7 +139,9 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("otlp_headers", ("OTEL_EXPORTER_OTLP_HEADERS",), Kind.MAPPING, {},
             "Headers sent with every export (values are masked by `otel-crm doctor`).", secret=True),
     Setting("otlp_timeout_ms", ("OTEL_EXPORTER_OTLP_TIMEOUT",), _I, 10000,
-            "Timeout of one export call, in milliseconds.", minimum=1, maximum=600000),
+            "Timeout of one export call, in milliseconds as the spec says (upstream Python reads "
+            "seconds: a value below 100 is refused as one).", minimum=100, maximum=600000,
+            unit="milliseconds"),
     Setting("otlp_compression", ("OTEL_EXPORTER_OTLP_COMPRESSION",), _E, "none",
             "Compression of OTLP payloads.", choices=("none", "gzip", "deflate")),
     Setting("otlp_insecure", ("OTEL_EXPORTER_OTLP_INSECURE",), _B, None,

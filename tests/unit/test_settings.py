@@ -51,6 +51,8 @@ def test_the_honeycomb_trap_bool_of_false_is_false() -> None:
     ("OTEL_CRM_SAMPLING_MODE", "sometimes", "one of tail/collector/head/off"),
     ("OTEL_TRACES_EXPORTER", "zipkin", "comma-separated values from otlp/console/none"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "key=value pairs"),
+    # Upstream Python reads this in seconds; the spec (and otel_crm) in milliseconds.
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "10", "an integer from 100 to 600000 (milliseconds)"),
 ])
 def test_a_bad_value_logs_exactly_one_line_and_uses_the_default(
         caplog: pytest.LogCaptureFixture, variable: str, value: str, allowed: str) -> None:
