@@ -19,11 +19,12 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
-from otel_crm._internal.jsonlog import JsonFormatter
+from otel_crm._internal.jsonlog import ACCESS_LOGGER, JsonFormatter
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import current_tenant
 
-__all__ = ["TenantLogProcessor", "create_logger_provider", "install_log_handlers", "remove_log_handlers"]
+__all__ = ["TenantLogProcessor", "access_fast_path", "create_logger_provider", "install_log_handlers",
+           "remove_log_handlers"]
 
 _MARK = "_otel_crm_handler"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -85,7 +86,7 @@ def _otlp_handler(level: int, logger_provider: LoggerProvider) -> logging.Handle
 def _not_access_log(record: logging.LogRecord) -> bool:
     # The access line repeats what the server span already carries (method, route, status,
     # duration, trace id): it goes to stdout for grep-ability, not a second time over OTLP.
-    return record.name != "otel_crm.access"
+    return record.name != ACCESS_LOGGER
 
 
 class _ScrubbingFormatter(logging.Formatter):
@@ -114,20 +115,31 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
-            now = time.monotonic()
-            if record.levelno >= logging.WARNING or now - self._last_flush >= self.flush_interval:
-                self._last_flush = now
-                self.flush()
-            elif self._timer is None:
-                # An idle service must not keep its last lines in the buffer: flush soon.
-                self._timer = threading.Timer(self.flush_interval, self._timed_flush)
-                self._timer.daemon = True
-                self._timer.start()
+            self._write(self.format(record), record.levelno)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
+
+    def write_line(self, text: str, levelno: int = logging.INFO) -> None:
+        """Write an already formatted line, as `handle()` would (under the handler's lock)."""
+        self.acquire()
+        try:
+            self._write(text, levelno)
+        finally:
+            self.release()
+
+    def _write(self, text: str, levelno: int) -> None:
+        self.stream.write(text + self.terminator)
+        now = time.monotonic()
+        if levelno >= logging.WARNING or now - self._last_flush >= self.flush_interval:
+            self._last_flush = now
+            self.flush()
+        elif self._timer is None:
+            # An idle service must not keep its last lines in the buffer: flush soon.
+            self._timer = threading.Timer(self.flush_interval, self._timed_flush)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _timed_flush(self) -> None:
         self._timer = None
@@ -197,6 +209,9 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     for handler in added:
         setattr(handler, _MARK, True)
         root.addHandler(handler)
+    json_stream = next((h for h in added if isinstance(h, LazyFlushStreamHandler)), None)
+    if json_stream is not None and isinstance(json_stream.formatter, JsonFormatter):
+        access_fast_path.enable(root, json_stream, json_stream.formatter)
     if not settings.access_log:  # the request path then skips the access line entirely
         logging.getLogger("otel_crm.access").setLevel(logging.WARNING)
     # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
@@ -207,7 +222,42 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     return added
 
 
+class _AccessFastPath:
+    """Writes the access line straight to our JSON stdout handler when that is exactly what the
+    logging path would do: the access logger has no handlers or filters of its own and the root
+    logger holds only otel_crm's handlers (the OTLP one skips the access line anyway). Anyone
+    attaching a handler or filter gets the ordinary LogRecord path again, at once."""
+
+    def __init__(self) -> None:
+        self._root_handlers: list[logging.Handler] = []
+        self._stream: LazyFlushStreamHandler | None = None
+        self._formatter: JsonFormatter | None = None
+
+    def enable(self, root: logging.Logger, stream: LazyFlushStreamHandler, formatter: JsonFormatter) -> None:
+        self._root_handlers = list(root.handlers)
+        self._stream, self._formatter = stream, formatter
+
+    def disable(self) -> None:
+        self._stream = self._formatter = None
+
+    def writer(self) -> tuple[LazyFlushStreamHandler, JsonFormatter] | None:
+        stream, formatter = self._stream, self._formatter
+        if stream is None or formatter is None:
+            return None
+        root = logging.root
+        if root.handlers != self._root_handlers or root.filters or stream.filters or stream.formatter is not formatter:
+            return None
+        access = logging.getLogger(ACCESS_LOGGER)
+        if access.handlers or access.filters or not access.propagate or stream.level > logging.INFO:
+            return None
+        return stream, formatter
+
+
+access_fast_path = _AccessFastPath()
+
+
 def remove_log_handlers(root: logging.Logger | None = None) -> None:
+    access_fast_path.disable()
     root = root or logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):

@@ -27,6 +27,7 @@ from opentelemetry import context, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from otel_crm._internal.logs import access_fast_path
 from otel_crm._internal.safety import error_type, guard, internal_error
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import (
@@ -98,6 +99,14 @@ def _log_access(method: str, path: str, status: int, started: float, span: Any) 
     if not access_log.isEnabledFor(logging.INFO):
         return
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
+    fast = access_fast_path.writer()
+    if fast is not None:  # the same line, minus a LogRecord and the handler dispatch
+        stream, formatter = fast
+        span_context = span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
+        if not span_context.is_valid:
+            span_context = trace.get_current_span().get_span_context()
+        stream.write_line(formatter.access_line(method, path, status, latency_ms, span_context=span_context))
+        return
     extra = {"method": method, "path": path, "status_code": status, "latency_ms": latency_ms}
     if span is not None and span.get_span_context().is_valid:
         with trace.use_span(span, end_on_exit=False):

@@ -149,3 +149,46 @@ def test_a_full_log_queue_drops_and_counts() -> None:
     provider.shutdown()
     assert dropped and dropped[0].attributes == {"crm.signal": "logs", "crm.drop.reason": "queue_full"}
     assert 100 - 15 <= dropped[0].value <= 100 - 10
+
+
+def test_the_access_fast_path_writes_exactly_the_logging_paths_line() -> None:
+    from otel_crm._internal.scrubbing import Scrubber
+
+    scrubber = Scrubber.from_settings(resolve_settings({}))
+    formatter = JsonFormatter(service="crm", environment="production", scrub=scrubber.scrub_text)
+    span = TracerProvider().get_tracer("t").start_span("GET /leads")
+    path = "/leads/export?email=jane@example.com"
+    with otel_crm.tenant_context("acme"), trace.use_span(span, end_on_exit=True):
+        record = logging.LogRecord("otel_crm.access", logging.INFO, __file__, 1, "%s %s %s",
+                                   ("GET", path, 200), None)
+        record.__dict__.update(method="GET", path=path, status_code=200, latency_ms=1.25)
+        slow = formatter.format(record)
+        fast = formatter.access_line("GET", path, 200, 1.25, span_context=span.get_span_context(),
+                                    created=record.created)
+    assert fast == slow
+    line = json.loads(fast)
+    assert line["tenant_id"] == "acme" and "jane@example.com" not in fast, "tenant kept, email scrubbed"
+
+
+def test_the_access_fast_path_steps_aside_for_any_user_handler_or_filter() -> None:
+    from otel_crm._internal.logs import LazyFlushStreamHandler, access_fast_path
+
+    root = logging.getLogger()
+    stream = LazyFlushStreamHandler(io.StringIO())
+    formatter = JsonFormatter(service="crm", environment="production")
+    stream.setFormatter(formatter)
+    root.addHandler(stream)
+    access = logging.getLogger("otel_crm.access")
+    try:
+        access_fast_path.enable(root, stream, formatter)
+        assert access_fast_path.writer() == (stream, formatter)
+        users = logging.StreamHandler(io.StringIO())
+        root.addHandler(users)
+        assert access_fast_path.writer() is None, "a user's root handler must see access records"
+        root.removeHandler(users)
+        access.addFilter(lambda record: True)
+        assert access_fast_path.writer() is None, "a user's filter must see access records"
+    finally:
+        access.filters.clear()
+        access_fast_path.disable()
+        root.removeHandler(stream)
