@@ -247,13 +247,14 @@ class _AccessFastPath:
         root = logging.root
         if root.handlers != self._root_handlers or root.filters or stream.filters or stream.formatter is not formatter:
             return None
-        access = logging.getLogger(ACCESS_LOGGER)
+        access = _access_logger
         if access.handlers or access.filters or not access.propagate or stream.level > logging.INFO:
             return None
         return stream, formatter
 
 
 access_fast_path = _AccessFastPath()
+_access_logger = logging.getLogger(ACCESS_LOGGER)  # getLogger() takes logging's module lock: once
 
 
 def remove_log_handlers(root: logging.Logger | None = None) -> None:

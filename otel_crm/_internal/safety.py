@@ -10,8 +10,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from opentelemetry import metrics
@@ -69,15 +68,34 @@ def internal_error(component: str, exc: BaseException) -> None:
         pass
 
 
-@contextmanager
-def guard(component: str) -> Iterator[None]:
+class _Guard:
+    """Stateless, so one per component is shared; a class, not @contextmanager, because it runs
+    several times per request and a generator-based context manager costs several times more."""
+
+    __slots__ = ("_component",)
+
+    def __init__(self, component: str):
+        self._component = component
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        internal_error(self._component, exc)
+        return not _should_reraise()  # True swallows the error
+
+
+_guards: dict[str, _Guard] = {}
+
+
+def guard(component: str) -> _Guard:
     """Run a block of instrumentation code; swallow (but record) what it raises."""
-    try:
-        yield
-    except Exception as exc:
-        internal_error(component, exc)
-        if _should_reraise():
-            raise
+    found = _guards.get(component)
+    if found is None:
+        found = _guards[component] = _Guard(component)
+    return found
 
 
 def guarded(component: str, default: Any = None) -> Callable[[_F], _F]:
