@@ -38,11 +38,8 @@ from opentelemetry.version import __version__ as sdk_version
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from otel_crm._internal.scrubbing import (  # noqa: E402
-    Scrubber,
-    ScrubbingLogProcessor,
-    ScrubbingSpanExporter,
-)
+from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor, ScrubbingSpanExporter  # noqa: E402
+from otel_crm._internal.scrubbing import Scrubber  # noqa: E402
 
 
 class NullSpanExporter(SpanExporter):

@@ -48,7 +48,8 @@ from otel_crm._internal.tenancy import TenantSpanProcessor, tenant_context  # no
 from otel_crm._internal.web import TenantExtractor, TenantWSGIMiddleware  # noqa: E402
 
 try:
-    from otel_crm._internal.scrubbing import Scrubber, ScrubbingLogProcessor, ScrubbingSpanExporter
+    from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor, ScrubbingSpanExporter
+    from otel_crm._internal.scrubbing import Scrubber
 except ImportError:  # the scrubber is optional for this bench
     Scrubber = None  # type: ignore[assignment,misc]
 

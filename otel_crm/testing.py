@@ -168,7 +168,7 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
     labeler = _tenant_labeler(resolved, meter)
     downstream_exporter: SpanExporter = span_exporter or exporter
     if scrubber is not None:
-        from otel_crm._internal.scrubbing import ScrubbingSpanExporter
+        from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 
         downstream_exporter = ScrubbingSpanExporter(downstream_exporter, scrubber)
     tracer_provider = create_tracer_provider(resolved, resource, meter=meter, tenant_label=labeler.label,

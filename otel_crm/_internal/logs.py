@@ -175,7 +175,7 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
             exporters.append(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
     for exporting in exporters:
         if scrubber is not None:
-            from otel_crm._internal.scrubbing import ScrubbingLogProcessor
+            from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 
             provider.add_log_record_processor(ScrubbingLogProcessor(exporting, scrubber))
         else:

@@ -31,32 +31,14 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from opentelemetry import metrics
-from opentelemetry._logs import SeverityNumber
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context
-from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
-from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util import BoundedList
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, Status
 from opentelemetry.util.types import AttributeValue
 
-from otel_crm._internal import semconv
-from otel_crm._internal.safety import guard
 from otel_crm._internal.settings import Settings
 
-__all__ = [
-    "DENIED_KEYS",
-    "Scrubber",
-    "ScrubbingLogProcessor",
-    "ScrubbingSpanExporter",
-    "scrub_json_record",
-]
+__all__ = ["DENIED_KEYS", "Scrubber", "scrub_json_record"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -120,7 +102,7 @@ _SPECS: dict[str, tuple[int, str, str | None, str | None, str]] = {
               r"(?![A-Za-z0-9]|[-.][0-9])"),
 }
 
-_shared: dict[str, Any] = {}  # the random per-process salt, the drop counter
+_shared: dict[str, Any] = {}  # the random per-process salt
 _salt_lock = threading.Lock()
 
 
@@ -375,161 +357,3 @@ def _norm_key(key: str) -> str:
 def scrub_json_record(record: dict[str, Any], scrubber: Scrubber | None) -> dict[str, Any]:
     """For the JSON stdout formatter: `record` scrubbed (unchanged when scrubbing is off)."""
     return record if scrubber is None else scrubber.scrub_json_record(record)
-
-
-def _fail_closed(signal: str, exc: Exception) -> None:
-    """The item is dropped, never exported unscrubbed: count it, record the error (re-raised
-    under pytest, see safety)."""
-    try:
-        counter = _shared.get("dropped")
-        if counter is None:
-            counter = _shared["dropped"] = metrics.get_meter("otel_crm").create_counter(
-                semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
-                description="Telemetry otel_crm dropped instead of blocking the app.")
-        counter.add(1, {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "scrub_error"})
-    except Exception:  # noqa: S110 - counting must never fail the caller
-        pass
-    with guard("scrubber"):
-        raise exc
-
-
-def _with_dropped(attributes: Any, dropped: int) -> Any:
-    """`attributes`, as BoundedAttributes keeping a `dropped` count when there is one."""
-    if not dropped:
-        return attributes
-    bounded = BoundedAttributes(attributes=attributes, immutable=True)
-    bounded.dropped = dropped
-    return bounded
-
-
-def _with_dropped_list(items: Sequence[Any], dropped: int) -> Any:
-    if not dropped:
-        return tuple(items)
-    bounded = BoundedList.from_seq(None, items)
-    bounded.dropped = dropped
-    return bounded
-
-
-class ScrubbingSpanExporter(SpanExporter):
-    """Scrubs spans on the export thread, then hands them to `inner`.
-
-    A span whose scrubbing fails is dropped and counted (fail closed: never exported unscrubbed).
-    """
-
-    def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
-        self._inner = inner
-        self._scrubber = scrubber
-        self.dropped = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        scrubbed: list[ReadableSpan] = []
-        for span in spans:
-            try:
-                scrubbed.append(self.scrub_span(span))
-            except Exception as exc:
-                self.dropped += 1
-                _fail_closed("traces", exc)
-        if not scrubbed and spans:
-            return SpanExportResult.SUCCESS
-        return self._inner.export(scrubbed)
-
-    def scrub_span(self, span: ReadableSpan) -> ReadableSpan:
-        """`span` itself when nothing needed scrubbing, else a new ReadableSpan."""
-        scrub = self._scrubber
-        name = scrub.scrub_text(span.name)
-        # The public properties copy (a new proxy / tuple per access): read the fields when we can.
-        original_attributes = getattr(span, "_attributes", None)
-        if not isinstance(original_attributes, Mapping):
-            original_attributes = span.attributes
-        attributes = scrub.scrub_attributes(original_attributes)
-        events = span.events if getattr(span, "_events", True) else ()
-        new_events: list[Event] | None = None
-        for index, event in enumerate(events):
-            event_name = scrub.scrub_text(event.name)
-            event_attributes = scrub.scrub_attributes(event.attributes)
-            same = event_name is event.name and event_attributes is event.attributes
-            if not same and new_events is None:
-                new_events = list(events[:index])
-            if new_events is not None:
-                new_events.append(event if same else Event(
-                    event_name, _with_dropped(event_attributes, event.dropped_attributes), event.timestamp))
-        links = span.links if getattr(span, "_links", True) else ()
-        new_links: list[Link] | None = None
-        for index, link in enumerate(links):
-            link_attributes = scrub.scrub_attributes(link.attributes)
-            same = link_attributes is link.attributes
-            if not same and new_links is None:
-                new_links = list(links[:index])
-            if new_links is not None:
-                new_links.append(link if same else Link(
-                    link.context, _with_dropped(link_attributes, link.dropped_attributes)))
-        status = span.status
-        if status.description:
-            description = scrub.scrub_text(status.description)
-            if description is not status.description:
-                status = Status(status.status_code, description)
-        if (name is span.name and attributes is original_attributes and new_events is None
-                and new_links is None and status is span.status):
-            return span
-        return ReadableSpan(
-            name=name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=_with_dropped(attributes, span.dropped_attributes),
-            events=_with_dropped_list(events if new_events is None else new_events, span.dropped_events),
-            links=_with_dropped_list(links if new_links is None else new_links, span.dropped_links),
-            kind=span.kind, instrumentation_info=getattr(span, "_instrumentation_info", None),
-            status=status, start_time=span.start_time, end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope)
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self._inner.force_flush(timeout_millis))
-
-
-class ScrubbingLogProcessor(LogRecordProcessor):
-    """Scrubs a log record's body and attributes in place (records are mutable in on_emit), then
-    forwards it to `inner`. A record whose scrubbing fails is dropped and counted."""
-
-    def __init__(self, inner: LogRecordProcessor, scrubber: Scrubber) -> None:
-        self._inner = inner
-        self._scrubber = scrubber
-        self.dropped = 0
-
-    def on_emit(self, log_record: ReadWriteLogRecord) -> None:
-        try:
-            self.scrub_record(log_record)
-        except Exception as exc:
-            self.dropped += 1
-            _fail_closed("logs", exc)
-            return
-        self._inner.on_emit(log_record)
-
-    def scrub_record(self, log_record: ReadWriteLogRecord) -> None:
-        record = log_record.log_record
-        body = record.body
-        if body is not None:
-            new_body = self._scrubber.scrub_body(body)
-            if new_body is not body:
-                record.body = new_body
-        attributes = record.attributes
-        scrubbed = self._scrubber.scrub_attributes(attributes)
-        if scrubbed is not attributes and scrubbed is not None:
-            if isinstance(attributes, MutableMapping):
-                for key, value in scrubbed.items():
-                    if value is not attributes.get(key):
-                        attributes[key] = value
-            else:
-                record.attributes = scrubbed
-
-    def enabled(self, *, context: Context | None = None,
-                instrumentation_scope: InstrumentationScope | None = None,
-                severity_number: SeverityNumber | None = None, event_name: str | None = None) -> bool:
-        return bool(self._inner.enabled(context=context, instrumentation_scope=instrumentation_scope,
-                                        severity_number=severity_number, event_name=event_name))
-
-    def shutdown(self) -> None:
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self._inner.force_flush(timeout_millis))

@@ -95,7 +95,7 @@ def _export_chain(settings: Settings, meter: Meter | None, scrubber: Any) -> Spa
     if "otlp" in settings.traces_exporter:
         exporter: SpanExporter = otlp_exporter(settings, "traces")
         if scrubber is not None:
-            from otel_crm._internal.scrubbing import ScrubbingSpanExporter
+            from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 
             exporter = ScrubbingSpanExporter(exporter, scrubber)
         processors.append(CountingBatchSpanProcessor(
@@ -107,7 +107,7 @@ def _export_chain(settings: Settings, meter: Meter | None, scrubber: Any) -> Spa
     if "console" in settings.traces_exporter or settings.console_export:
         console: SpanExporter = ConsoleSpanExporter()
         if scrubber is not None:
-            from otel_crm._internal.scrubbing import ScrubbingSpanExporter
+            from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 
             console = ScrubbingSpanExporter(console, scrubber)
         processors.append(SimpleSpanProcessor(console))

@@ -4,21 +4,10 @@ under pytest so our own bugs surface)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
-from otel_crm._internal import safety
 from otel_crm._internal.safety import error_type, guard, guarded
-
-
-@pytest.fixture
-def production_mode() -> Iterator[None]:
-    safety.reraise_internal_errors(False)
-    try:
-        yield
-    finally:
-        safety.reraise_internal_errors(None)
 
 
 def test_under_pytest_our_bugs_surface() -> None:
@@ -27,7 +16,7 @@ def test_under_pytest_our_bugs_surface() -> None:
 
 
 def test_in_production_a_failure_is_swallowed_and_logged_once(
-        production_mode: None, caplog: pytest.LogCaptureFixture) -> None:
+        no_reraise: None, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="otel_crm"):
         for _ in range(3):
             with guard("test-swallow"):
@@ -36,12 +25,12 @@ def test_in_production_a_failure_is_swallowed_and_logged_once(
     assert len(lines) == 1, "one line per component and error type, however often it happens"
 
 
-def test_a_guard_never_swallows_what_is_not_an_error(production_mode: None) -> None:
+def test_a_guard_never_swallows_what_is_not_an_error(no_reraise: None) -> None:
     with pytest.raises(KeyboardInterrupt), guard("test-interrupt"):
         raise KeyboardInterrupt
 
 
-def test_guarded_returns_the_default_instead_of_raising(production_mode: None) -> None:
+def test_guarded_returns_the_default_instead_of_raising(no_reraise: None) -> None:
     @guarded("test-guarded", default="fallback")
     def broken() -> str:
         raise RuntimeError("instrumentation bug")
