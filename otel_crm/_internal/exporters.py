@@ -84,9 +84,12 @@ class _ForkGate:
     skips its fork handlers and the child's gRPC may hang or crash. Before a fork (the gunicorn
     master starting or replacing a worker) the gate waits for our calls in flight to end, and
     holds new ones until fork() returns. The wait is bounded by the longest export timeout (each
-    call's deadline), so a blackholed collector delays a fork by at most that; a refused
-    connection fails at once.
+    call's deadline) and never exceeds `MAX_FORK_WAIT_SECONDS`, so a blackholed collector delays
+    a fork by at most that; a refused connection fails at once. Forks may overlap (threads), so
+    `_forking` counts them.
     """
+
+    MAX_FORK_WAIT_SECONDS = 10.0
 
     def __init__(self) -> None:
         self.max_wait = 0.0
@@ -95,7 +98,7 @@ class _ForkGate:
     def _reset(self) -> None:
         self._condition = threading.Condition(threading.Lock())
         self._calls = 0
-        self._forking = False
+        self._forking = 0
         self.rebuild_lock = threading.Lock()
 
     def enter(self) -> None:
@@ -112,15 +115,16 @@ class _ForkGate:
 
     def before_fork(self) -> None:
         with self._condition:
-            self._forking = True
-            deadline = time.monotonic() + self.max_wait
+            self._forking += 1
+            deadline = time.monotonic() + min(self.max_wait, self.MAX_FORK_WAIT_SECONDS)
             while self._calls and (remaining := deadline - time.monotonic()) > 0:
                 self._condition.wait(remaining)
 
     def after_fork_in_parent(self) -> None:
         with self._condition:
-            self._forking = False
-            self._condition.notify_all()
+            self._forking -= 1
+            if not self._forking:
+                self._condition.notify_all()
 
     def after_fork_in_child(self) -> None:
         self._reset()  # parent threads holding these are gone
@@ -257,9 +261,7 @@ class QueueGuard:
             semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
             description="Telemetry otel_crm dropped instead of blocking the app.")
             if meter is not None else None)
-        if hasattr(os, "register_at_fork"):
-            renew = weakref.WeakMethod(self.after_fork)
-            os.register_at_fork(after_in_child=lambda: _call_if_alive(renew))
+        _queue_guards.add(self)
 
     def offer(self, item: Any, enqueue: Callable[[Any], None]) -> None:
         """`enqueue(item)` if the queue has room, else drop it and count the drop."""
@@ -278,7 +280,14 @@ class QueueGuard:
         self._lock = threading.Lock()  # a parent thread may have held it at fork time
 
 
-def _call_if_alive(method: weakref.WeakMethod[Callable[[], None]]) -> None:
-    bound = method()
-    if bound is not None:
-        bound()
+# One fork hook for every guard (a hook per instance would pile up across configurations).
+_queue_guards: weakref.WeakSet[QueueGuard] = weakref.WeakSet()
+
+
+def _renew_queue_guards() -> None:
+    for guard in list(_queue_guards):
+        guard.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_queue_guards)

@@ -224,9 +224,10 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
 
 class _AccessFastPath:
     """Writes the access line straight to our JSON stdout handler when that is exactly what the
-    logging path would do: the access logger has no handlers or filters of its own and the root
-    logger holds only otel_crm's handlers (the OTLP one skips the access line anyway). Anyone
-    attaching a handler or filter gets the ordinary LogRecord path again, at once."""
+    logging path would do: every logger from the access logger up to the root has no handlers or
+    filters but ours, and propagates; the root holds only otel_crm's handlers (the OTLP one skips
+    the access line anyway). Anyone attaching a handler or filter anywhere on that path, or
+    switching propagation off, gets the ordinary LogRecord path again, at once."""
 
     def __init__(self) -> None:
         self._root_handlers: list[logging.Handler] = []
@@ -234,6 +235,8 @@ class _AccessFastPath:
         self._formatter: JsonFormatter | None = None
 
     def enable(self, root: logging.Logger, stream: LazyFlushStreamHandler, formatter: JsonFormatter) -> None:
+        if root is not logging.root or not all(getattr(h, _MARK, False) for h in root.handlers):
+            return  # someone else's handler (basicConfig, a file, Sentry) must keep seeing the line
         self._root_handlers = list(root.handlers)
         self._stream, self._formatter = stream, formatter
 
@@ -245,11 +248,14 @@ class _AccessFastPath:
         if stream is None or formatter is None:
             return None
         root = logging.root
-        if root.handlers != self._root_handlers or root.filters or stream.filters or stream.formatter is not formatter:
+        if (root.handlers != self._root_handlers or root.filters or stream.filters
+                or stream.formatter is not formatter or stream.level > logging.INFO):
             return None
-        access = _access_logger
-        if access.handlers or access.filters or not access.propagate or stream.level > logging.INFO:
-            return None
+        logger: logging.Logger | None = _access_logger
+        while logger is not None and logger is not root:
+            if logger.handlers or logger.filters or not logger.propagate:
+                return None
+            logger = logger.parent
         return stream, formatter
 
 

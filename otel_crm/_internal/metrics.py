@@ -86,9 +86,10 @@ def restart_after_fork(provider: MeterProvider) -> None:
     if consumer is None:
         return
     callbacks = list(getattr(consumer, "_async_instruments", ()))
-    consumer.__init__(consumer._sdk_config, provider._metric_readers)
+    readers = list(consumer._reader_storages)  # the current ones, also those added later
+    consumer.__init__(consumer._sdk_config, readers)
     consumer._async_instruments = callbacks
-    for reader in provider._metric_readers:
+    for reader in readers:
         if hasattr(reader, "_export_lock"):
             reader._export_lock = threading.Lock()
     for meter in list(provider._meters.values()):

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv
-from otel_crm._internal.generators import drive, drive_async
+from otel_crm._internal.generators import decorate_async_generator, decorate_generator
 from otel_crm._internal.safety import guard
 
 __all__ = [
@@ -162,19 +162,9 @@ class tenant_context:
         if tenant is None:
             return function
         if inspect.isgeneratorfunction(function):
-
-            @functools.wraps(function)
-            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return (yield from drive(function(*args, **kwargs), _TenantSteps(tenant)))
-
-            return cast(_F, generator_wrapper)
+            return decorate_generator(function, lambda args: _TenantSteps(tenant))
         if inspect.isasyncgenfunction(function):
-
-            @functools.wraps(function)
-            def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return drive_async(function(*args, **kwargs), _TenantSteps(tenant))
-
-            return cast(_F, async_generator_wrapper)
+            return decorate_async_generator(function, lambda args: _TenantSteps(tenant))
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -206,11 +196,14 @@ class _TenantSteps:
     def __init__(self, tenant: Tenant):
         self._tenant = tenant
 
-    def resume(self) -> object:
-        return context.attach(context_with_tenant(self._tenant))
+    def start(self) -> Context:
+        return context_with_tenant(self._tenant)
 
-    def suspend(self, handle: object) -> None:
-        context.detach(handle)  # type: ignore[arg-type]
+    def enter(self) -> None:
+        return None
+
+    def leave(self) -> None:
+        return None
 
     def item(self, value: object) -> None:
         return None

@@ -53,6 +53,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._guard = QueueGuard(self, "traces", meter)
 
     def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:  # recorded only (head mode): never exported
+            return
         self._guard.offer(span, super().on_end)
 
 
@@ -77,7 +79,8 @@ class EntryRecordingHeadSampler(Sampler):
         if result.decision is Decision.DROP:
             parent = get_current_span(parent_context).get_span_context()
             if not parent.is_valid or parent.is_remote:
-                return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+                # A DROP result carries no attributes; the recorded span needs the caller's.
+                return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
         return result
 
     def get_description(self) -> str:

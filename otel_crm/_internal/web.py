@@ -105,8 +105,11 @@ def _log_access(method: str, path: str, status: int, started: float, span: Any) 
         span_context = span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
         if not span_context.is_valid:
             span_context = trace.get_current_span().get_span_context()
-        stream.write_line(formatter.access_line(method, path, status, latency_ms, span_context=span_context))
-        return
+        try:
+            stream.write_line(formatter.access_line(method, path, status, latency_ms, span_context=span_context))
+            return
+        except Exception:  # noqa: S110 - e.g. a closed stdout: the logging path reports it as logging does
+            pass
     extra = {"method": method, "path": path, "status_code": status, "latency_ms": latency_ms}
     if span is not None and span.get_span_context().is_valid:
         with trace.use_span(span, end_on_exit=False):

@@ -27,10 +27,11 @@ from time import perf_counter
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from opentelemetry import context, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from otel_crm._internal import semconv, state
-from otel_crm._internal.generators import drive, drive_async
+from otel_crm._internal.generators import decorate_async_generator, decorate_generator
 from otel_crm._internal.safety import error_type, guard
 from otel_crm._internal.tenancy import current_tenant
 
@@ -178,26 +179,14 @@ class Operation:
         finally:
             self._t0 = perf_counter()
 
-    # A decorated generator runs in steps; between two steps the consumer's code runs and must
-    # not see this operation as current (see otel_crm._internal.generators).
     def _detach(self) -> None:
-        self._suspend(self._token)
-        self._token = None
-
-    def _resume(self) -> object:
-        try:
-            token = context.attach(trace.set_span_in_context(self.span))
-            self._entered()
-            return token
-        except Exception as exc:
-            internal(self.component, exc)
-            return None
-
-    def _suspend(self, token: object) -> None:
+        """A decorated generator runs in steps, in a context of its own (see
+        otel_crm._internal.generators): leave the consumer's context as it was before `_begin`."""
         try:
             self._exited()
-            if token is not None:
-                context.detach(token)  # type: ignore[arg-type]
+            if self._token is not None:
+                context.detach(self._token)  # type: ignore[arg-type]
+                self._token = None
         except Exception as exc:
             internal(self.component, exc)
 
@@ -309,23 +298,9 @@ class Instrumented(Generic[_Op]):
         new = self._new
 
         if inspect.isgeneratorfunction(function):
-
-            @functools.wraps(function)
-            def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return (yield from drive(function(*args, **kwargs), _OperationSteps(new, args, code_function)))
-
-            return cast(_F, generator_wrapper)
-
+            return decorate_generator(function, lambda args: _OperationSteps(new, args, code_function))
         if inspect.isasyncgenfunction(function):
-
-            @functools.wraps(function)
-            def async_generator_wrapper(*args: Any, **kwargs: Any) -> Any:
-                # A plain function returning the async generator: `async def` with `yield` cannot
-                # delegate asend/athrow the way `yield from` does for sync generators.
-                return drive_async(function(*args, **kwargs), _OperationSteps(new, args, code_function))
-
-            return cast(_F, async_generator_wrapper)
-
+            return decorate_async_generator(function, lambda args: _OperationSteps(new, args, code_function))
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -360,34 +335,39 @@ class Instrumented(Generic[_Op]):
 
 
 class _OperationSteps:
-    """A decorated generator's operation: started at its first step (under the consumer's
-    context at that moment), current only while the generator runs, finished at its end."""
+    """A decorated generator's operation: started at its first step (under the consumer's context
+    at that moment), current only while the generator runs, finished at its end."""
 
     __slots__ = ("_args", "_code_function", "_items", "_new", "_operation")
 
     def __init__(self, new: Callable[[tuple[Any, ...] | None, str | None], Operation | None],
                  args: tuple[Any, ...], code_function: str):
-        self._new: Callable[[tuple[Any, ...] | None, str | None], Operation | None] | None = new
+        self._new = new
         self._args = args
         self._code_function = code_function
         self._operation: Operation | None = None
         self._items = 0
 
-    def resume(self) -> object:
-        operation = self._operation
-        if operation is None:
-            if self._new is None:  # starting failed (and was reported) once: run bare
-                return None
-            operation = self._operation = self._new(self._args, self._code_function)
-            self._new = None
-            if operation is None:
-                return None
-            operation._detach()
-        return operation._resume()
+    def start(self) -> Context:
+        operation = self._operation = self._new(self._args, self._code_function)
+        if operation is None:  # starting failed (and was reported): run bare
+            return context.get_current()
+        operation._detach()
+        return trace.set_span_in_context(operation.span)
 
-    def suspend(self, handle: object) -> None:
+    def enter(self) -> None:
         if self._operation is not None:
-            self._operation._suspend(handle)
+            try:
+                self._operation._entered()
+            except Exception as exc:
+                internal(self._operation.component, exc)
+
+    def leave(self) -> None:
+        if self._operation is not None:
+            try:
+                self._operation._exited()
+            except Exception as exc:
+                internal(self._operation.component, exc)
 
     def item(self, value: object) -> None:
         self._items += 1

@@ -139,3 +139,35 @@ def test_fork_waits_for_a_call_in_flight_and_holds_new_ones() -> None:
     started = time.monotonic()
     stuck.before_fork()
     assert 0.25 <= time.monotonic() - started < 3, "the wait is bounded by the export timeout"
+
+
+def test_overlapping_forks_hold_new_calls_until_the_last_returns() -> None:
+    import threading
+
+    from otel_crm._internal.exporters import _ForkGate
+
+    gate = _ForkGate()
+    gate.before_fork()
+    gate.before_fork()  # two threads forking at once
+    gate.after_fork_in_parent()
+    entered = threading.Event()
+    caller = threading.Thread(target=lambda: (gate.enter(), entered.set(), gate.leave()))
+    caller.start()
+    assert not entered.wait(0.2), "the other fork is still under way"
+    gate.after_fork_in_parent()
+    assert entered.wait(5)
+    caller.join()
+
+
+def test_the_fork_wait_is_capped_whatever_the_export_timeout() -> None:
+    import time
+
+    from otel_crm._internal.exporters import _ForkGate
+
+    gate = _ForkGate()
+    gate.max_wait = 600.0
+    gate.MAX_FORK_WAIT_SECONDS = 0.3  # type: ignore[misc]
+    gate.enter()  # a call that never ends
+    started = time.monotonic()
+    gate.before_fork()
+    assert time.monotonic() - started < 3

@@ -184,3 +184,67 @@ async def test_tenant_context_on_an_async_generator() -> None:
 
     assert [tenant_id async for tenant_id in rows()] == ["acme"]
     assert current_tenant() is None
+
+
+def test_what_the_body_attaches_survives_its_yields(telemetry: CapturedTelemetry) -> None:
+    seen: list[object] = []
+
+    @workflow("import.contacts")
+    def contacts() -> Iterator[int]:
+        with trace.get_tracer("t").start_as_current_span("page"), tenant_context("acme"):
+            for number in range(2):
+                tenant = current_tenant()
+                seen.append((current_span_name(), tenant.id if tenant else None))
+                yield number
+        seen.append(current_span_name())
+
+    assert list(contacts()) == [0, 1]
+    assert seen == [("page", "acme"), ("page", "acme"), "execute_workflow import.contacts"]
+    spans = {s.name: s for s in telemetry.spans()}
+    assert spans["page"].parent.span_id == spans["execute_workflow import.contacts"].context.span_id  # type: ignore[union-attr]
+
+
+async def test_what_an_async_body_attaches_survives_its_yields() -> None:
+    seen = []
+
+    @tenant_context("outer")
+    async def rows() -> AsyncIterator[str | None]:
+        with tenant_context("inner"):
+            for _ in range(2):
+                tenant = current_tenant()
+                seen.append(tenant.id if tenant else None)
+                yield "row"
+
+    assert [row async for row in rows()] == ["row", "row"]
+    assert seen == ["inner", "inner"]
+
+
+def test_nested_decorated_generators_keep_their_parents(telemetry: CapturedTelemetry) -> None:
+    @workflow("inner")
+    def inner() -> Iterator[int]:
+        yield 1
+        yield 2
+
+    @workflow("outer")
+    def outer() -> Iterator[int]:
+        yield from inner()
+        yield 3
+
+    assert list(outer()) == [1, 2, 3]
+    spans = {s.name: s for s in telemetry.spans()}
+    assert spans["execute_workflow inner"].parent.span_id == spans["execute_workflow outer"].context.span_id  # type: ignore[union-attr]
+
+
+def test_decorated_generators_are_still_generator_functions() -> None:
+    import inspect
+
+    @workflow("sync")
+    def sync() -> Iterator[int]:
+        yield 1
+
+    @workflow("async")
+    async def asynchronous() -> AsyncIterator[int]:
+        yield 1
+
+    assert inspect.isgeneratorfunction(sync) and inspect.isasyncgenfunction(asynchronous)
+    assert inspect.isgeneratorfunction(tenant_context("a")(sync.__wrapped__))  # type: ignore[attr-defined]

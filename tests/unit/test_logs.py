@@ -170,25 +170,36 @@ def test_the_access_fast_path_writes_exactly_the_logging_paths_line() -> None:
     assert line["tenant_id"] == "acme" and "jane@example.com" not in fast, "tenant kept, email scrubbed"
 
 
-def test_the_access_fast_path_steps_aside_for_any_user_handler_or_filter() -> None:
-    from otel_crm._internal.logs import LazyFlushStreamHandler, access_fast_path
+def test_the_access_fast_path_steps_aside_for_anything_else_that_listens() -> None:
+    from otel_crm._internal.logs import _MARK, LazyFlushStreamHandler, access_fast_path
 
     root = logging.getLogger()
+    saved = list(root.handlers)
     stream = LazyFlushStreamHandler(io.StringIO())
     formatter = JsonFormatter(service="crm", environment="production")
     stream.setFormatter(formatter)
-    root.addHandler(stream)
-    access = logging.getLogger("otel_crm.access")
+    setattr(stream, _MARK, True)
+    access, ours = logging.getLogger("otel_crm.access"), logging.getLogger("otel_crm")
+    users = logging.StreamHandler(io.StringIO())
     try:
+        root.handlers = [users, stream]  # e.g. logging.basicConfig() before otel_crm started
+        access_fast_path.enable(root, stream, formatter)
+        assert access_fast_path.writer() is None, "a handler that was there first keeps its lines"
+        root.handlers = [stream]
         access_fast_path.enable(root, stream, formatter)
         assert access_fast_path.writer() == (stream, formatter)
-        users = logging.StreamHandler(io.StringIO())
-        root.addHandler(users)
-        assert access_fast_path.writer() is None, "a user's root handler must see access records"
-        root.removeHandler(users)
-        access.addFilter(lambda record: True)
-        assert access_fast_path.writer() is None, "a user's filter must see access records"
+        for listening in (root, ours, access):
+            listening.addHandler(users)
+            assert access_fast_path.writer() is None, f"a handler on {listening.name!r} sees the line"
+            listening.removeHandler(users)
+            listening.addFilter(lambda record: True)
+            assert access_fast_path.writer() is None, f"a filter on {listening.name!r} sees the line"
+            listening.filters.clear()
+        ours.propagate = False
+        assert access_fast_path.writer() is None, "propagation off: the logging path writes nothing"
+        ours.propagate = True
+        assert access_fast_path.writer() == (stream, formatter)
     finally:
-        access.filters.clear()
+        ours.propagate = True
         access_fast_path.disable()
-        root.removeHandler(stream)
+        root.handlers = saved

@@ -103,3 +103,23 @@ def test_observable_callbacks_survive_the_restart() -> None:
         assert in_child(child) == "[7]"
     finally:
         provider.shutdown()
+
+
+@fork_only
+def test_a_reader_added_after_setup_still_exports_in_the_child() -> None:
+    exporter = Recording()
+    provider = MeterProvider(metric_readers=[], shutdown_on_exit=False)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    provider.add_metric_reader(reader)
+    counter = provider.get_meter("t").create_counter("orders")
+
+    def child() -> str:
+        restart_after_fork(provider)
+        counter.add(4)
+        reader.collect()  # the provider's force_flush only knows the readers it was built with
+        return repr(counter_values(exporter.exported, "orders"))
+
+    try:
+        assert in_child(child) == "[4]"
+    finally:
+        provider.shutdown()

@@ -43,16 +43,19 @@ def test_head_mode_exports_the_ratio_but_counts_every_request() -> None:
     with capture_telemetry(sampling_mode="head", sampling_ratio=0.25) as telemetry:
         tracer = telemetry.runtime.tracer_provider.get_tracer("t")  # the global one samples everything
         for _ in range(400):
-            with tracer.start_as_current_span("GET /leads", kind=trace.SpanKind.SERVER) as root:
-                root.set_attribute("http.route", "/leads")
+            with tracer.start_as_current_span("list_leads", kind=trace.SpanKind.SERVER,
+                                              attributes={"http.request.method": "GET", "http.route": "/leads"}):
                 with tracer.start_as_current_span("SELECT leads"):
                     pass
-        roots = [s for s in telemetry.spans() if s.name == "GET /leads"]
+        roots = [s for s in telemetry.spans() if s.name == "list_leads"]
         children = [s for s in telemetry.spans() if s.name == "SELECT leads"]
         expected = [s for s in roots if s.context.trace_id & 0xFFFFFFFFFFFFFFFF < bound]
         assert 50 < len(roots) < 150 and roots == expected, "exported: exactly the trace-id ratio"
         assert len(children) == len(roots), "children follow their root"
         assert telemetry.metric_sum("crm.requests") == 400, "RED counts every request, not the sampled share"
+        # ...in one series: an unsampled entry span keeps the attributes it was started with.
+        assert telemetry.metric_sum("crm.requests", **{"crm.operation.name": "GET /leads",
+                                                        "http.route": "/leads"}) == 400
 
 
 def test_head_mode_follows_a_remote_parents_decision_but_still_counts_it() -> None:
@@ -126,3 +129,31 @@ def test_every_item_is_queued_or_counted_when_threads_race_for_the_last_slots() 
     dropped = sum(p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
                   if m.name == "crm.telemetry.dropped" for p in m.data.data_points)
     assert len(queue) == 50 and dropped == 8 * 200 - 50, "every item is queued or counted"
+
+
+def test_head_mode_does_not_count_unsampled_spans_as_dropped() -> None:
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("t")
+    exporter = BlockedExporter()
+    processor = CountingBatchSpanProcessor(exporter, meter=meter, max_queue_size=5,
+                                           max_export_batch_size=5, schedule_delay_millis=60_000)
+    def dropped() -> float:
+        data = reader.get_metrics_data()
+        return 0 if data is None else sum(
+            p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            if m.name == "crm.telemetry.dropped" for p in m.data.data_points)
+
+    always_on = create_tracer_provider(resolve_settings({}, sampling_mode="off"), Resource({}),
+                                       downstream=processor)
+    for _ in range(30):  # a collector outage: the queue is full
+        always_on.get_tracer("t").start_span("sampled").end()
+    full = dropped()
+    assert full >= 20
+    head = create_tracer_provider(resolve_settings({}, sampling_mode="head", sampling_ratio=0.0), Resource({}),
+                                  downstream=processor)
+    for _ in range(50):  # recorded (for RED), never meant for export
+        head.get_tracer("t").start_span("GET /ok", kind=trace.SpanKind.SERVER).end()
+    assert dropped() == full, "spans that were never going to be exported are not 'dropped'"
+    exporter.release.set()
+    always_on.shutdown()
+    head.shutdown()
