@@ -17,7 +17,7 @@ installed globally first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +31,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.util.types import Attributes
 
 from otel_crm._internal import state
 from otel_crm._internal.config import _tenant_labeler, build_scrubber
@@ -73,7 +76,23 @@ class _Delegate(SpanProcessor):
         return self.target.force_flush(timeout_millis) if self.target is not None else True
 
 
+class _DelegateSampler(Sampler):
+    """The global provider's sampler: the current test's (e.g. head mode), always-on between tests.
+    Tracers copy their provider's sampler when created, so the global one must forward."""
+
+    target: Sampler = ALWAYS_ON
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,  # noqa: PLR0917
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
+        return self.target.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return self.target.get_description()
+
+
 _delegate: _Delegate | None = None
+_delegate_sampler = _DelegateSampler()
 
 
 def _global_delegate() -> _Delegate | None:
@@ -83,7 +102,7 @@ def _global_delegate() -> _Delegate | None:
         if type(current).__name__ not in ("ProxyTracerProvider", "NoOpTracerProvider"):
             return None
         provider = TracerProvider(resource=Resource({"service.name": "test-service"}),
-                                  shutdown_on_exit=False)
+                                  sampler=_delegate_sampler, shutdown_on_exit=False)
         _delegate = _Delegate()
         provider.add_span_processor(_delegate)
         trace.set_tracer_provider(provider)
@@ -184,6 +203,7 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
     delegate = _global_delegate()
     if delegate is not None:
         delegate.target = tracer_provider._active_span_processor
+        _delegate_sampler.target = tracer_provider.sampler
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
     handler = LoggingHandler(level=logging.DEBUG, logger_provider=logger_provider)
@@ -198,6 +218,7 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
         root.setLevel(root_level)
         if delegate is not None:
             delegate.target = None
+            _delegate_sampler.target = ALWAYS_ON
         if previous is not None:
             state.install(previous)
         else:

@@ -41,7 +41,7 @@ class BlockedExporter(SpanExporter):
 def test_head_mode_exports_the_ratio_but_counts_every_request() -> None:
     bound = TraceIdRatioBased.get_bound_for_rate(0.25)
     with capture_telemetry(sampling_mode="head", sampling_ratio=0.25) as telemetry:
-        tracer = telemetry.runtime.tracer_provider.get_tracer("t")  # the global one samples everything
+        tracer = trace.get_tracer("t")  # capture_telemetry honours the sampling mode globally too
         for _ in range(400):
             with tracer.start_as_current_span("list_leads", kind=trace.SpanKind.SERVER,
                                               attributes={"http.request.method": "GET", "http.route": "/leads"}):
@@ -60,7 +60,7 @@ def test_head_mode_exports_the_ratio_but_counts_every_request() -> None:
 
 def test_head_mode_follows_a_remote_parents_decision_but_still_counts_it() -> None:
     with capture_telemetry(sampling_mode="head", sampling_ratio=1.0) as telemetry:
-        tracer = telemetry.runtime.tracer_provider.get_tracer("t")
+        tracer = trace.get_tracer("t")
         for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED):
             remote = SpanContext(0x1234 + flags, 0x99, is_remote=True, trace_flags=TraceFlags(flags))
             with tracer.start_as_current_span("GET /leads", context=set_span_in_context(NonRecordingSpan(remote)),
