@@ -94,3 +94,29 @@ def test_collector_mode_exports_everything(collector: Collector, tmp_path: Path)
     app.process.stop()
     wait_until(lambda: len([s for s in collector.spans() if s.name == "GET /ok"]) == 30, 20, "30 ok traces")
     assert all("crm.sampling.reason" not in s.attributes for s in collector.spans())
+
+
+def test_head_mode_exports_the_ratio_and_still_counts_every_request(collector: Collector, tmp_path: Path) -> None:
+    app = flask_app(tmp_path, instrumented_env(collector, "head-crm", OTEL_CRM_SAMPLING_MODE="head",
+                                               OTEL_CRM_SAMPLING_RATIO="0.25"))
+    session = requests.Session()
+    for _ in range(N_OK):
+        assert session.get(app.url("/ok"), timeout=10).status_code == 200
+    app.process.stop()
+    access = [json.loads(line) for line in app.process.output().splitlines()
+              if line.startswith("{") and '"otel_crm.access"' in line]
+    ok_ids = {line["correlation_id"] for line in access if line["path"] == "/ok"}
+    assert len(ok_ids) == N_OK, "every request has its trace id, sampled or not"
+    predicted = {t for t in ok_ids if int(t, 16) & (2**64 - 1) < round(0.25 * 2**64)}
+
+    def kept() -> set[str]:
+        return {s.trace_id for s in collector.spans() if s.name == "GET /ok"}
+
+    wait_until(lambda: kept() >= predicted, 20, "the head-sampled traces in the collector output")
+    assert kept() == predicted, "exactly the parent-based trace-id ratio's traces are exported"
+
+    def ok_count() -> float:
+        return max((p.value or 0 for p in collector.metrics() if p.metric == "crm.requests"
+                    and p.attributes.get("http.route") == "/ok"), default=0)
+
+    wait_until(lambda: ok_count() == N_OK, 20, f"crm.requests{{http.route=/ok}} == {N_OK}")
