@@ -9,9 +9,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from otel_crm._internal import semconv
 from otel_crm._internal.settings import Settings
@@ -192,19 +192,28 @@ class _PerProcess:
             self._exporter.shutdown(**kwargs)
 
 
-class ForkSafeSpanExporter(SpanExporter):
-    def __init__(self, build: Callable[[], SpanExporter]):
+class _ForkSafeBatchExporter:
+    """Span and log exporters share one interface: export(batch), shutdown(), force_flush()."""
+
+    def __init__(self, build: Callable[[], Any]):
         self._exporter = _PerProcess(build)
 
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        result: SpanExportResult = self._exporter.current().export(spans)
-        return result
+    def export(self, batch: Sequence[Any]) -> Any:
+        return self._exporter.current().export(batch)
 
     def shutdown(self) -> None:
         self._exporter.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self._exporter.current().force_flush(timeout_millis))
+
+
+class ForkSafeSpanExporter(_ForkSafeBatchExporter, SpanExporter):
+    pass
+
+
+class ForkSafeLogExporter(_ForkSafeBatchExporter, LogRecordExporter):
+    pass
 
 
 class ForkSafeMetricExporter(MetricExporter):
@@ -225,21 +234,6 @@ class ForkSafeMetricExporter(MetricExporter):
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         self._exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-class ForkSafeLogExporter(LogRecordExporter):
-    def __init__(self, build: Callable[[], LogRecordExporter]):
-        self._exporter = _PerProcess(build)
-
-    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        result: LogRecordExportResult = self._exporter.current().export(batch)
-        return result
-
-    def shutdown(self) -> None:
-        self._exporter.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return bool(self._exporter.current().force_flush(timeout_millis))
 
 
 class QueueGuard:
