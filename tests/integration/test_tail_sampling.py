@@ -16,11 +16,18 @@ pytestmark = pytest.mark.integration
 
 N_FAIL, N_SLOW, N_OK = 20, 6, 200
 RATIO = 0.1
-BOUND = round(RATIO * 2**64)  # the SDK's TraceIdRatioBased bound, on the low 64 bits
 
 
-def _expected_keep(trace_id_hex: str) -> bool:
-    return int(trace_id_hex, 16) & (2**64 - 1) < BOUND
+def _expected_keep(trace_id_hex: str, ratio: float = RATIO) -> bool:
+    """The SDK's TraceIdRatioBased rule: the low 64 bits of the trace id under ratio x 2^64."""
+    return int(trace_id_hex, 16) & (2**64 - 1) < round(ratio * 2**64)
+
+
+def _access_trace_ids(output: str, path: str) -> set[str]:
+    """Every request's trace id is in the JSON access log, sampled or not."""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return {line["correlation_id"] for line in lines
+            if line.get("logger") == "otel_crm.access" and line.get("path") == path}
 
 
 def test_errors_and_slow_traces_are_all_kept_and_ok_traces_follow_the_ratio(
@@ -38,9 +45,7 @@ def test_errors_and_slow_traces_are_all_kept_and_ok_traces_follow_the_ratio(
     app.process.stop()
 
     # Every request's trace id is in the JSON access log, kept or not: predict the exact kept set.
-    access = [json.loads(line) for line in app.process.output().splitlines()
-              if line.startswith("{") and '"otel_crm.access"' in line]
-    ok_ids = {line["correlation_id"] for line in access if line["path"] == "/ok"}
+    ok_ids = _access_trace_ids(app.process.output(), "/ok")
     assert len(ok_ids) == N_OK
     predicted = {t for t in ok_ids if _expected_keep(t)}
 
@@ -103,11 +108,9 @@ def test_head_mode_exports_the_ratio_and_still_counts_every_request(collector: C
     for _ in range(N_OK):
         assert session.get(app.url("/ok"), timeout=10).status_code == 200
     app.process.stop()
-    access = [json.loads(line) for line in app.process.output().splitlines()
-              if line.startswith("{") and '"otel_crm.access"' in line]
-    ok_ids = {line["correlation_id"] for line in access if line["path"] == "/ok"}
+    ok_ids = _access_trace_ids(app.process.output(), "/ok")
     assert len(ok_ids) == N_OK, "every request has its trace id, sampled or not"
-    predicted = {t for t in ok_ids if int(t, 16) & (2**64 - 1) < round(0.25 * 2**64)}
+    predicted = {t for t in ok_ids if _expected_keep(t, 0.25)}
 
     def kept() -> set[str]:
         return {s.trace_id for s in collector.spans() if s.name == "GET /ok"}

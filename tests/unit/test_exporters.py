@@ -42,6 +42,16 @@ def in_child(body: Callable[[], str]) -> str:
     return answer
 
 
+def recording_fork_safe_exporter(built: list[InMemorySpanExporter]) -> ForkSafeSpanExporter:
+    """A fork-safe exporter whose every (re)build is an in-memory exporter appended to `built`."""
+
+    def build() -> SpanExporter:
+        built.append(InMemorySpanExporter())
+        return built[-1]
+
+    return ForkSafeSpanExporter(build)
+
+
 @pytest.mark.parametrize(("protocol", "signal", "wrapper"), [
     ("grpc", "traces", ForkSafeSpanExporter), ("grpc", "metrics", ForkSafeMetricExporter),
     ("grpc", "logs", ForkSafeLogExporter), ("http/protobuf", "traces", ForkSafeSpanExporter),
@@ -68,12 +78,7 @@ def test_metric_wrapper_keeps_the_temporality_the_user_asked_for(monkeypatch: py
 @fork_only
 def test_a_forked_child_builds_and_uses_its_own_exporter() -> None:
     built: list[InMemorySpanExporter] = []
-
-    def build() -> SpanExporter:
-        built.append(InMemorySpanExporter())
-        return built[-1]
-
-    exporter = ForkSafeSpanExporter(build)
+    exporter = recording_fork_safe_exporter(built)
     span = TracerProvider().get_tracer("t").start_span("s")
     span.end()
     exporter.export([span])
@@ -90,12 +95,7 @@ def test_a_forked_child_builds_and_uses_its_own_exporter() -> None:
 @fork_only
 def test_a_child_that_never_exported_has_nothing_to_shut_down() -> None:
     built: list[InMemorySpanExporter] = []
-
-    def build() -> SpanExporter:
-        built.append(InMemorySpanExporter())
-        return built[-1]
-
-    exporter = ForkSafeSpanExporter(build)
+    exporter = recording_fork_safe_exporter(built)
     assert in_child(lambda: (exporter.shutdown(), str(len(built)))[1]) == "1"
 
 

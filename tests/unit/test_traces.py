@@ -22,6 +22,14 @@ from otel_crm._internal.traces import (
 from otel_crm.testing import capture_telemetry
 
 
+def dropped_points(reader: InMemoryMetricReader) -> list:  # type: ignore[type-arg]
+    """The `crm.telemetry.dropped` points the reader has seen."""
+    data = reader.get_metrics_data()
+    return [] if data is None else [
+        p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "crm.telemetry.dropped" for p in m.data.data_points]
+
+
 class BlockedExporter(SpanExporter):
     """Stands for a collector that stopped answering."""
 
@@ -88,9 +96,7 @@ def test_full_export_queue_drops_and_counts_without_blocking() -> None:
     tracer = provider.get_tracer("t")
     for i in range(200):
         tracer.start_span(f"s{i}").end()
-    data = reader.get_metrics_data()
-    dropped = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-               if m.name == "crm.telemetry.dropped" for p in m.data.data_points]
+    dropped = dropped_points(reader)
     assert dropped and dropped[0].attributes == {"crm.signal": "traces", "crm.drop.reason": "queue_full"}
     # the worker holds one batch of 5 while blocked; the queue keeps at most 10
     assert 200 - 15 <= dropped[0].value <= 200 - 10
@@ -125,9 +131,7 @@ def test_every_item_is_queued_or_counted_when_threads_race_for_the_last_slots() 
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda worker: [guard.offer(worker, enqueue) for _ in range(200)], range(8)))
-    data = reader.get_metrics_data()
-    dropped = sum(p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-                  if m.name == "crm.telemetry.dropped" for p in m.data.data_points)
+    dropped = sum(p.value for p in dropped_points(reader))
     assert len(queue) == 50 and dropped == 8 * 200 - 50, "every item is queued or counted"
 
 
@@ -138,10 +142,7 @@ def test_head_mode_does_not_count_unsampled_spans_as_dropped() -> None:
     processor = CountingBatchSpanProcessor(exporter, meter=meter, max_queue_size=5,
                                            max_export_batch_size=5, schedule_delay_millis=60_000)
     def dropped() -> float:
-        data = reader.get_metrics_data()
-        return 0 if data is None else sum(
-            p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-            if m.name == "crm.telemetry.dropped" for p in m.data.data_points)
+        return sum(p.value for p in dropped_points(reader))
 
     always_on = create_tracer_provider(resolve_settings({}, sampling_mode="off"), Resource({}),
                                        downstream=processor)
