@@ -104,13 +104,17 @@ def renew_process_identity(runtime: state.Runtime) -> None:
     fork (so workers do not push cumulative series under one identity); we add the worker's own
     process.pid, which the SDK leaves at the parent's, and free the metrics pipeline of locks
     held by parent threads (see `restart_after_fork`)."""
-    try:
-        if runtime.meter_provider is not None:
+    # Independent steps: one failing must not cost the other.
+    if runtime.meter_provider is not None:
+        try:
             restart_after_fork(runtime.meter_provider)
-        if runtime.tenant_labeler is not None:
+        except Exception as exc:
+            internal_error("fork", exc)
+    if runtime.tenant_labeler is not None:
+        try:
             runtime.tenant_labeler.after_fork()
-    except Exception as exc:
-        internal_error("fork", exc)
+        except Exception as exc:
+            internal_error("fork", exc)
     pid = Resource({semconv.PROCESS_PID: os.getpid()})
     for provider in (runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider):
         try:
