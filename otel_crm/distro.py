@@ -8,15 +8,15 @@ from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
+from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
+from otel_crm._internal.settings import distro_defaults
+
 __all__ = ["ENV_DEFAULTS", "CrmDistro"]
 
-# Defaults only: a value the user set always wins.
+# Defaults only: a value the user set always wins. From the settings registry (exporters, the
+# stable HTTP/DB conventions: seconds, http.route, db.system.name), plus one for another library:
 ENV_DEFAULTS = {
-    # Stable HTTP/DB conventions: seconds, http.route, db.system.name.
-    "OTEL_SEMCONV_STABILITY_OPT_IN": "http,database",
-    "OTEL_TRACES_EXPORTER": "otlp",
-    "OTEL_METRICS_EXPORTER": "otlp",
-    "OTEL_LOGS_EXPORTER": "otlp",
+    **distro_defaults(),
     # otel_crm attaches its own OTLP log handler (scrubbed, tenant-aware); the logging
     # instrumentation would attach a second one and every record would be exported twice.
     "OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION": "false",
@@ -30,11 +30,7 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
 
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "requests":
-            from otel_crm._internal.propagation import requests_request_hook
-
             kwargs.setdefault("request_hook", requests_request_hook)
         elif entry_point.name == "httpx":
-            from otel_crm._internal.propagation import httpx_request_hook
-
             kwargs.setdefault("request_hook", httpx_request_hook)
         super().load_instrumentor(entry_point, **kwargs)

@@ -9,6 +9,7 @@ import sys
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
+from otel_crm._internal.settings import distro_defaults
 from otel_crm.distro import ENV_DEFAULTS, CrmDistro
 
 BIN = Path(sys.executable).parent
@@ -64,3 +65,7 @@ def test_distro_sets_only_defaults(monkeypatch) -> None:  # type: ignore[no-unty
     CrmDistro()._configure()
     assert os.environ["OTEL_TRACES_EXPORTER"] == "console"
     assert os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] == "http,database"
+
+
+def test_distro_defaults_are_the_registry_defaults_plus_the_log_instrumentation_switch() -> None:
+    assert {**distro_defaults(), "OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION": "false"} == ENV_DEFAULTS

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
+import typing
 from pathlib import Path
 
 import pytest
 
-from otel_crm._internal.settings import REGISTRY, Settings, SettingsError, registry_markdown, resolve_settings
+from otel_crm._internal.settings import (
+    REGISTRY,
+    Kind,
+    SamplingMode,
+    Settings,
+    SettingsError,
+    distro_defaults,
+    registry_markdown,
+    resolve_settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,6 +150,36 @@ def test_registry_matches_the_dataclass() -> None:
     assert fields == {s.name for s in REGISTRY}
     assert all(s.doc and s.env for s in REGISTRY)
     assert all(v.startswith("OTEL_") for s in REGISTRY for v in s.env)
+
+
+def test_the_registry_is_derived_from_the_fields_in_their_order() -> None:
+    names = [f.name for f in dataclasses.fields(Settings) if f.name not in ("problems", "explicit")]
+    assert [s.name for s in REGISTRY] == names
+    # The field's own default is the registry's: Settings() is the production-profile defaults.
+    defaults = Settings()
+    assert all(getattr(defaults, s.name) == s.default for s in REGISTRY)
+
+
+def test_modes_are_literal_types_and_their_choices_come_from_them() -> None:
+    entry = {s.name: s for s in REGISTRY}
+    assert entry["sampling_mode"].kind is Kind.ENUM
+    assert entry["sampling_mode"].choices == typing.get_args(SamplingMode) == ("tail", "collector", "head", "off")
+    assert entry["traces_exporter"].kind is Kind.ENUM_LIST
+    assert entry["traces_exporter"].choices == ("otlp", "console", "none")
+    assert entry["otlp_insecure"].kind is Kind.BOOL and entry["otlp_insecure"].default is None
+    assert entry["otlp_headers"].kind is Kind.MAPPING and entry["baggage_allowed_hosts"].kind is Kind.LIST
+    for name in ("otlp_protocol", "otlp_compression", "log_format", "log_level", "scrub_mode"):
+        assert entry[name].kind is Kind.ENUM and entry[name].choices, name
+
+
+def test_distro_defaults_come_from_the_registry() -> None:
+    assert distro_defaults() == {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
+                                 "OTEL_LOGS_EXPORTER": "otlp", "OTEL_SEMCONV_STABILITY_OPT_IN": "http,database"}
+    assert Settings().semconv_stability_opt_in == distro_defaults()["OTEL_SEMCONV_STABILITY_OPT_IN"]
+
+
+def test_a_mapping_default_is_not_shared_between_instances() -> None:
+    assert Settings().otlp_headers is not Settings().otlp_headers
 
 
 def test_readme_table_is_generated_from_the_registry() -> None:
