@@ -32,7 +32,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind
 
-from otel_crm._internal import semconv, state
+from otel_crm._internal import semconv
+from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler
 from otel_crm.helpers import (
@@ -56,15 +57,15 @@ class _Discard(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def _runtime(sampled: bool) -> state.Runtime:
+def _runtime(sampled: bool) -> Runtime:
     provider = TracerProvider(sampler=None if sampled else ALWAYS_OFF)
     provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=100_000))
-    return state.Runtime(settings=resolve_settings({}), tracer_provider=provider,
+    return Runtime(settings=resolve_settings({}), tracer_provider=provider,
                          meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
                          tenant_labeler=TenantLabeler(100))
 
 
-def _arms(runtime: state.Runtime) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
+def _arms(runtime: Runtime) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:
     """name -> (helper arm, raw arm). Both do one operation per call."""
     tracer = runtime.tracer()
     meter = runtime.meter("bench.raw")
@@ -231,7 +232,7 @@ def _time(function: Callable[[], None], n: int) -> float:
 
 def measure(sampled: bool, rounds: int, n: int) -> list[tuple[str, float, float]]:
     runtime = _runtime(sampled)
-    previous = state.install(runtime)
+    previous = set_current_runtime(runtime)
     try:
         arms = _arms(runtime)
         flat = [(name, which, fn)
@@ -249,7 +250,7 @@ def measure(sampled: bool, rounds: int, n: int) -> list[tuple[str, float, float]
                 for name in arms]
     finally:
         runtime.tracer_provider.shutdown()
-        state.install(previous) if previous is not None else state.uninstall()
+        set_current_runtime(previous) if previous is not None else clear_current_runtime()
 
 
 def _table(rows: list[tuple[str, float, float]]) -> list[str]:

@@ -12,7 +12,11 @@ import os
 import sys
 from typing import Any
 
-from opentelemetry.sdk._configuration import _BaseConfigurator
+from otel_crm._internal.lifecycle import configure
+from otel_crm._internal.safety import guard
+from otel_crm._internal.sdk_compat import BaseConfigurator
+from otel_crm._internal.settings import SettingsError
+from otel_crm._internal.web import patch_frameworks
 
 __all__ = ["CrmConfigurator"]
 
@@ -32,13 +36,8 @@ class _SkippedConfiguratorFilter(logging.Filter):
                     and "otel_crm" in tuple(map(str, record.args or ())))
 
 
-class CrmConfigurator(_BaseConfigurator):
+class CrmConfigurator(BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
-        from otel_crm._internal.config import configure
-        from otel_crm._internal.safety import guard
-        from otel_crm._internal.settings import SettingsError
-        from otel_crm._internal.web import patch_frameworks
-
         logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load").addFilter(
             _SkippedConfiguratorFilter())
         try:

@@ -25,23 +25,33 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+from opentelemetry.sdk.metrics import (
+    Counter,
+    Histogram,
+    ObservableCounter,
+    ObservableGauge,
+    ObservableUpDownCounter,
+    UpDownCounter,
+)
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
-from otel_crm._internal import state
-from otel_crm._internal.config import _tenant_labeler, build_scrubber
-from otel_crm._internal.logs import create_logger_provider
-from otel_crm._internal.metrics import create_meter_provider
-from otel_crm._internal.resource import create_resource
+from otel_crm._internal.compose import compose
+from otel_crm._internal.runtime import (
+    Runtime,
+    clear_current_runtime,
+    global_tracer_provider_unset,
+    set_current_runtime,
+)
+from otel_crm._internal.sdk_compat import active_span_processor
 from otel_crm._internal.settings import resolve_settings
-from otel_crm._internal.traces import create_tracer_provider
 
 __all__ = ["CapturedTelemetry", "capture_telemetry", "otel_crm_telemetry"]
 
@@ -98,8 +108,7 @@ _delegate_sampler = _DelegateSampler()
 def _global_delegate() -> _Delegate | None:
     global _delegate
     if _delegate is None:
-        current = trace.get_tracer_provider()
-        if type(current).__name__ not in ("ProxyTracerProvider", "NoOpTracerProvider"):
+        if not global_tracer_provider_unset():
             return None
         provider = TracerProvider(resource=Resource({"service.name": "test-service"}),
                                   sampler=_delegate_sampler, shutdown_on_exit=False)
@@ -114,10 +123,11 @@ class CapturedTelemetry:
     span_exporter: InMemorySpanExporter
     metric_reader: InMemoryMetricReader
     log_exporter: InMemoryLogRecordExporter
-    runtime: state.Runtime
+    runtime: Runtime
 
     def spans(self) -> list[ReadableSpan]:
-        self.runtime.tracer_provider.force_flush()
+        if self.runtime.tracer_provider is not None:
+            self.runtime.tracer_provider.force_flush()
         return list(self.span_exporter.get_finished_spans())
 
     def span(self, name: str) -> ReadableSpan:
@@ -156,7 +166,8 @@ class CapturedTelemetry:
         return total
 
     def logs(self) -> list[ReadableLogRecord]:
-        self.runtime.logger_provider.force_flush()
+        if self.runtime.logger_provider is not None:
+            self.runtime.logger_provider.force_flush()
         return list(self.log_exporter.get_finished_logs())
 
     def clear(self) -> None:
@@ -177,36 +188,21 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
     Keyword arguments are otel_crm settings (defaults: no sampling, nothing sent anywhere).
     """
     resolved = resolve_settings({}, **{**_TEST_DEFAULTS, **settings})
-    resource = create_resource(resolved)
     exporter = InMemorySpanExporter()
-    reader = InMemoryMetricReader(preferred_temporality=dict.fromkeys(
-        _instrument_types(), AggregationTemporality.DELTA))
-    meter_provider = create_meter_provider(resolved, resource, extra_readers=(reader,))
-    meter = meter_provider.get_meter("otel_crm")
-    scrubber = build_scrubber(resolved)
-    labeler = _tenant_labeler(resolved, meter)
-    downstream_exporter: SpanExporter = span_exporter or exporter
-    if scrubber is not None:
-        from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
-
-        downstream_exporter = ScrubbingSpanExporter(downstream_exporter, scrubber)
-    tracer_provider = create_tracer_provider(resolved, resource, meter=meter, tenant_label=labeler.label,
-                                             scrubber=scrubber,
-                                             downstream=SimpleSpanProcessor(downstream_exporter))
+    reader = InMemoryMetricReader(preferred_temporality=dict.fromkeys(_INSTRUMENT_TYPES, AggregationTemporality.DELTA))
     log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call]
-    logger_provider = create_logger_provider(resolved, resource, scrubber=scrubber,
-                                             downstream=SimpleLogRecordProcessor(log_exporter))
-    runtime = state.Runtime(settings=resolved, tracer_provider=tracer_provider,
-                            meter_provider=meter_provider, logger_provider=logger_provider,
-                            tenant_labeler=labeler, scrubber=scrubber)
-    previous = state.install(runtime)
+    runtime = compose(resolved, span_exporter=span_exporter or exporter, metric_readers=(reader,),
+                      log_exporter=log_exporter, origin="testing")
+    previous = set_current_runtime(runtime)
     delegate = _global_delegate()
-    if delegate is not None:
-        delegate.target = tracer_provider._active_span_processor
+    tracer_provider = runtime.tracer_provider
+    target = active_span_processor(tracer_provider) if tracer_provider is not None else None
+    if delegate is not None and tracer_provider is not None and target is not None:
+        delegate.target = target
         _delegate_sampler.target = tracer_provider.sampler
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
-    handler = LoggingHandler(level=logging.DEBUG, logger_provider=logger_provider)
+    handler = LoggingHandler(level=logging.DEBUG, logger_provider=runtime.logger_provider)
     root = logging.getLogger()
     root.addHandler(handler)
     root_level = root.level
@@ -220,25 +216,13 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
             delegate.target = None
             _delegate_sampler.target = ALWAYS_ON
         if previous is not None:
-            state.install(previous)
+            set_current_runtime(previous)
         else:
-            state.uninstall()
-        tracer_provider.shutdown()
-        logger_provider.shutdown()
-        meter_provider.shutdown()
+            clear_current_runtime()
+        runtime.shutdown()
 
 
-def _instrument_types() -> list[type]:
-    from opentelemetry.sdk.metrics import (
-        Counter,
-        Histogram,
-        ObservableCounter,
-        ObservableGauge,
-        ObservableUpDownCounter,
-        UpDownCounter,
-    )
-
-    return [Counter, Histogram, ObservableCounter, ObservableGauge, ObservableUpDownCounter, UpDownCounter]
+_INSTRUMENT_TYPES = (Counter, Histogram, ObservableCounter, ObservableGauge, ObservableUpDownCounter, UpDownCounter)
 
 
 try:  # the fixture exists only where pytest does

@@ -13,7 +13,8 @@ from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from otel_crm._internal import semconv
+from otel_crm._internal import forks, sdk_compat, semconv
+from otel_crm._internal.safety import telemetry_dropped_counter
 from otel_crm._internal.settings import Settings
 
 __all__ = ["ForkSafeLogExporter", "ForkSafeMetricExporter", "ForkSafeSpanExporter", "QueueGuard",
@@ -131,9 +132,8 @@ class _ForkGate:
 
 
 _gate = _ForkGate()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_gate.before_fork, after_in_parent=_gate.after_fork_in_parent,
-                        after_in_child=_gate.after_fork_in_child)
+forks.register("exporters: gRPC fork gate", before=_gate.before_fork,
+               after_in_parent=_gate.after_fork_in_parent, after_in_child=_gate.after_fork_in_child)
 
 
 class _GatedStub:
@@ -152,12 +152,8 @@ class _GatedStub:
 
 def _gate_grpc_calls(exporter: Any, timeout: float) -> Any:
     """Route the exporter's calls through the fork gate, also after it rebuilds its channel."""
-    make_stub = getattr(exporter, "_stub", None)
-    if make_stub is None or getattr(exporter, "_client", None) is None:  # an SDK we do not know
-        return exporter
-    exporter._stub = lambda channel: _GatedStub(make_stub(channel))
-    exporter._client = _GatedStub(exporter._client)
-    _gate.max_wait = max(_gate.max_wait, timeout)
+    if sdk_compat.wrap_grpc_calls(exporter, _GatedStub):
+        _gate.max_wait = max(_gate.max_wait, timeout)
     return exporter
 
 
@@ -219,9 +215,8 @@ class ForkSafeLogExporter(_ForkSafeBatchExporter, LogRecordExporter):
 class ForkSafeMetricExporter(MetricExporter):
     def __init__(self, build: Callable[[], MetricExporter]):
         self._exporter = _PerProcess(build)
-        first = self._exporter.current()
-        super().__init__(preferred_temporality=first._preferred_temporality,
-                         preferred_aggregation=first._preferred_aggregation)
+        temporality, aggregation = sdk_compat.metric_exporter_preferences(self._exporter.current())
+        super().__init__(preferred_temporality=temporality, preferred_aggregation=aggregation)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
                **kwargs: Any) -> MetricExportResult:
@@ -246,15 +241,10 @@ class QueueGuard:
     """
 
     def __init__(self, processor: Any, signal: str, meter: Any = None):
-        inner = getattr(processor, "_batch_processor", None)
-        self._queue = getattr(inner, "_queue", None)
-        self._capacity = getattr(inner, "_max_queue_size", None) or 0
+        self._queue, self._capacity = sdk_compat.batch_queue(processor)
         self._lock = threading.Lock()
         self._attributes = {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "queue_full"}
-        self._dropped = (meter.create_counter(
-            semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
-            description="Telemetry otel_crm dropped instead of blocking the app.")
-            if meter is not None else None)
+        self._dropped = telemetry_dropped_counter(meter) if meter is not None else None
         _queue_guards.add(self)
 
     def offer(self, item: Any, enqueue: Callable[[Any], None]) -> None:
@@ -283,5 +273,4 @@ def _renew_queue_guards() -> None:
         guard.after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_queue_guards)
+forks.register("exporters: queue guard locks", after_in_child=_renew_queue_guards)

@@ -1,7 +1,10 @@
-"""Flush at exit and on SIGTERM with a deadline; quiet exporter logs during a collector outage.
+"""Start and stop: ``configure()`` = resolve settings → compose → install; ``shutdown()``.
 
-Shutdown runs in a daemon thread that the caller waits for at most `timeout` seconds, so a
-collector that is down (the gRPC exporter retries with backoff) can never hang process exit.
+Installing is every process-global effect, here and nowhere else: the current runtime, the global
+providers, the propagator, the OTEL_SEMCONV_STABILITY_OPT_IN export, root log handlers, quiet
+exporter loggers, flush at exit and on SIGTERM, fork hooks. Shutdown runs in a daemon thread that
+the caller waits for at most `timeout` seconds, so a collector that is down (the gRPC exporter
+retries with backoff) can never hang process exit.
 """
 
 from __future__ import annotations
@@ -14,11 +17,32 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
-__all__ = ["RateLimitFilter", "install_exit_hooks", "quiet_exporter_logs", "run_with_deadline"]
+from opentelemetry import metrics, trace
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_crm._internal import forks, semconv
+from otel_crm._internal.compose import compose
+from otel_crm._internal.logs import install_log_handlers
+from otel_crm._internal.propagation import install_propagator
+from otel_crm._internal.runtime import (
+    Runtime,
+    global_tracer_provider_unset,
+    installed_runtime,
+    set_current_runtime,
+)
+from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_resource
+from otel_crm._internal.settings import resolve_settings
+
+__all__ = ["RateLimitFilter", "configure", "install", "install_exit_hooks", "is_configured", "quiet_exporter_logs",
+           "run_with_deadline", "shutdown"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -132,6 +156,89 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
         return
 
 
-def reset_for_tests() -> None:
-    global _installed
-    _installed = False
+
+# --- configure / install / shutdown -------------------------------------------------------------
+
+_configure_lock = threading.Lock()
+
+
+def configure(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Runtime:
+    """Set up traces, metrics and logs for this process. Idempotent: later calls return the
+    runtime of the first one (inside ``otel_crm.testing.capture_telemetry``, the test's).
+    Keyword arguments are setting names (see the README's table) and beat environment variables."""
+    with _configure_lock:
+        existing = installed_runtime()
+        if existing is not None and existing.origin != "environment":
+            if settings:
+                _log.warning("otel_crm: configure() already ran in this process; arguments ignored")
+            return existing
+        runtime = compose(resolve_settings(environ, **settings))
+        install(runtime)
+        return runtime
+
+
+def install(runtime: Runtime) -> None:
+    """Make a composed runtime this process's: every global effect of configure()."""
+    set_current_runtime(runtime)
+    settings = runtime.settings
+    if settings.disabled or runtime.tracer_provider is None or runtime.meter_provider is None \
+            or runtime.logger_provider is None:
+        return
+    # Instrumentations read their convention mode from the environment when they start: export
+    # the setting (default http,database) so configure() without the wrapper gets it too.
+    os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = settings.semconv_stability_opt_in
+    _set_globals(runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider)
+    install_propagator(settings)
+    quiet_exporter_logs()
+    install_log_handlers(settings, runtime.logger_provider, scrubber=runtime.scrubber)
+    install_exit_hooks(runtime.shutdown, settings.shutdown_timeout_seconds)
+    _register_fork_hooks(runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider, runtime)
+
+
+def _set_globals(tracer_provider: TracerProvider, meter_provider: MeterProvider,
+                 logger_provider: LoggerProvider) -> None:
+    if not global_tracer_provider_unset():
+        _log.warning("otel_crm: a tracer provider (%s) was already installed; otel_crm's helpers use "
+                     "their own, but instrumentations keep the first one", type(trace.get_tracer_provider()).__name__)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    set_logger_provider(logger_provider)
+
+
+def _register_fork_hooks(tracer_provider: TracerProvider, meter_provider: MeterProvider,
+                         logger_provider: LoggerProvider, runtime: Runtime) -> None:
+    """After a fork (gunicorn/uWSGI workers, --preload included) each worker is its own process.
+
+    The SDK's providers already merge a fresh service.instance.id into their resource after a
+    fork (so workers do not push cumulative series under one identity); we free the metrics
+    pipeline of locks held by parent threads, give the worker a fresh tenant budget and add its
+    own process.pid, which the SDK leaves at the parent's. Independent hooks: one failing costs
+    none of the others. Registered after the providers were built, so they run after the SDK's
+    own (which renew the locks `update_resource` takes)."""
+    forks.register("runtime: metric stores", after_in_child=lambda: restart_metrics_after_fork(meter_provider))
+    if runtime.tenant_labeler is not None:
+        forks.register("runtime: tenant budget", after_in_child=runtime.tenant_labeler.after_fork)
+    for kind, provider in (("traces", tracer_provider), ("metrics", meter_provider), ("logs", logger_provider)):
+        forks.register(f"runtime: process.pid ({kind})", after_in_child=_pid_updater(provider))
+
+
+def _pid_updater(provider: TracerProvider | MeterProvider | LoggerProvider) -> Any:
+    def update() -> None:
+        update_resource(provider, Resource({semconv.PROCESS_PID: os.getpid()}))
+
+    return update
+
+
+def is_configured() -> bool:
+    runtime = installed_runtime()
+    return runtime is not None and runtime.origin == "configure"
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop every signal, waiting at most `timeout` seconds (default: the
+    shutdown_timeout_seconds setting). Returns False when the deadline passed."""
+    runtime = installed_runtime()
+    if runtime is None or runtime.origin != "configure":
+        return True
+    limit = runtime.settings.shutdown_timeout_seconds if timeout is None else timeout
+    return run_with_deadline(runtime.shutdown, limit, "shutdown")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -17,10 +16,10 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
 from otel_crm._internal.exporters import otlp_exporter
-from otel_crm._internal.safety import internal_error
+from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.settings import Settings
 
-__all__ = ["create_meter_provider", "restart_after_fork", "semconv_views"]
+__all__ = ["create_meter_provider", "semconv_views"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -49,7 +48,7 @@ def _prometheus_reader(settings: Settings) -> MetricReader | None:
         start_http_server(port=settings.prometheus_port, addr=settings.prometheus_host)
         return reader
     except Exception as exc:  # a port in use must not stop the app (e.g. a second worker)
-        internal_error("prometheus_endpoint", exc)
+        report_internal_error("prometheus_endpoint", exc, raise_in_tests=False)
         return None
 
 
@@ -71,27 +70,3 @@ def create_meter_provider(settings: Settings, resource: Resource,
     return MeterProvider(resource=resource, metric_readers=readers, views=semconv_views(),
                          shutdown_on_exit=False)
 
-
-def restart_after_fork(provider: MeterProvider) -> None:
-    """Give a forked child a metrics pipeline no parent thread can hold.
-
-    Only the forking thread survives fork(); a lock another thread held at that moment stays
-    locked forever in the child. The SDK renews the provider's own locks and reader thread, but
-    not the measurement store's or the export lock, so a worker forked while the gunicorn master
-    (with --preload) was collecting or exporting never exports a metric. The child gets empty
-    stores with fresh locks, which is also right on its own terms: it reports under a new
-    service.instance.id, so the master's counts are not its counts.
-    """
-    consumer: Any = getattr(provider, "_measurement_consumer", None)
-    if consumer is None:
-        return
-    callbacks = list(getattr(consumer, "_async_instruments", ()))
-    readers = list(consumer._reader_storages)  # the current ones, also those added later
-    consumer.__init__(consumer._sdk_config, readers)
-    consumer._async_instruments = callbacks
-    for reader in readers:
-        if hasattr(reader, "_export_lock"):
-            reader._export_lock = threading.Lock()
-    for meter in list(provider._meters.values()):
-        if hasattr(meter, "_instrument_registration_lock"):
-            meter._instrument_registration_lock = threading.Lock()

@@ -1,39 +1,30 @@
 """Never break the host app: internal errors are caught, logged once, and counted.
 
-Under pytest they are re-raised so our own bugs surface in tests (ours and our users').
+One reporter, :func:`report_internal_error`, used by every catch site (directly, or through
+:func:`guard` around a block). Under pytest our own bugs are re-raised so they surface in tests
+(ours and our users'). The health instruments of otel_crm itself are created here, once each:
+``crm.internal.errors`` and ``crm.telemetry.dropped``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import sys
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.metrics import Counter, Meter
 
 from otel_crm._internal import semconv
 
-__all__ = ["error_type", "guard", "guarded", "internal_error", "reraise_internal_errors"]
+__all__ = ["error_type", "guard", "report_internal_error", "reraise_internal_errors", "telemetry_dropped_counter"]
 
 _log = logging.getLogger("otel_crm")
-_F = TypeVar("_F", bound=Callable[..., Any])
-_seen: set[tuple[str, str]] = set()
-_lock = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
+# (component, exception type) -> first token. `setdefault` is atomic, so no lock: nothing a
+# fork could leave held in the child. Bounded by our code's components and exception types.
+_seen: dict[tuple[str, str], object] = {}
 _reraise_override: bool | None = None
-_counter: Any = None
+_counter: Counter | None = None
 
 
 def reraise_internal_errors(value: bool | None) -> None:
@@ -48,14 +39,16 @@ def _should_reraise() -> bool:
     return "pytest" in sys.modules
 
 
-def internal_error(component: str, exc: BaseException) -> None:
-    """Record an internal failure: one log line per (component, exception type), always counted."""
+def report_internal_error(component: str, exc: BaseException, *, raise_in_tests: bool = True) -> None:
+    """Record an internal failure: one log line per (component, exception type), always counted
+    in ``crm.internal.errors``; then re-raise `exc` under pytest.
+
+    `raise_in_tests=False` for failures that are not our bugs (the app's tenant resolver, a port
+    in use) and where the caller must carry on even in tests (the next fork hook).
+    """
     global _counter
-    key = (component, type(exc).__name__)
-    with _lock:
-        first = key not in _seen
-        _seen.add(key)
-    if first:
+    token = object()
+    if _seen.setdefault((component, type(exc).__name__), token) is token:
         _log.warning("otel_crm: internal error in %s (further ones are only counted): %r",
                      component, exc, exc_info=exc)
     try:
@@ -66,6 +59,8 @@ def internal_error(component: str, exc: BaseException) -> None:
         _counter.add(1, {semconv.CRM_COMPONENT: component, semconv.ERROR_TYPE: type(exc).__name__})
     except Exception:  # noqa: S110 - counting must never fail the caller either
         pass
+    if raise_in_tests and _should_reraise():
+        raise exc
 
 
 class _Guard:
@@ -83,38 +78,26 @@ class _Guard:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or not isinstance(exc, Exception):
             return False
-        internal_error(self._component, exc)
-        return not _should_reraise()  # True swallows the error
+        report_internal_error(self._component, exc, raise_in_tests=False)
+        return not _should_reraise()  # True swallows the error; under pytest it propagates as is
 
 
 _guards: dict[str, _Guard] = {}
 
 
 def guard(component: str) -> _Guard:
-    """Run a block of instrumentation code; swallow (but record) what it raises."""
+    """Run a block of instrumentation code; swallow (but report) what it raises."""
     found = _guards.get(component)
     if found is None:
         found = _guards[component] = _Guard(component)
     return found
 
 
-def guarded(component: str, default: Any = None) -> Callable[[_F], _F]:
-    """Decorator form of :func:`guard`; returns `default` when the wrapped code fails."""
-
-    def decorate(function: _F) -> _F:
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return function(*args, **kwargs)
-            except Exception as exc:
-                internal_error(component, exc)
-                if _should_reraise():
-                    raise
-                return default
-
-        return cast(_F, wrapper)
-
-    return decorate
+def telemetry_dropped_counter(meter: Meter) -> Counter:
+    """``crm.telemetry.dropped``: telemetry we dropped rather than block the app or send it
+    unscrubbed, by ``crm.signal`` and ``crm.drop.reason``. Created here only."""
+    return meter.create_counter(semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
+                                description="Telemetry otel_crm dropped instead of blocking the app.")
 
 
 def error_type(exc: BaseException) -> str:

@@ -35,7 +35,6 @@ passed on outside it. After ``fork`` the child starts with an empty buffer and d
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
@@ -47,9 +46,10 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.trace import StatusCode
 
-from otel_crm._internal import safety, semconv
+from otel_crm._internal import forks, safety, semconv
+from otel_crm._internal.sdk_compat import SPAN_FIELDS_DIRECT
 
 __all__ = ["Decision", "SamplingPolicy", "TailSamplingProcessor"]
 
@@ -131,30 +131,8 @@ def _annotate(span: ReadableSpan, decision: Decision) -> ReadableSpan:
     return kept
 
 
-def _fast_path_works() -> bool:
-    """Whether the SDK's span internals are what the hot path reads directly.
-
-    The public properties cost ~0.1 µs each and the hot path needs ~10 of them per span; SpanContext is
-    a tuple (trace_id, span_id, is_remote, trace_flags, ...) and ReadableSpan keeps its fields in
-    ``_context``, ``_parent``... This checks both once at import; if a future SDK differs, the hot path
-    falls back to the public API (slower, same results).
-    """
-    try:
-        context = SpanContext(3, 4, True, TraceFlags(1))
-        parent = SpanContext(3, 5, False, TraceFlags(0))
-        status = Status(StatusCode.ERROR)
-        span = ReadableSpan("probe", context=context, parent=parent, status=status, start_time=7,
-                            end_time=9, events=())
-        fields: Any = span
-        return (tuple(context)[:4] == (3, 4, True, 1) and tuple(parent)[:4] == (3, 5, False, 0)
-                and issubclass(Span, ReadableSpan) and fields._context is context
-                and fields._parent is parent and fields._status is status and fields._start_time == 7
-                and fields._end_time == 9 and tuple(fields._events) == ())
-    except Exception:
-        return False
-
-
-_FAST = _fast_path_works()
+# Whether the hot path may read the span fields directly: see sdk_compat.SPAN_FIELDS_DIRECT.
+_FAST = SPAN_FIELDS_DIRECT
 
 
 class _Trace:
@@ -197,15 +175,8 @@ class TailSamplingProcessor(SpanProcessor):
         self._n_evictions: dict[str, int] = {}
         if meter is not None:
             self._create_instruments(meter)
-        ref = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            processor = ref()
-            if processor is not None:
-                processor._reset()
-
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=after_fork_in_child)
+        # The bound method is held weakly: the hook goes away with this processor.
+        forks.register(f"sampling: tail sampler {id(self)}", after_in_child=self._reset)
 
     def _reset(self) -> None:
         """Empty state (also the child's state after fork: the parent's buffered spans are not ours)."""
@@ -221,7 +192,7 @@ class TailSamplingProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            if _FAST:  # see _fast_path_works
+            if _FAST:  # see sdk_compat.SPAN_FIELDS_DIRECT
                 context: Any = span._context
                 parent: Any = span._parent
             else:

@@ -5,13 +5,14 @@ Fail closed: an item whose scrubbing fails is dropped and counted, never exporte
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.metrics import Counter
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -20,28 +21,26 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 
 from otel_crm._internal import semconv
-from otel_crm._internal.safety import guard
+from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.scrubbing import Scrubber
+from otel_crm._internal.sdk_compat import instrumentation_info, span_parts
 
 __all__ = ["ScrubbingLogProcessor", "ScrubbingSpanExporter"]
 
-_shared: dict[str, Any] = {}  # the drop counter, created on first use
+_dropped: Counter | None = None  # created on first use
 
 
 def _fail_closed(signal: str, exc: Exception) -> None:
-    """The item is dropped, never exported unscrubbed: count it, record the error (re-raised
+    """The item is dropped, never exported unscrubbed: count it, report the error (re-raised
     under pytest, see safety)."""
+    global _dropped
     try:
-        counter = _shared.get("dropped")
-        if counter is None:
-            counter = _shared["dropped"] = metrics.get_meter("otel_crm").create_counter(
-                semconv.CRM_TELEMETRY_DROPPED, unit="{item}",
-                description="Telemetry otel_crm dropped instead of blocking the app.")
-        counter.add(1, {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "scrub_error"})
+        if _dropped is None:
+            _dropped = telemetry_dropped_counter(metrics.get_meter("otel_crm"))
+        _dropped.add(1, {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "scrub_error"})
     except Exception:  # noqa: S110 - counting must never fail the caller
         pass
-    with guard("scrubber"):
-        raise exc
+    report_internal_error("scrubber", exc)
 
 
 def _with_dropped(attributes: Any, dropped: int) -> Any:
@@ -89,11 +88,8 @@ class ScrubbingSpanExporter(SpanExporter):
         scrub = self._scrubber
         name = scrub.scrub_text(span.name)
         # The public properties copy (a new proxy / tuple per access): read the fields when we can.
-        original_attributes = getattr(span, "_attributes", None)
-        if not isinstance(original_attributes, Mapping):
-            original_attributes = span.attributes
+        original_attributes, events, links = span_parts(span)
         attributes = scrub.scrub_attributes(original_attributes)
-        events = span.events if getattr(span, "_events", True) else ()
         new_events: list[Event] | None = None
         for index, event in enumerate(events):
             event_name = scrub.scrub_text(event.name)
@@ -104,7 +100,6 @@ class ScrubbingSpanExporter(SpanExporter):
             if new_events is not None:
                 new_events.append(event if same else Event(
                     event_name, _with_dropped(event_attributes, event.dropped_attributes), event.timestamp))
-        links = span.links if getattr(span, "_links", True) else ()
         new_links: list[Link] | None = None
         for index, link in enumerate(links):
             link_attributes = scrub.scrub_attributes(link.attributes)
@@ -127,7 +122,7 @@ class ScrubbingSpanExporter(SpanExporter):
             attributes=_with_dropped(attributes, span.dropped_attributes),
             events=_with_dropped_list(events if new_events is None else new_events, span.dropped_events),
             links=_with_dropped_list(links if new_links is None else new_links, span.dropped_links),
-            kind=span.kind, instrumentation_info=getattr(span, "_instrumentation_info", None),
+            kind=span.kind, instrumentation_info=instrumentation_info(span),
             status=status, start_time=span.start_time, end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope)
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
+from otel_crm._internal.sdk_compat import attributes_dict
 from otel_crm._internal.settings import Settings
 
 __all__ = ["DENIED_KEYS", "Scrubber", "scrub_json_record"]
@@ -298,8 +299,7 @@ class Scrubber:
         if not attributes:
             return attributes
         # BoundedAttributes iterates in Python; its inner dict iterates in C (hot path).
-        inner = getattr(attributes, "_dict", None)
-        source: Mapping[str, AttributeValue] = inner if type(inner) is dict else attributes
+        source: Mapping[str, AttributeValue] = attributes_dict(attributes)
         key_cache = self._key_cache
         clean = self._clean
         result: dict[str, AttributeValue] | None = None

@@ -39,6 +39,8 @@ from opentelemetry.util.types import Attributes
 
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
+from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
+from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantSpanProcessor
 
@@ -93,27 +95,27 @@ def head_sampler(settings: Settings) -> Sampler:
     return ALWAYS_ON
 
 
-def _export_chain(settings: Settings, meter: Meter | None, scrubber: Any) -> SpanProcessor | None:
+def _export_chain(settings: Settings, meter: Meter | None, scrubber: Scrubber | None,
+                  exporter: SpanExporter | None) -> SpanProcessor | None:
+    # (exporter, batched): `exporter` (otel_crm.testing's) replaces the configured ones.
+    targets: list[tuple[SpanExporter, bool]] = []
+    if exporter is not None:
+        targets.append((exporter, False))
+    else:
+        if "otlp" in settings.traces_exporter:
+            targets.append((otlp_exporter(settings, "traces"), True))
+        if "console" in settings.traces_exporter or settings.console_export:
+            targets.append((ConsoleSpanExporter(), False))
     processors: list[SpanProcessor] = []
-    if "otlp" in settings.traces_exporter:
-        exporter: SpanExporter = otlp_exporter(settings, "traces")
-        if scrubber is not None:
-            from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
-
-            exporter = ScrubbingSpanExporter(exporter, scrubber)
+    for target, batched in targets:
+        # The one place spans meet the scrubber (on the export thread).
+        scrubbed = ScrubbingSpanExporter(target, scrubber) if scrubber is not None else target
         processors.append(CountingBatchSpanProcessor(
-            exporter, meter=meter,
+            scrubbed, meter=meter,
             max_queue_size=settings.bsp_max_queue_size,
             schedule_delay_millis=settings.bsp_schedule_delay_ms,
             max_export_batch_size=min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
-            export_timeout_millis=settings.otlp_timeout_ms))
-    if "console" in settings.traces_exporter or settings.console_export:
-        console: SpanExporter = ConsoleSpanExporter()
-        if scrubber is not None:
-            from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
-
-            console = ScrubbingSpanExporter(console, scrubber)
-        processors.append(SimpleSpanProcessor(console))
+            export_timeout_millis=settings.otlp_timeout_ms) if batched else SimpleSpanProcessor(scrubbed))
     if not processors:
         return None
     if len(processors) == 1:
@@ -142,14 +144,16 @@ def sampling_processor(settings: Settings, downstream: SpanProcessor, meter: Met
 
 
 def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Meter | None = None,
-                           tenant_label: Any = None, scrubber: Any = None,
+                           tenant_label: Any = None, scrubber: Scrubber | None = None,
+                           exporter: SpanExporter | None = None,
                            downstream: SpanProcessor | None = None) -> TracerProvider:
-    """Build the tracer provider. `downstream` replaces the export chain (used by otel_crm.testing)."""
+    """Build the tracer provider. `exporter` takes every kept span instead of the configured
+    exporters (otel_crm.testing); `downstream` replaces the whole export chain (unit tests)."""
     provider = TracerProvider(resource=resource, sampler=head_sampler(settings), shutdown_on_exit=False)
     provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id))
     if meter is not None:
         provider.add_span_processor(RedMetricsProcessor(meter, tenant_label or (lambda _m, t: t)))
-    chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber)
+    chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber, exporter)
     if chain is not None:
         provider.add_span_processor(sampling_processor(settings, chain, meter))
     return provider

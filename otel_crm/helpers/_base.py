@@ -10,7 +10,7 @@ Rules kept here once for all helpers:
 
 - The user's exception propagates unchanged (same object, same traceback): context managers never
   suppress, decorators use a bare ``raise``.
-- Instrumentation failures never reach business code: they go through ``safety.guard`` (which
+- Instrumentation failures never reach business code: they go to ``safety.report_internal_error`` (which
   re-raises under pytest by design). Only our code is guarded, never the user's.
 - Metrics are exact: they are recorded whether or not the span is sampled; span attribute work
   that only serves the span is skipped when ``span.is_recording()`` is false.
@@ -30,9 +30,10 @@ from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from otel_crm._internal import semconv, state
+from otel_crm._internal import semconv
 from otel_crm._internal.generators import decorate_async_generator, decorate_generator
-from otel_crm._internal.safety import error_type, guard
+from otel_crm._internal.runtime import Runtime, current_runtime
+from otel_crm._internal.safety import error_type, report_internal_error
 from otel_crm._internal.tenancy import current_tenant
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "PerRuntime",
     "error_type",
     "function_name",
-    "internal",
     "metric_attributes",
 ]
 
@@ -57,12 +57,6 @@ _active: ContextVar[tuple[tuple[Instrumented[Any], Operation], ...]] = ContextVa
     "otel_crm_helpers_active", default=())
 
 
-def internal(component: str, exc: Exception) -> None:
-    """Hand an instrumentation failure to the safety net (counted, logged once; raised under pytest)."""
-    with guard(component):
-        raise exc
-
-
 def function_name(function: Callable[..., Any]) -> str:
     """``code.function.name``: the fully-qualified name, e.g. ``app.sync.HubSpot.pull``."""
     qualname = getattr(function, "__qualname__", None) or getattr(function, "__name__", repr(function))
@@ -70,7 +64,7 @@ def function_name(function: Callable[..., Any]) -> str:
     return f"{module}.{qualname}" if module else str(qualname)
 
 
-def metric_attributes(runtime: state.Runtime, metric: str, base: Attributes, tenant_id: str | None,
+def metric_attributes(runtime: Runtime, metric: str, base: Attributes, tenant_id: str | None,
                       *, error: str | None = None, outcome_key: str | None = None) -> Attributes:
     """``base`` plus outcome, ``error.type`` and the guarded tenant label for one metric."""
     attributes = dict(base)
@@ -94,12 +88,12 @@ class PerRuntime(Generic[_T]):
 
     __slots__ = ("_build", "_key", "_last")
 
-    def __init__(self, key: str, build: Callable[[state.Runtime], _T]) -> None:
+    def __init__(self, key: str, build: Callable[[Runtime], _T]) -> None:
         self._key = key
         self._build = build
-        self._last: tuple[state.Runtime, _T] | None = None
+        self._last: tuple[Runtime, _T] | None = None
 
-    def __call__(self, runtime: state.Runtime) -> _T:
+    def __call__(self, runtime: Runtime) -> _T:
         last = self._last  # one tuple: read and replaced atomically
         if last is not None and last[0] is runtime:
             return last[1]
@@ -121,7 +115,7 @@ class Operation:
     def __init__(self) -> None:
         self._span: trace.Span | None = None
         self._token: object | None = None
-        self._runtime: state.Runtime | None = None
+        self._runtime: Runtime | None = None
         self._tenant_id: str | None = None
         self._t0 = 0.0
 
@@ -142,7 +136,7 @@ class Operation:
     def _ending(self, span: trace.Span) -> None:
         """Before the span ends; only called when it is recording."""
 
-    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+    def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         """Record the helper's metrics (always, sampled or not)."""
 
     def _on_result(self, result: Any) -> None:
@@ -165,7 +159,7 @@ class Operation:
 
     def _begin(self) -> None:
         try:
-            runtime = self._runtime = state.current()
+            runtime = self._runtime = current_runtime()
             tenant = current_tenant()
             self._tenant_id = tenant.id if tenant is not None else None
             span = self._span = _tracer(runtime).start_span(self._span_name(), kind=self._span_kind(),
@@ -175,7 +169,7 @@ class Operation:
             if span.is_recording():
                 self._started(span)
         except Exception as exc:
-            internal(self.component, exc)
+            report_internal_error(self.component, exc)
         finally:
             self._t0 = perf_counter()
 
@@ -188,7 +182,7 @@ class Operation:
                 context.detach(self._token)  # type: ignore[arg-type]
                 self._token = None
         except Exception as exc:
-            internal(self.component, exc)
+            report_internal_error(self.component, exc)
 
     def _finish(self, exc: BaseException | None) -> None:
         duration = perf_counter() - self._t0
@@ -224,7 +218,7 @@ class Operation:
         except Exception as stage_exc:
             failure = failure or stage_exc
         if failure is not None:
-            internal(self.component, failure)
+            report_internal_error(self.component, failure)
 
 
 class Instrumented(Generic[_Op]):
@@ -259,7 +253,7 @@ class Instrumented(Generic[_Op]):
         try:
             operation = self._operation(args, code_function)
         except Exception as exc:
-            internal(Operation.component, exc)
+            report_internal_error(Operation.component, exc)
             return None
         operation._begin()
         return operation
@@ -360,14 +354,14 @@ class _OperationSteps:
             try:
                 self._operation._entered()
             except Exception as exc:
-                internal(self._operation.component, exc)
+                report_internal_error(self._operation.component, exc)
 
     def leave(self) -> None:
         if self._operation is not None:
             try:
                 self._operation._exited()
             except Exception as exc:
-                internal(self._operation.component, exc)
+                report_internal_error(self._operation.component, exc)
 
     def item(self, value: object) -> None:
         self._items += 1
@@ -379,7 +373,7 @@ class _OperationSteps:
         try:
             operation._on_items(self._items)
         except Exception as stage_exc:
-            internal(operation.component, stage_exc)
+            report_internal_error(operation.component, stage_exc)
         operation._finish(None if isinstance(exc, GeneratorExit) else exc)  # closed early: no failure
 
 
@@ -387,7 +381,7 @@ def _succeed(operation: Operation, result: Any) -> None:
     try:
         operation._on_result(result)
     except Exception as exc:
-        internal(operation.component, exc)
+        report_internal_error(operation.component, exc)
     operation._finish(None)
 
 

@@ -23,13 +23,14 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from otel_crm._internal import semconv, state
+from otel_crm._internal import semconv
+from otel_crm._internal.runtime import Runtime
+from otel_crm._internal.safety import report_internal_error
 from otel_crm.helpers._base import (
     Attributes,
     Instrumented,
     Operation,
     PerRuntime,
-    internal,
     metric_attributes,
 )
 from otel_crm.helpers.pricing import CURRENCY, PriceTable, load_price_table
@@ -44,7 +45,7 @@ _MAX_DEPTH = 16
 class _Instruments:
     __slots__ = ("cost", "duration", "tokens")
 
-    def __init__(self, runtime: state.Runtime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         meter = runtime.meter()
         self.duration = meter.create_histogram(
             semconv.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
@@ -114,7 +115,7 @@ class AgentInvocationRun(Operation):
                 span.set_attribute(semconv.GEN_AI_OUTPUT_MESSAGES,
                                    _serialise(output_messages, "assistant", scrub))
         except Exception as exc:
-            internal(self.component, exc)
+            report_internal_error(self.component, exc)
 
     @property
     def input_tokens(self) -> int | None:
@@ -133,7 +134,7 @@ class AgentInvocationRun(Operation):
     def _start_attributes(self) -> Attributes:
         return self._start
 
-    def _cost(self, runtime: state.Runtime) -> float | None:
+    def _cost(self, runtime: Runtime) -> float | None:
         if self._input_tokens is None:
             return None
         if self._cost_key == (self._input_tokens, self._output_tokens, self._response_model):
@@ -142,7 +143,7 @@ class AgentInvocationRun(Operation):
         self._cost_value = self._price(runtime)
         return self._cost_value
 
-    def _price(self, runtime: state.Runtime) -> float | None:
+    def _price(self, runtime: Runtime) -> float | None:
         if self._input_tokens is None:
             return None
         model = self._response_model or self._request_model
@@ -164,7 +165,7 @@ class AgentInvocationRun(Operation):
                     span.set_attribute(semconv.CRM_GEN_AI_COST_AMOUNT, cost)
                     span.set_attribute(semconv.CRM_GEN_AI_COST_CURRENCY, CURRENCY)
 
-    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+    def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         instruments = _instruments(runtime)
         base, tenant = self._metric_base, self._tenant_id
         if self._response_model is not None:

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from otel_crm._internal import semconv, state
+from otel_crm._internal import semconv
+from otel_crm._internal.runtime import Runtime
 from otel_crm.helpers._base import (
     Attributes,
     Instrumented,
@@ -47,7 +48,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 class _Instruments:
     __slots__ = ("duration", "operations", "records")
 
-    def __init__(self, runtime: state.Runtime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         meter = runtime.meter()
         self.duration = meter.create_histogram(
             semconv.CRM_CONNECTOR_DURATION, unit="s", description="Duration of connector operations.",
@@ -141,7 +142,7 @@ class ConnectorOperationRun(Operation):
         if self._records is not None:
             span.set_attribute(semconv.CRM_CONNECTOR_RECORDS, self._records)
 
-    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+    def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         instruments = _instruments(runtime)
         base, tenant = self._base, self._tenant_id
         attributes = metric_attributes(runtime, semconv.CRM_CONNECTOR_DURATION, base, tenant,

@@ -24,7 +24,8 @@ from typing import Any, Final
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from otel_crm._internal import semconv, state
+from otel_crm._internal import semconv
+from otel_crm._internal.runtime import Runtime
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
 
 __all__ = ["MAX_QUERY_TEXT", "SearchQuery", "SearchQueryRun", "sanitize_query", "search_query"]
@@ -155,7 +156,7 @@ def sanitize_query(query: Any, system: str = "elasticsearch") -> str:
 class _Instruments:
     __slots__ = ("duration",)
 
-    def __init__(self, runtime: state.Runtime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.duration = runtime.meter().create_histogram(
             semconv.DB_CLIENT_OPERATION_DURATION, unit="s",
             description="Duration of database client operations.",
@@ -201,7 +202,7 @@ class SearchQueryRun(Operation):
         if self._results is not None:
             span.set_attribute(semconv.DB_RESPONSE_RETURNED_ROWS, self._results)
 
-    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+    def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         _instruments(runtime).duration.record(duration, metric_attributes(
             runtime, semconv.DB_CLIENT_OPERATION_DURATION, self._base, self._tenant_id, error=error))
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from opentelemetry import trace
 
-from otel_crm._internal import semconv, state
+from otel_crm._internal import semconv
+from otel_crm._internal.runtime import Runtime
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
 
 __all__ = ["Step", "StepRun", "Workflow", "WorkflowRun", "step", "workflow"]
@@ -28,7 +29,7 @@ _current_workflow: ContextVar[WorkflowRun | None] = ContextVar("otel_crm_workflo
 class _Instruments:
     __slots__ = ("executions", "step_duration", "workflow_duration")
 
-    def __init__(self, runtime: state.Runtime) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         meter = runtime.meter()
         self.workflow_duration = meter.create_histogram(
             semconv.CRM_WORKFLOW_DURATION, unit="s", description="Duration of workflow executions.",
@@ -80,7 +81,7 @@ class WorkflowRun(Operation):
     def _ending(self, span: trace.Span) -> None:
         span.set_attribute(semconv.CRM_WORKFLOW_ACTIONS, self._actions)
 
-    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+    def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         instruments = _instruments(runtime)
         base, tenant = self._metric_base, self._tenant_id
         attributes = metric_attributes(runtime, semconv.CRM_WORKFLOW_DURATION, base, tenant,
@@ -116,7 +117,7 @@ class StepRun(Operation):
         attributes[semconv.CRM_WORKFLOW_NAME] = workflow._name
         return attributes
 
-    def _record(self, runtime: state.Runtime, duration: float, error: str | None) -> None:
+    def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         base: Attributes = {semconv.CRM_WORKFLOW_STEP_NAME: self._name}
         if self._workflow is not None:
             base[semconv.CRM_WORKFLOW_NAME] = self._workflow._name

@@ -13,9 +13,9 @@ from otel_crm._internal.settings import distro_defaults
 from otel_crm.distro import ENV_DEFAULTS, CrmDistro
 
 BIN = Path(sys.executable).parent
-PROBE = ("import json, os; from otel_crm._internal import config; "
+PROBE = ("import json, os; from otel_crm._internal import lifecycle; "
          "from opentelemetry import trace; "
-         "print(json.dumps({'configured': config.is_configured(), "
+         "print(json.dumps({'configured': lifecycle.is_configured(), "
          "'provider': type(trace.get_tracer_provider()).__name__, "
          "'semconv': os.environ.get('OTEL_SEMCONV_STABILITY_OPT_IN')}))")
 

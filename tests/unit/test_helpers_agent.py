@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_crm._internal import safety, semconv, state
+from otel_crm._internal import safety, semconv
+from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import agent_invocation
@@ -195,7 +196,7 @@ def test_messages_recorded_and_scrubbed_when_enabled(capturing: CapturedTelemetr
 
 def test_unsampled_still_records_metrics() -> None:
     reader = InMemoryMetricReader()
-    previous = state.install(state.Runtime(
+    previous = set_current_runtime(Runtime(
         settings=resolve_settings({}, capture_message_content=True),
         tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
         meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
@@ -204,7 +205,7 @@ def test_unsampled_still_records_metrics() -> None:
             call.record_usage(10, 20)
             call.record_messages("skipped: span not recording")
     finally:
-        state.install(previous) if previous is not None else state.uninstall()
+        set_current_runtime(previous) if previous is not None else clear_current_runtime()
     metrics = collect(reader)
     assert {p.attributes["gen_ai.token.type"]: p.sum
             for p in metrics["gen_ai.client.token.usage"].data.data_points} == {"input": 10, "output": 20}
@@ -213,7 +214,7 @@ def test_unsampled_still_records_metrics() -> None:
 
 def test_internal_failure_never_reaches_business_code(telemetry: CapturedTelemetry,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(runtime: state.Runtime) -> None:
+    def broken(runtime: Runtime) -> None:
         raise RuntimeError("price table exploded")
 
     monkeypatch.setattr(agent_module, "_prices", broken)

@@ -18,7 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_crm._internal import safety, semconv, state
+from otel_crm._internal import safety, semconv
+from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import connector_operation, instrument_connector_operation, instrument_sync_operation
@@ -182,7 +183,7 @@ def test_tenant_on_every_metric(telemetry: CapturedTelemetry) -> None:
 
 def test_unsampled_still_records_metrics() -> None:
     reader = InMemoryMetricReader()
-    previous = state.install(state.Runtime(
+    previous = set_current_runtime(Runtime(
         settings=resolve_settings({}), tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
         meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
     try:
@@ -190,7 +191,7 @@ def test_unsampled_still_records_metrics() -> None:
             op.set_records(10)
             assert not op.span.is_recording()
     finally:
-        state.install(previous) if previous is not None else state.uninstall()
+        set_current_runtime(previous) if previous is not None else clear_current_runtime()
     metrics = collect(reader)
     assert metrics["crm.connector.records.synced"].data.data_points[0].value == 10
     assert metrics["crm.connector.operations"].data.data_points[0].value == 1

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_crm._internal import safety, semconv, state
+from otel_crm._internal import safety, semconv
+from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import sanitize_query, search_query
@@ -105,14 +106,14 @@ def test_unsampled_still_records_metric_and_skips_sanitizing(monkeypatch: pytest
     calls: list[Any] = []
     monkeypatch.setattr(search_module, "sanitize_query", lambda *a: calls.append(a) or "")
     reader = InMemoryMetricReader()
-    previous = state.install(state.Runtime(
+    previous = set_current_runtime(Runtime(
         settings=resolve_settings({}), tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
         meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
     try:
         with search_query("leads", query=DSL) as search:
             search.set_results(3)
     finally:
-        state.install(previous) if previous is not None else state.uninstall()
+        set_current_runtime(previous) if previous is not None else clear_current_runtime()
     assert calls == []
     assert collect(reader)["db.client.operation.duration"].data.data_points[0].count == 1
 

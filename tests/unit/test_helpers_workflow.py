@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
-from otel_crm._internal import safety, semconv, state
+from otel_crm._internal import safety, semconv
+from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler, tenant_context
 from otel_crm.helpers import step, workflow
@@ -36,14 +37,14 @@ def unsampled() -> Iterator[InMemoryMetricReader]:
     reader = InMemoryMetricReader()
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-    previous = state.install(state.Runtime(settings=resolve_settings({}), tracer_provider=provider,
+    previous = set_current_runtime(Runtime(settings=resolve_settings({}), tracer_provider=provider,
                                            meter_provider=MeterProvider(metric_readers=[reader]),
                                            tenant_labeler=TenantLabeler(100)))
     yield reader
     if previous is not None:
-        state.install(previous)
+        set_current_runtime(previous)
     else:
-        state.uninstall()
+        clear_current_runtime()
 
 
 def test_context_manager_span_names_kinds_and_attributes(telemetry: CapturedTelemetry) -> None:
@@ -216,7 +217,7 @@ def test_unsampled_span_still_records_metrics(unsampled: InMemoryMetricReader) -
 
 def test_internal_failure_never_reaches_business_code(telemetry: CapturedTelemetry,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(runtime: state.Runtime) -> None:
+    def broken(runtime: Runtime) -> None:
         raise RuntimeError("instrument exploded")
 
     monkeypatch.setattr(workflow_module, "_instruments", broken)
@@ -242,10 +243,10 @@ def test_internal_failure_never_reaches_business_code(telemetry: CapturedTelemet
 
 
 def test_start_failure_still_runs_business_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken() -> state.Runtime:
+    def broken() -> Runtime:
         raise RuntimeError("no runtime")
 
-    monkeypatch.setattr("otel_crm.helpers._base.state.current", broken)
+    monkeypatch.setattr("otel_crm.helpers._base.current_runtime", broken)
     safety.reraise_internal_errors(False)
     try:
         with workflow("enrich_lead") as run:
@@ -257,7 +258,7 @@ def test_start_failure_still_runs_business_code(monkeypatch: pytest.MonkeyPatch)
 
 def test_internal_failure_reraises_under_pytest(telemetry: CapturedTelemetry,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(runtime: state.Runtime) -> None:
+    def broken(runtime: Runtime) -> None:
         raise RuntimeError("instrument exploded")
 
     monkeypatch.setattr(workflow_module, "_instruments", broken)

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from otel_crm._internal.safety import error_type, guard, guarded
+from otel_crm._internal import safety
+from otel_crm._internal.safety import error_type, guard, report_internal_error
 
 
 def test_under_pytest_our_bugs_surface() -> None:
@@ -30,12 +31,49 @@ def test_a_guard_never_swallows_what_is_not_an_error(no_reraise: None) -> None:
         raise KeyboardInterrupt
 
 
-def test_guarded_returns_the_default_instead_of_raising(no_reraise: None) -> None:
-    @guarded("test-guarded", default="fallback")
-    def broken() -> str:
-        raise RuntimeError("instrumentation bug")
+def test_the_reporter_reraises_our_bugs_under_pytest_only() -> None:
+    bug = RuntimeError("instrumentation bug")
+    with pytest.raises(RuntimeError) as raised:
+        report_internal_error("test-report", bug)
+    assert raised.value is bug
+    safety.reraise_internal_errors(False)
+    try:
+        report_internal_error("test-report", bug)  # production: recorded, never raised
+    finally:
+        safety.reraise_internal_errors(None)
 
-    assert broken() == "fallback"
+
+def test_failures_from_outside_are_recorded_never_raised(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_crm"):
+        report_internal_error("test-outside", LookupError("the app's resolver"), raise_in_tests=False)
+        report_internal_error("test-outside", LookupError("again"), raise_in_tests=False)
+    assert sum("test-outside" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_one_log_line_per_component_and_type_also_when_threads_race(no_reraise: None) -> None:
+    import threading
+
+    errors = [ValueError(str(i)) for i in range(200)]
+    with _Capture() as lines:
+        threads = [threading.Thread(target=report_internal_error, args=("test-race", e)) for e in errors]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sum("test-race" in line for line in lines) == 1
+
+
+class _Capture(logging.Handler):
+    def __enter__(self) -> list[str]:
+        self.lines: list[str] = []
+        logging.getLogger("otel_crm").addHandler(self)
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("otel_crm").removeHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 class QuotaExceeded(Exception):

@@ -1,0 +1,126 @@
+"""The running otel_crm: settings plus the providers and shared guards composed from them.
+
+One global holds the current :class:`Runtime`. ``configure()`` sets the one it composed;
+``otel_crm.testing`` sets one backed by in-memory exporters for a block, then puts the previous
+one back. Helpers and processors read it through :func:`current_runtime`; before anything was
+set, that is a runtime built from the environment alone, with no providers of its own (the
+global ones are used).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar, cast
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+
+from otel_crm._internal.safety import report_internal_error
+from otel_crm._internal.scrubbing import Scrubber
+from otel_crm._internal.settings import Settings, resolve_settings
+from otel_crm._internal.tenancy import TenantLabeler
+
+__all__ = ["Origin", "Runtime", "clear_current_runtime", "current_runtime", "global_tracer_provider_unset",
+           "installed_runtime", "set_current_runtime"]
+
+_T = TypeVar("_T")
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+# Who built it: resolve_settings alone (nothing set yet), configure(), or otel_crm.testing.
+Origin = Literal["environment", "configure", "testing"]
+
+
+@dataclass(eq=False)
+class Runtime:
+    settings: Settings
+    # None: nothing composed (before configure(), or disabled): the global providers are used.
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
+    logger_provider: LoggerProvider | None = None
+    tenant_labeler: TenantLabeler | None = None
+    scrubber: Scrubber | None = None  # None: scrub_mode=off
+    origin: Origin = "environment"
+    _cache: dict[str, object] = field(default_factory=dict)
+    _shut_down: bool = False
+
+    def tracer(self, name: str = "otel_crm") -> trace.Tracer:
+        provider = self.tracer_provider or trace.get_tracer_provider()
+        return provider.get_tracer(name)
+
+    def meter(self, name: str = "otel_crm") -> metrics.Meter:
+        provider = self.meter_provider or metrics.get_meter_provider()
+        return provider.get_meter(name)
+
+    def cached(self, key: str, factory: Callable[[], _T]) -> _T:
+        """Instruments and other per-runtime singletons, built once."""
+        try:
+            return cast(_T, self._cache[key])
+        except KeyError:
+            with _lock:
+                if key not in self._cache:
+                    self._cache[key] = factory()
+                return cast(_T, self._cache[key])
+
+    def tenant_label(self, metric: str, tenant_id: str | None) -> str | None:
+        if tenant_id is None or self.tenant_labeler is None:
+            return tenant_id
+        return self.tenant_labeler.label(metric, tenant_id)
+
+    def shutdown(self) -> None:
+        """Flush and stop this runtime's providers, once. Order matters: ending traces feeds
+        RED metrics, so metrics flush last."""
+        with _lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            if provider is None:
+                continue
+            try:
+                provider.shutdown()
+            except Exception as exc:
+                report_internal_error("shutdown", exc, raise_in_tests=False)
+
+
+def current_runtime() -> Runtime:
+    """The current runtime; before any was set, one built from the environment alone."""
+    global _current
+    runtime = _current
+    if runtime is None:
+        with _lock:
+            if _current is None:
+                settings = resolve_settings()
+                _current = Runtime(settings=settings,
+                                   tenant_labeler=TenantLabeler(settings.tenant_metric_limit,
+                                                                settings.tenant_allowlist))
+            runtime = _current
+    return runtime
+
+
+def installed_runtime() -> Runtime | None:
+    """The current runtime if one was set or built, without building one."""
+    return _current
+
+
+def set_current_runtime(runtime: Runtime) -> Runtime | None:
+    """Make `runtime` current; returns the one it replaces."""
+    global _current
+    with _lock:
+        previous, _current = _current, runtime
+    return previous
+
+
+def clear_current_runtime() -> None:
+    global _current
+    with _lock:
+        _current = None
+
+
+def global_tracer_provider_unset() -> bool:
+    """Whether no SDK tracer provider was set globally yet (the API's proxy or no-op one is there)."""
+    return isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
