@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from otel_crm._internal.semconv import CRM_ATTRIBUTES
 from otel_crm._internal.settings import REGISTRY, Settings, registry_markdown, resolve_settings
 
 __all__ = ["main"]
@@ -77,8 +78,6 @@ def doctor(environ: Mapping[str, str] | None = None, out: Any = None) -> int:
 
 def attributes_markdown() -> str:
     """The README's table of our own attributes, generated from the semconv module."""
-    from otel_crm._internal.semconv import CRM_ATTRIBUTES
-
     lines = ["| Attribute | Where | Meaning |", "|---|---|---|"]
     lines += [f"| `{name}` | {where} | {meaning} |" for name, (where, meaning) in CRM_ATTRIBUTES.items()]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_crm._internal import semconv
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.jsonlog import ACCESS_LOGGER, JsonFormatter
+from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import current_tenant
 
@@ -175,8 +176,6 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
             exporters.append(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
     for exporting in exporters:
         if scrubber is not None:
-            from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
-
             provider.add_log_record_processor(ScrubbingLogProcessor(exporting, scrubber))
         else:
             provider.add_log_record_processor(exporting)

@@ -20,7 +20,7 @@ DISTRO_NAME = "otel_crm"
 
 
 def distro_version() -> str:
-    from otel_crm import __version__
+    from otel_crm import __version__  # the package imports this module: read its version when asked
 
     return __version__
 

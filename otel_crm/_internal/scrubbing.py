@@ -39,7 +39,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_crm._internal.sdk_compat import attributes_dict
 from otel_crm._internal.settings import Settings
 
-__all__ = ["DENIED_KEYS", "Scrubber", "scrub_json_record"]
+__all__ = ["DENIED_KEYS", "Scrubber"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -344,16 +344,6 @@ class Scrubber:
             return tuple(items) if isinstance(body, tuple) else items
         return body
 
-    def scrub_json_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A JSON log line's fields: deny-listed keys replaced, strings scrubbed (a new dict if changed)."""
-        result = self.scrub_body(record)
-        return result if isinstance(result, dict) else record
-
 
 def _norm_key(key: str) -> str:
     return key.strip().lower().replace("-", "_")
-
-
-def scrub_json_record(record: dict[str, Any], scrubber: Scrubber | None) -> dict[str, Any]:
-    """For the JSON stdout formatter: `record` scrubbed (unchanged when scrubbing is off)."""
-    return record if scrubber is None else scrubber.scrub_json_record(record)

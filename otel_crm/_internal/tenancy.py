@@ -285,10 +285,6 @@ class TenantLabeler:
             self._on_overflow(metric)
         return OTHER_TENANT
 
-    def reset(self) -> None:
-        with self._lock:
-            self._seen.clear()
-
     def after_fork(self) -> None:
         """A forked child starts with empty metric stores, so with a fresh tenant budget, and
         with a lock no parent thread can be holding."""

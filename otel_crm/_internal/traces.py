@@ -39,6 +39,7 @@ from opentelemetry.util.types import Attributes
 
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
+from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
 from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
@@ -130,8 +131,6 @@ def sampling_processor(settings: Settings, downstream: SpanProcessor, meter: Met
     """Put the in-process tail sampler in front of `downstream` when the mode asks for it."""
     if settings.sampling_mode != "tail":
         return downstream
-    from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
-
     policy = SamplingPolicy(ratio=settings.sampling_ratio, slow_seconds=settings.sampling_slow_seconds,
                             keep_all=settings.profile == "development")
     return TailSamplingProcessor(

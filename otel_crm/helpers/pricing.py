@@ -107,10 +107,6 @@ class PriceTable:
         price = self.price(provider, model)
         return None if price is None else price.cost(input_tokens, output_tokens)
 
-    def as_dict(self) -> dict[str, dict[str, dict[str, float]]]:
-        return {provider: {model: {"input": p.input, "output": p.output} for model, p in models.items()}
-                for provider, models in self._prices.items()}
-
 
 def _parse(document: Any) -> dict[str, dict[str, ModelPrice]]:
     if not isinstance(document, dict):
