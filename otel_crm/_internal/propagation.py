@@ -33,6 +33,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from otel_crm._internal import semconv
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import (
     BAGGAGE_TENANT_ID,
@@ -51,8 +52,8 @@ _blocked: contextvars.ContextVar[bool | None] = contextvars.ContextVar("otel_crm
                                                                        default=None)
 _allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
 _TENANT_KEYS = (BAGGAGE_TENANT_ID, BAGGAGE_USER_ID, BAGGAGE_TENANT_TIER)
-_HOST_ATTRIBUTES = ("server.address", "net.peer.name", "http.host")
-_URL_ATTRIBUTES = ("url.full", "http.url")
+_HOST_ATTRIBUTES = (semconv.SERVER_ADDRESS, semconv.NET_PEER_NAME, semconv.HTTP_HOST)
+_URL_ATTRIBUTES = (semconv.URL_FULL, semconv.HTTP_URL)
 
 
 def host_allowed(host: str | None, allowed: Iterable[str] | None = None) -> bool:

@@ -59,7 +59,7 @@ def create_resource(settings: Settings) -> Resource:
                                                or str(uuid.uuid4()))
     attributes[semconv.DEPLOYMENT_ENVIRONMENT_NAME] = settings.environment
     # The deprecated key would make backends show two environments.
-    attributes.pop("deployment.environment", None)
+    attributes.pop(semconv.DEPLOYMENT_ENVIRONMENT, None)
     attributes[semconv.TELEMETRY_DISTRO_NAME] = DISTRO_NAME
     attributes[semconv.TELEMETRY_DISTRO_VERSION] = distro_version()
     return Resource(attributes)

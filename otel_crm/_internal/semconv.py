@@ -68,6 +68,13 @@ GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
 EXCEPTION_TYPE: Final = "exception.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
 EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+DB_OPERATION_BATCH_SIZE: Final = "db.operation.batch.size"
+
+# --- upstream: deprecated names older instrumentations still set (read only, never written) ---------
+DEPLOYMENT_ENVIRONMENT: Final = "deployment.environment"
+NET_PEER_NAME: Final = "net.peer.name"
+HTTP_HOST: Final = "http.host"
+HTTP_URL: Final = "http.url"
 
 # --- upstream: metrics ------------------------------------------------------------------------------
 HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
@@ -112,6 +119,11 @@ CRM_SIGNAL: Final = "crm.signal"
 CRM_DROP_REASON: Final = "crm.drop.reason"
 CRM_COMPONENT: Final = "crm.component"
 CRM_METRIC_NAME: Final = "crm.metric.name"
+
+# --- ours: W3C baggage keys (the tenant, carried only to allow-listed hosts) ------------------------
+BAGGAGE_TENANT_ID: Final = "crm.tenant.id"
+BAGGAGE_TENANT_TIER: Final = "crm.tenant.tier"
+BAGGAGE_USER_ID: Final = "crm.user.id"
 
 # --- ours: metrics ----------------------------------------------------------------------------------
 # RED metrics from 100% of local-root (entry) spans, recorded before any sampling decision.

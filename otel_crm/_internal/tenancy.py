@@ -40,9 +40,9 @@ __all__ = [
     "tenant_from_baggage",
 ]
 
-BAGGAGE_TENANT_ID = "crm.tenant.id"
-BAGGAGE_TENANT_TIER = "crm.tenant.tier"
-BAGGAGE_USER_ID = "crm.user.id"
+BAGGAGE_TENANT_ID = semconv.BAGGAGE_TENANT_ID
+BAGGAGE_TENANT_TIER = semconv.BAGGAGE_TENANT_TIER
+BAGGAGE_USER_ID = semconv.BAGGAGE_USER_ID
 OTHER_TENANT = "__other__"
 MAX_TENANT_ID_LENGTH = 128
 _TENANT_KEY = context.create_key("otel_crm.tenant")

@@ -40,6 +40,14 @@ UPSTREAM = {
     "GEN_AI_AGENT_NAME": "opentelemetry.semconv._incubating.attributes.gen_ai_attributes",
     "EXCEPTION_TYPE": "opentelemetry.semconv.attributes.exception_attributes",
     "EXCEPTION_MESSAGE": "opentelemetry.semconv.attributes.exception_attributes",
+    "SERVER_ADDRESS": "opentelemetry.semconv.attributes.server_attributes",
+    "SERVER_PORT": "opentelemetry.semconv.attributes.server_attributes",
+    "URL_FULL": "opentelemetry.semconv.attributes.url_attributes",
+    "DB_OPERATION_BATCH_SIZE": "opentelemetry.semconv.attributes.db_attributes",
+    "DEPLOYMENT_ENVIRONMENT": "opentelemetry.semconv._incubating.attributes.deployment_attributes",
+    "NET_PEER_NAME": "opentelemetry.semconv._incubating.attributes.net_attributes",
+    "HTTP_HOST": "opentelemetry.semconv._incubating.attributes.http_attributes",
+    "HTTP_URL": "opentelemetry.semconv._incubating.attributes.http_attributes",
 }
 
 METRICS = {
@@ -86,3 +94,22 @@ def test_advised_buckets() -> None:
     assert semconv.DB_CLIENT_OPERATION_DURATION_BUCKETS[0] == 0.001
     assert semconv.GEN_AI_DURATION_BUCKETS[-1] == 81.92
     assert semconv.GEN_AI_TOKEN_BUCKETS[-1] == 67108864
+
+
+def test_attribute_names_are_spelled_out_only_here() -> None:
+    """Upstream and crm.* attribute names live in semconv.py (web.py's Django tracer aside, which
+    moves with the integrations); elsewhere they are referred to by constant."""
+    import re
+    from pathlib import Path
+
+    known = {v for v in vars(semconv).values() if isinstance(v, str) and "." in v}
+    package = Path(semconv.__file__).resolve().parents[1]
+    literal = re.compile(r"""["']([a-z_]+(?:\.[a-z_]+)+)["']""")
+    offenders = {}
+    for path in package.rglob("*.py"):
+        if path.name in ("semconv.py", "web.py", "testing.py"):  # testing.py: its docstring's example
+            continue
+        found = sorted(set(literal.findall(path.read_text())) & known)
+        if found:
+            offenders[str(path.relative_to(package))] = found
+    assert offenders == {}
