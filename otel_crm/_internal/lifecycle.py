@@ -156,7 +156,6 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
         return
 
 
-
 # --- configure / install / shutdown -------------------------------------------------------------
 
 _configure_lock = threading.Lock()
@@ -222,7 +221,7 @@ def _register_fork_hooks(tracer_provider: TracerProvider, meter_provider: MeterP
         forks.register(f"runtime: process.pid ({kind})", after_in_child=_pid_updater(provider))
 
 
-def _pid_updater(provider: TracerProvider | MeterProvider | LoggerProvider) -> Any:
+def _pid_updater(provider: TracerProvider | MeterProvider | LoggerProvider) -> Callable[[], None]:
     def update() -> None:
         update_resource(provider, Resource({semconv.PROCESS_PID: os.getpid()}))
 
