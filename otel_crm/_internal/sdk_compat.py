@@ -127,13 +127,14 @@ ATTRIBUTES_DICT = _check("BoundedAttributes._dict", "scrubbing iterates attribut
 
 def span_parts(span: ReadableSpan) -> tuple[Mapping[str, Any] | None, Sequence[Event], Sequence[Link]]:
     """A span's attributes, events and links, without the copies the public properties make."""
-    if SPAN_PARTS_DIRECT:
-        fields: Any = span
-        attributes = fields._attributes
-        if not isinstance(attributes, Mapping):
-            attributes = span.attributes
-        return (attributes, span.events if fields._events else (), span.links if fields._links else ())
-    return span.attributes, span.events, span.links
+    if not SPAN_PARTS_DIRECT:
+        return span.attributes, span.events, span.links
+    attributes = getattr(span, "_attributes", None)  # a span of another make may lack any of them
+    if not isinstance(attributes, Mapping):
+        attributes = span.attributes
+    events = span.events if getattr(span, "_events", True) else ()
+    links = span.links if getattr(span, "_links", True) else ()
+    return attributes, events, links
 
 
 def instrumentation_info(span: ReadableSpan) -> Any:
