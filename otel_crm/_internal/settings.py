@@ -48,6 +48,7 @@ class Kind(enum.Enum):
     LIST = "list"  # comma-separated strings
     ENUM_LIST = "enum list"  # comma-separated, each from choices
     MAPPING = "mapping"  # key=value,key2=value2 (W3C baggage style, percent-decoded)
+    JSON = "json"  # a JSON object (an explicit argument: a dict); its owner validates the content
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Setting:
             return what
         if self.kind is Kind.MAPPING:
             return "key=value pairs separated by commas"
+        if self.kind is Kind.JSON:
+            return "a JSON object"
         return "a string"
 
 
@@ -228,6 +231,11 @@ REGISTRY: tuple[Setting, ...] = (
             "JSON file of LLM prices per million tokens, merged over the built-in table."),
     Setting("capture_message_content", ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",), _B,
             False, "Record prompt/completion content on GenAI spans (scrubbed)."),
+    Setting("journeys", ("OTEL_CRM_JOURNEYS",), Kind.JSON, {},
+            "Business journeys (ordered milestones, targets in seconds) for `journey_milestone`; "
+            "see docs/journeys.md."),
+    Setting("journeys_file", ("OTEL_CRM_JOURNEYS_FILE",), _S, "",
+            "JSON file of business journeys, merged under `journeys` (same shape)."),
 )
 
 _BY_NAME = {s.name: s for s in REGISTRY}
@@ -320,6 +328,8 @@ class Settings:
     scrub_keys: tuple[str, ...]
     pricing_file: str
     capture_message_content: bool
+    journeys: Mapping[str, Any]
+    journeys_file: str
     problems: tuple[SettingProblem, ...] = field(default=(), compare=False)
     # Which settings came from an explicit argument or a variable (not a default).
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
@@ -382,6 +392,16 @@ def _parse(setting: Setting, raw: str) -> Any:
         return items
     if kind is Kind.MAPPING:
         return _parse_mapping(text)
+    if kind is Kind.JSON:
+        import json
+
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise _Invalid from None
+        if not isinstance(document, dict):
+            raise _Invalid
+        return document
     return text
 
 
@@ -434,6 +454,10 @@ def _check_explicit(setting: Setting, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _Invalid
         return {str(k): str(v) for k, v in value.items()}
+    if kind is Kind.JSON:
+        if not isinstance(value, Mapping):
+            raise _Invalid
+        return dict(value)
     if not isinstance(value, str):
         raise _Invalid
     return value
