@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 COMPONENT = "helpers.journey"
+_clock: Callable[[], float] = time.time  # wall clock: compared with the app's datetimes
 NAIVE_DATETIME = "naive_datetime"
 STARTED_IN_FUTURE = "started_in_future"
 OUT_OF_ORDER = "out_of_order"
@@ -233,7 +234,7 @@ def journey_milestone(journey: str, milestone: str, *, subject_id: str | int, st
     keeps no per-subject state and cannot tell a repeat from a first time). Returns what was
     recorded, or None when nothing was (see the module docstring).
     """
-    now = time.time()
+    now = _clock()
     try:
         runtime = state.current()
         declared = _journeys(runtime).get(journey) if isinstance(journey, str) else None
