@@ -152,6 +152,7 @@ CRM_JOURNEY_COMPLETIONS: Final = "crm.journey.completions"
 CRM_JOURNEY_OVER_TARGET: Final = "crm.journey.over_target"
 CRM_JOURNEY_EFFICIENCY: Final = "crm.journey.efficiency"
 CRM_JOURNEY_ANOMALIES: Final = "crm.journey.anomalies"
+CRM_JOURNEY_TARGET: Final = "crm.journey.target"
 # The log record (event) of each milestone.
 CRM_JOURNEY_MILESTONE_EVENT: Final = "crm.journey.milestone"
 # Tail sampler self-metrics.

@@ -14,8 +14,9 @@ Each call records, for a declared journey and milestone only (nothing else ever 
 - metrics by ``crm.journey.name``, ``crm.journey.milestone.name`` and the guarded ``crm.tenant.id``,
   never by subject: ``crm.journey.elapsed`` and ``crm.journey.stage.duration`` (s),
   ``crm.journey.milestones``, ``crm.journey.starts``, ``crm.journey.completions``,
-  ``crm.journey.over_target``, ``crm.journey.efficiency`` (score per completion) and
-  ``crm.journey.anomalies`` (by ``crm.journey.anomaly``);
+  ``crm.journey.over_target``, ``crm.journey.efficiency`` (score per completion),
+  ``crm.journey.anomalies`` (by ``crm.journey.anomaly``) and the gauge ``crm.journey.target``
+  (declared cumulative targets, for dashboards);
 - the same attributes on the current span (when it is recording).
 
 Bad input never raises in business code: an unknown journey or milestone, a wrong type or an
@@ -29,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from opentelemetry import _logs, trace
 from opentelemetry._logs import SeverityNumber
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_crm._internal import semconv, state
 from otel_crm._internal.journeys import Journey, journeys_from_settings
@@ -106,10 +108,21 @@ class MilestoneRecord:
 
 class _Instruments:
     __slots__ = ("anomalies", "completions", "efficiency", "elapsed", "milestones", "over_target",
-                 "stage", "starts")
+                 "stage", "starts", "target")
 
     def __init__(self, runtime: state.Runtime) -> None:
         meter = runtime.meter()
+        targets = [Observation(m.target_s, {semconv.CRM_JOURNEY_NAME: j.name,
+                                            semconv.CRM_JOURNEY_MILESTONE_NAME: m.name})
+                   for j in _journeys(runtime).values() for m in j.milestones]
+
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            return targets
+
+        # Dashboards draw elapsed times against this; constant while the process lives.
+        self.target = meter.create_observable_gauge(
+            semconv.CRM_JOURNEY_TARGET, callbacks=[observe], unit="s",
+            description="Declared cumulative target of each journey milestone.")
         buckets = list(semconv.CRM_JOURNEY_BUCKETS)
         self.elapsed = meter.create_histogram(
             semconv.CRM_JOURNEY_ELAPSED, unit="s", explicit_bucket_boundaries_advisory=buckets,

@@ -148,6 +148,14 @@ def test_metrics_by_journey_milestone_and_tenant_never_subject(telemetry: Captur
         "first_success"}
 
 
+def test_declared_targets_are_a_gauge_for_dashboards(telemetry: CapturedTelemetry) -> None:
+    journey_milestone("onboarding", "signed_up", subject_id="u", started_at=NOW)
+    targets = {labels(p)["crm.journey.milestone.name"]: p.value for p in points(telemetry, "crm.journey.target")}
+    assert targets == {"signed_up": 0, "first_project": 300, "first_agent": 900, "first_workflow": 1800,
+                       "first_success": 3600}
+    assert telemetry.metric_unit("crm.journey.target") == "s"
+
+
 def test_targets_are_cumulative_and_reaching_one_exactly_is_on_time(telemetry: CapturedTelemetry) -> None:
     on_time = journey_milestone("onboarding", "first_workflow", subject_id="u", started_at=ago(minutes=30))
     late = journey_milestone("onboarding", "first_workflow", subject_id="u", started_at=ago(minutes=30, seconds=1))
