@@ -221,21 +221,21 @@ def test_metrics_and_event_do_not_depend_on_sampling(monkeypatch: pytest.MonkeyP
 
 # --- bad and odd input ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("journey", "milestone", "kwargs", "error"), [
-    ("offboarding", "signed_up", {}, "UnknownJourney"),
-    ("onboarding", "first_lunch", {}, "UnknownMilestone"),
-    (None, "signed_up", {}, "UnknownJourney"),
-    ("onboarding", 3, {}, "UnknownMilestone"),
-    ("onboarding", "signed_up", {"subject_id": ""}, "InvalidJourneyCall"),
-    ("onboarding", "signed_up", {"subject_id": None}, "InvalidJourneyCall"),
-    ("onboarding", "signed_up", {"subject_id": True}, "InvalidJourneyCall"),
-    ("onboarding", "signed_up", {"started_at": "2026-11-30T12:00:00Z"}, "InvalidJourneyCall"),
-    ("onboarding", "first_agent", {"previous_at": 1764504000}, "InvalidJourneyCall"),
-    ("onboarding", "signed_up", {"attributes": ["plan", "trial"]}, "InvalidJourneyCall"),
+@pytest.mark.parametrize(("call", "error"), [
+    (("offboarding", "signed_up", {}), "UnknownJourney"),
+    (("onboarding", "first_lunch", {}), "UnknownMilestone"),
+    ((None, "signed_up", {}), "UnknownJourney"),
+    (("onboarding", 3, {}), "UnknownMilestone"),
+    (("onboarding", "signed_up", {"subject_id": ""}), "InvalidJourneyCall"),
+    (("onboarding", "signed_up", {"subject_id": None}), "InvalidJourneyCall"),
+    (("onboarding", "signed_up", {"subject_id": True}), "InvalidJourneyCall"),
+    (("onboarding", "signed_up", {"started_at": "2026-11-30T12:00:00Z"}), "InvalidJourneyCall"),
+    (("onboarding", "first_agent", {"previous_at": 1764504000}), "InvalidJourneyCall"),
+    (("onboarding", "signed_up", {"attributes": ["plan", "trial"]}), "InvalidJourneyCall"),
 ])
 def test_calls_that_cannot_be_recorded_are_counted_and_record_nothing(
-        telemetry: CapturedTelemetry, errors: Errors, journey: Any, milestone: Any, kwargs: dict[str, Any],
-        error: str) -> None:
+        telemetry: CapturedTelemetry, errors: Errors, call: tuple[Any, Any, dict[str, Any]], error: str) -> None:
+    journey, milestone, kwargs = call
     arguments: dict[str, Any] = {"subject_id": "u", "started_at": NOW, **kwargs}
     assert journey_milestone(journey, milestone, **arguments) is None
     assert errors.seen == [("helpers.journey", error)]
