@@ -62,13 +62,16 @@ STARTED_IN_FUTURE = "started_in_future"
 OUT_OF_ORDER = "out_of_order"
 PREVIOUS_BEFORE_START = "previous_before_start"
 FLAGS: tuple[str, ...] = (NAIVE_DATETIME, STARTED_IN_FUTURE, OUT_OF_ORDER, PREVIOUS_BEFORE_START)
+# A timestamp at most this far ahead of our clock is clock skew (a database server's now() read by
+# an app host a few milliseconds behind), not an anomaly: the duration is read as 0.
+CLOCK_SKEW_S = 1.0
 """Anomaly flags a milestone can carry (``crm.journey.milestone.flags``, ``crm.journey.anomaly``):
 
 - ``naive_datetime``: a datetime without tzinfo, read as UTC;
-- ``started_in_future``: ``started_at`` is later than now — no elapsed time is recorded (it would be
-  negative), the milestone is still counted;
-- ``out_of_order``: ``previous_at`` is later than now (the milestone came before its predecessor)
-  — no stage duration is recorded, the milestone is counted once;
+- ``started_in_future``: ``started_at`` is more than :data:`CLOCK_SKEW_S` later than now — no
+  elapsed time is recorded (it would be negative), the milestone is still counted;
+- ``out_of_order``: ``previous_at`` is more than :data:`CLOCK_SKEW_S` later than now (the milestone
+  came before its predecessor) — no stage duration is recorded, the milestone is counted once;
 - ``previous_before_start``: ``previous_at`` is earlier than ``started_at`` — recorded as given.
 """
 
@@ -212,16 +215,16 @@ def _evaluate(journey: Journey | None, journey_name: object, milestone_name: obj
     previous = None if previous_at is None else _timestamp(previous_at, "previous_at", flags)
     if previous is None and milestone.index == 1:
         previous = start  # the first milestone is the start: its time is started_at
-    elapsed: float | None = now - start
-    if elapsed is not None and elapsed < 0:
+    elapsed: float | None = max(0.0, now - start)
+    if start - now > CLOCK_SKEW_S:
         flags.append(STARTED_IN_FUTURE)
         elapsed = None
     stage: float | None = None
     if milestone.index > 0 and previous is not None:
-        if previous > now:
+        if previous - now > CLOCK_SKEW_S:
             flags.append(OUT_OF_ORDER)
         else:
-            stage = now - previous
+            stage = max(0.0, now - previous)
             if previous < start:
                 flags.append(PREVIOUS_BEFORE_START)
     completed = milestone is journey.last

@@ -115,6 +115,19 @@ def test_the_same_attributes_go_on_the_current_span(telemetry: CapturedTelemetry
     assert str(span.attributes["crm.journey.subject.id"]).startswith("[HASH:")
 
 
+def test_the_event_goes_through_the_scrubbing_pipeline_and_the_last_milestone_wins_on_the_span(
+        telemetry: CapturedTelemetry) -> None:
+    with trace.get_tracer("t").start_as_current_span("POST /signup"):
+        journey_milestone("onboarding", "signed_up", subject_id="u", started_at=NOW,
+                          attributes={"signup.note": "from ada@example.com"})
+        journey_milestone("onboarding", "first_project", subject_id="u", started_at=ago(minutes=1))
+    first, _ = events(telemetry)
+    assert first.attributes["signup.note"] == "from [REDACTED:email]"
+    span = telemetry.span("POST /signup")
+    assert span.attributes is not None and span.attributes["crm.journey.milestone.name"] == "first_project"
+    assert span.attributes["signup.note"] == "from [REDACTED:email]"
+
+
 def test_metrics_by_journey_milestone_and_tenant_never_subject(telemetry: CapturedTelemetry) -> None:
     subjects = [f"user-{n}" for n in range(5)]
     with tenant_context("acme"):
@@ -292,6 +305,17 @@ def test_a_milestone_before_its_predecessor_is_flagged_and_counted_once(telemetr
     assert telemetry.metric_sum("crm.journey.milestones") == 1
     assert points(telemetry, "crm.journey.stage.duration") == []
     assert telemetry.metric_sum("crm.journey.anomalies", crm__journey__anomaly="out_of_order") == 1
+
+
+def test_up_to_a_second_ahead_is_clock_skew_not_an_anomaly(telemetry: CapturedTelemetry) -> None:
+    skewed = NOW + timedelta(seconds=0.9)  # e.g. the database's now(), read by a host a bit behind
+    record = journey_milestone("onboarding", "signed_up", subject_id="u", started_at=skewed)
+    assert record is not None and record.flags == () and record.elapsed_s == 0
+    record = journey_milestone("onboarding", "first_agent", subject_id="u", started_at=ago(minutes=9),
+                               previous_at=skewed)
+    assert record is not None and record.flags == () and record.stage_s == 0
+    late = journey_milestone("onboarding", "signed_up", subject_id="u", started_at=NOW + timedelta(seconds=1.1))
+    assert late is not None and late.flags == ("started_in_future",)
 
 
 def test_a_predecessor_before_the_start_is_recorded_and_flagged(telemetry: CapturedTelemetry) -> None:
