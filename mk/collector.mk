@@ -56,6 +56,8 @@ validate-configs: collector jaeger
 alerts-test: promtool
 	$(PROMTOOL) check rules $(CRM_CONFIGS)/prometheus/alerts.yaml
 	cd $(CRM_CONFIGS)/prometheus && $(PROMTOOL) test rules alerts.test.yaml
+	$(PROMTOOL) check rules $(CRM_CONFIGS)/prometheus/journeys.rules.yaml
+	cd $(CRM_CONFIGS)/prometheus && $(PROMTOOL) test rules journeys.test.yaml
 	$(PROMTOOL) check config --syntax-only $(CRM_CONFIGS)/prometheus/prometheus.yml
 
 # Collector + Jaeger (+ Prometheus when available) on 127.0.0.1, in the background.

@@ -77,6 +77,7 @@ up() {
         -e "s#127.0.0.1:8888#$OTELCOL_TELEMETRY_HOST:$OTELCOL_TELEMETRY_PORT#" \
         "$CFG/prometheus/prometheus.yml" >"$STACK/prometheus.yml"
     cp "$CFG/prometheus/alerts.yaml" "$STACK/alerts.yaml"
+    cp "$CFG/prometheus/journeys.rules.yaml" "$STACK/journeys.rules.yaml"
     start prometheus "$PROMETHEUS_BIN" --config.file="$STACK/prometheus.yml" \
       --storage.tsdb.path="$STACK/prometheus-data" --web.listen-address="$PROMETHEUS_ENDPOINT"
     wait_http prometheus "http://$PROMETHEUS_ENDPOINT/-/ready"

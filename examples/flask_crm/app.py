@@ -6,6 +6,11 @@ Run it under the distro, no code changes needed:
 
 Environment: CRM_PORT (default 5000), CRM_DB_URL (default: an in-memory SQLite database),
 CRM_SERVICES_URL (default: local stand-in services started by the app on a free port).
+
+The activation journey (signup → first lead → first enrichment → first successful sync, see
+docs/journeys.md) is declared in examples/journeys/crm_activation.json: run with
+``OTEL_CRM_JOURNEYS_FILE=examples/journeys/crm_activation.json`` and send ``X-User-ID: <id from
+POST /signup>`` with the requests of that user.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import requests
 from flask import Flask, abort, jsonify, request
-from sqlalchemy import String, create_engine, select
+from sqlalchemy import DateTime, String, create_engine, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
@@ -64,6 +70,52 @@ class Lead(Base):
                 "status": self.status}
 
 
+class User(Base):
+    """An account; the milestone columns are the app's own record of its activation journey."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(200))
+    signed_up_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_lead_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    first_enrichment_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    first_sync_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+JOURNEY = "crm_activation"
+# milestone -> (the column recording it, the column of the milestone before it)
+MILESTONES = {"first_lead": ("first_lead_at", "signed_up_at"),
+              "first_enrichment": ("first_enrichment_at", "first_lead_at"),
+              "first_sync": ("first_sync_at", "first_enrichment_at")}
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite hands datetimes back without their timezone; this app stores UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def reach(engine: Any, milestone: str) -> None:
+    """Record `milestone` for the requesting user (X-User-ID) the first time they reach it.
+
+    otel_crm keeps no per-user state: the app dedupes. The conditional UPDATE is the "first time"
+    check (it changes one row only while the column is empty, even under concurrent requests).
+    """
+    user_id = request.headers.get("X-User-ID", "")
+    if not user_id.isdigit():
+        return
+    column, previous = MILESTONES[milestone]
+    with Session(engine) as session:
+        first = session.execute(update(User).where(User.id == int(user_id), getattr(User, column).is_(None))
+                                .values({column: datetime.now(timezone.utc)}))
+        session.commit()
+        user = session.get(User, int(user_id)) if first.rowcount == 1 else None  # type: ignore[attr-defined]
+        if user is None:  # not one of our users, or not the first time
+            return
+        previous_at = getattr(user, previous)  # None when the user skipped that milestone
+        otel_crm.journey_milestone(JOURNEY, milestone, subject_id=user.id, started_at=utc(user.signed_up_at),
+                                   previous_at=utc(previous_at) if previous_at is not None else None)
+
+
 def create_app(db_url: str | None = None, services_url: str | None = None) -> Flask:
     db_url = db_url or os.environ.get("CRM_DB_URL", "sqlite://")
     engine = create_engine(db_url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
@@ -79,6 +131,21 @@ def create_app(db_url: str | None = None, services_url: str | None = None) -> Fl
     @app.get("/health")
     def health() -> Any:
         return {"status": "ok"}
+
+    @app.post("/signup")
+    def signup() -> Any:
+        body = request.get_json(force=True, silent=True) or {}
+        if not body.get("email"):
+            abort(400, "email is required")
+        # Accounts imported from another CRM keep their original signup time.
+        signed_up_at = (datetime.fromisoformat(body["signed_up_at"]) if body.get("signed_up_at")
+                        else datetime.now(timezone.utc))
+        with Session(engine) as session:
+            user = User(email=body["email"], signed_up_at=signed_up_at)
+            session.add(user)
+            session.commit()
+            otel_crm.journey_milestone(JOURNEY, "signed_up", subject_id=user.id, started_at=signed_up_at)
+            return {"id": user.id}, 201
 
     @app.get("/leads")
     def list_leads() -> Any:
@@ -96,7 +163,9 @@ def create_app(db_url: str | None = None, services_url: str | None = None) -> Fl
             session.add(lead)
             session.commit()
             log.info("lead created", extra={"lead_id": lead.id})
-            return lead.to_dict(), 201
+            created = lead.to_dict()
+        reach(engine, "first_lead")
+        return created, 201
 
     @app.get("/leads/<int:lead_id>")
     def get_lead(lead_id: int) -> Any:
@@ -118,13 +187,16 @@ def create_app(db_url: str | None = None, services_url: str | None = None) -> Fl
             lead.status = "enriched"
             session.commit()
             log.info("lead enriched", extra={"lead_id": lead_id})
-            return {"lead": lead.to_dict(), "enrichment": data}
+            enriched = {"lead": lead.to_dict(), "enrichment": data}
+        reach(engine, "first_enrichment")
+        return enriched
 
     hubspot = HubSpotConnector(services_url, http)
 
     @app.post("/sync/hubspot")
     def sync_hubspot() -> Any:
         contacts = hubspot.sync_contacts()
+        reach(engine, "first_sync")  # only reached when the sync succeeded
         return {"synced": len(contacts)}
 
     @app.get("/leads/search")

@@ -94,6 +94,13 @@ GEN_AI_TOKEN_BUCKETS: Final = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 2621
 # Our own durations (workflows, connector syncs, whole requests) span ms to minutes.
 CRM_DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0,
                                30.0, 60.0, 120.0, 300.0)
+# Journeys take seconds (a demo) to days (a trial). Bounds sit on the usual cumulative targets
+# (5, 15, 30, 60 min) and on the alert thresholds (75, 120, 180 min) so "share within target" and
+# "median above a threshold" are exact on the histogram, not interpolated.
+CRM_JOURNEY_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 2700.0,
+                              3600.0, 4500.0, 5400.0, 7200.0, 10800.0, 14400.0, 21600.0, 43200.0,
+                              86400.0, 172800.0, 604800.0)
+CRM_JOURNEY_EFFICIENCY_BUCKETS: Final = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 # --- ours: attributes (crm.*) -----------------------------------------------------------------------
 CRM_TENANT_ID: Final = "crm.tenant.id"
@@ -119,6 +126,17 @@ CRM_SIGNAL: Final = "crm.signal"
 CRM_DROP_REASON: Final = "crm.drop.reason"
 CRM_COMPONENT: Final = "crm.component"
 CRM_METRIC_NAME: Final = "crm.metric.name"
+CRM_JOURNEY_NAME: Final = "crm.journey.name"
+CRM_JOURNEY_MILESTONE_NAME: Final = "crm.journey.milestone.name"
+CRM_JOURNEY_MILESTONE_INDEX: Final = "crm.journey.milestone.index"
+CRM_JOURNEY_MILESTONE_ELAPSED: Final = "crm.journey.milestone.elapsed"
+CRM_JOURNEY_MILESTONE_STAGE_DURATION: Final = "crm.journey.milestone.stage_duration"
+CRM_JOURNEY_MILESTONE_TARGET: Final = "crm.journey.milestone.target"
+CRM_JOURNEY_MILESTONE_OVER_TARGET: Final = "crm.journey.milestone.over_target"
+CRM_JOURNEY_MILESTONE_FLAGS: Final = "crm.journey.milestone.flags"
+CRM_JOURNEY_COMPLETED: Final = "crm.journey.completed"
+CRM_JOURNEY_SUBJECT_ID: Final = "crm.journey.subject.id"
+CRM_JOURNEY_ANOMALY: Final = "crm.journey.anomaly"
 
 # --- ours: W3C baggage keys (the tenant, carried only to allow-listed hosts) ------------------------
 BAGGAGE_TENANT_ID: Final = "crm.tenant.id"
@@ -138,6 +156,17 @@ CRM_CONNECTOR_DURATION: Final = "crm.connector.duration"
 CRM_CONNECTOR_OPERATIONS: Final = "crm.connector.operations"
 CRM_CONNECTOR_RECORDS_SYNCED: Final = "crm.connector.records.synced"
 CRM_GEN_AI_COST: Final = "crm.gen_ai.cost"
+CRM_JOURNEY_ELAPSED: Final = "crm.journey.elapsed"
+CRM_JOURNEY_STAGE_DURATION: Final = "crm.journey.stage.duration"
+CRM_JOURNEY_MILESTONES: Final = "crm.journey.milestones"
+CRM_JOURNEY_STARTS: Final = "crm.journey.starts"
+CRM_JOURNEY_COMPLETIONS: Final = "crm.journey.completions"
+CRM_JOURNEY_OVER_TARGET: Final = "crm.journey.over_target"
+CRM_JOURNEY_EFFICIENCY: Final = "crm.journey.efficiency"
+CRM_JOURNEY_ANOMALIES: Final = "crm.journey.anomalies"
+CRM_JOURNEY_TARGET: Final = "crm.journey.target"
+# The log record (event) of each milestone.
+CRM_JOURNEY_MILESTONE_EVENT: Final = "crm.journey.milestone"
 # Tail sampler self-metrics.
 CRM_SAMPLER_TRACES: Final = "crm.sampler.traces"
 CRM_SAMPLER_SPANS: Final = "crm.sampler.spans"
@@ -174,4 +203,17 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_DROP_REASON: ("crm.telemetry.dropped", "Why telemetry was dropped (queue_full, sampler_cap…)."),
     CRM_COMPONENT: ("crm.internal.errors", "Which part of otel_crm failed."),
     CRM_METRIC_NAME: ("crm.tenant.overflow", "Metric whose tenant label overflowed to __other__."),
+    CRM_JOURNEY_NAME: ("journey events, spans, metrics", "Declared business journey (onboarding…)."),
+    CRM_JOURNEY_MILESTONE_NAME: ("journey events, spans, metrics", "Milestone of the journey reached."),
+    CRM_JOURNEY_MILESTONE_INDEX: ("journey events, spans", "Milestone position (0: the start)."),
+    CRM_JOURNEY_MILESTONE_ELAPSED: ("journey events, spans", "Seconds from the journey's start."),
+    CRM_JOURNEY_MILESTONE_STAGE_DURATION: ("journey events, spans",
+                                           "Seconds from the previous milestone (when known)."),
+    CRM_JOURNEY_MILESTONE_TARGET: ("journey events, spans", "Cumulative target of the milestone (s)."),
+    CRM_JOURNEY_MILESTONE_OVER_TARGET: ("journey events, spans", "Reached later than its target."),
+    CRM_JOURNEY_MILESTONE_FLAGS: ("journey events, spans", "Anomalies of the input (out_of_order…)."),
+    CRM_JOURNEY_COMPLETED: ("journey events, spans", "True at the journey's last milestone."),
+    CRM_JOURNEY_SUBJECT_ID: ("journey events, spans",
+                             "Who travels the journey; hashed unless user-id capture is on."),
+    CRM_JOURNEY_ANOMALY: ("crm.journey.anomalies", "Which input anomaly was seen."),
 }

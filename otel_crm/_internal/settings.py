@@ -241,6 +241,13 @@ class Settings:
     capture_message_content: bool = setting(
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", default=False,
         doc="Record prompt/completion content on GenAI spans (scrubbed).")
+    journeys: Mapping[str, Any] = setting(
+        "OTEL_CRM_JOURNEYS", default={},
+        doc="Business journeys (ordered milestones, targets in seconds) for `journey_milestone`; "
+            "see docs/journeys.md.")
+    journeys_file: str = setting(
+        "OTEL_CRM_JOURNEYS_FILE", default="",
+        doc="JSON file of business journeys, merged under `journeys` (same shape).")
     # --- not settings: what resolution found -----------------------------------------------------
     problems: tuple[SettingProblem, ...] = field(default=(), compare=False)
     # Which settings came from an explicit argument or a variable (not a default).

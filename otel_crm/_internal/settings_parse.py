@@ -45,6 +45,7 @@ class Kind(enum.Enum):
     LIST = "list"  # comma-separated strings
     ENUM_LIST = "enum list"  # comma-separated, each from choices
     MAPPING = "mapping"  # key=value,key2=value2 (W3C baggage style, percent-decoded)
+    JSON = "json"  # a JSON object (an explicit argument: a dict); its owner validates the content
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Setting:
             return what
         if self.kind is Kind.MAPPING:
             return "key=value pairs separated by commas"
+        if self.kind is Kind.JSON:
+            return "a JSON object"
         return "a string"
 
 
@@ -116,7 +119,8 @@ def _kind_of(hint: Any) -> tuple[Kind, tuple[str, ...]]:
             return Kind.ENUM_LIST, tuple(typing.get_args(item))
         return Kind.LIST, ()
     if origin is Mapping:
-        return Kind.MAPPING, ()
+        # Mapping[str, str] is the key=value form; Mapping[str, Any] a JSON object.
+        return (Kind.JSON if args[1] is Any else Kind.MAPPING), ()
     simple = {bool: Kind.BOOL, int: Kind.INT, float: Kind.FLOAT, str: Kind.STR}
     if hint in simple:
         return simple[hint], ()
@@ -209,6 +213,14 @@ def _parse(setting: Setting, raw: str) -> Any:
         return items
     if kind is Kind.MAPPING:
         return _parse_mapping(text)
+    if kind is Kind.JSON:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            raise _Invalid from None
+        if not isinstance(document, dict):
+            raise _Invalid
+        return document
     return text
 
 
@@ -259,6 +271,10 @@ def _check_explicit(setting: Setting, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _Invalid
         return {str(k): str(v) for k, v in value.items()}
+    if kind is Kind.JSON:
+        if not isinstance(value, Mapping):
+            raise _Invalid
+        return dict(value)
     if not isinstance(value, str):
         raise _Invalid
     return value

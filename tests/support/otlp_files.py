@@ -120,6 +120,7 @@ class LogRecord:
     span_id: str
     attributes: dict[str, Any]
     resource: dict[str, Any]
+    event_name: str = ""
 
 
 def read_logs(path: Path) -> list[LogRecord]:
@@ -132,5 +133,6 @@ def read_logs(path: Path) -> list[LogRecord]:
                     records.append(LogRecord(
                         body=_value(r.get("body", {})), severity=r.get("severityText", ""),
                         trace_id=r.get("traceId", ""), span_id=r.get("spanId", ""),
-                        attributes=_attrs(r.get("attributes")), resource=resource))
+                        attributes=_attrs(r.get("attributes")), resource=resource,
+                        event_name=r.get("eventName", "")))
     return records
