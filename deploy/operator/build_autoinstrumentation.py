@@ -26,7 +26,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["FRAMEWORKS", "SITECUSTOMIZE", "UPSTREAM_SITECUSTOMIZE_CODE", "build", "main"]
+__all__ = ["FRAMEWORKS", "SITECUSTOMIZE", "UPSTREAM_SITECUSTOMIZE_CODE", "build", "check_folder",
+           "install_sitecustomize", "main"]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -49,6 +50,11 @@ def build(target: Path, *, project: Path = ROOT, extra: tuple[str, ...] = (), qu
                "-c", str(project / "constraints.txt"), "-r", str(HERE / "requirements.txt"), str(project), *extra]
     subprocess.run([*command, *(["--quiet"] if quiet else [])], check=True)
 
+    install_sitecustomize(target)
+    check_folder(target)
+
+
+def install_sitecustomize(target: Path) -> None:
     upstream = target / SITECUSTOMIZE
     if not upstream.is_file():
         raise SystemExit(f"{upstream} is missing: the operator's PYTHONPATH would find no sitecustomize")
@@ -59,6 +65,8 @@ def build(target: Path, *, project: Path = ROOT, extra: tuple[str, ...] = (), qu
     for stale in upstream.parent.glob("__pycache__/sitecustomize.*.pyc"):
         stale.unlink()
 
+
+def check_folder(target: Path) -> None:
     shadowing = sorted(name for name in FRAMEWORKS if (target / name).exists())
     if shadowing:
         raise SystemExit(f"{target} contains {shadowing}: they would shadow the application's own copies")

@@ -245,6 +245,16 @@ def test_the_folder_with_upstream_distro_really_offers_two_distros(folders: dict
     assert entry_points(folders["otel_crm only"], "opentelemetry_distro") == {"otel_crm"}
 
 
+def test_docs_list_every_library_the_folder_shadows(folders: dict[str, Path]) -> None:
+    docs = (ROOT / "docs" / "kubernetes.md").read_text()
+    paragraph = next(p for p in docs.split("\n\n") if "shadow the application's copies" in p)
+    listed = set(re.findall(r"`([^`]+)`", paragraph.split("shadow the application's copies")[1]))
+    shipped = {d.metadata["Name"].lower().replace("_", "-") for d in
+               metadata.distributions(path=[str(folders["otel_crm only"])])}
+    assert {n for n in shipped if not n.startswith("opentelemetry-") and n != "otel-crm"} == \
+        {n.lower().replace("_", "-") for n in listed}
+
+
 @pytest.mark.parametrize("folder_name", ["otel_crm only", "with upstream distro"])
 @pytest.mark.parametrize("selection_env", ["from the Instrumentation", "image defaults only"])
 def test_otel_crm_is_the_distro_and_configurator_picked(folders: dict[str, Path], python: Path, *, folder_name: str,
