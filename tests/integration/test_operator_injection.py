@@ -116,12 +116,12 @@ def kubelet_expand(env: list[tuple[str, str]], pod: Pod, pod_ip: str = "10.42.1.
     return out
 
 
-def pod_environment(pod: Pod, folder: Path, collector: Collector, *, without: tuple[str, ...] = ()) -> dict[str, str]:
+def pod_environment(pod: Pod, folder: Path, endpoint: str, *, without: tuple[str, ...] = ()) -> dict[str, str]:
     """What the app process sees: the injected env, the init container's copy at `folder`, and the
-    exporter endpoint pointed at the test collector's OTLP/HTTP receiver."""
+    exporter endpoint pointed at `endpoint` (the test collector's OTLP/HTTP receiver)."""
     env = kubelet_expand(operator_env(INSTRUMENTATION, pod), pod)
     env["PYTHONPATH"] = env["PYTHONPATH"].replace(MOUNT, str(folder))
-    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.http_endpoint
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     for name in without:
         del env[name]
     return env
@@ -137,7 +137,8 @@ def _cached(name: str, key_parts: list[bytes], build: Callable[[Path], None]) ->
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worktree's test run may be building the same thing
         if not path.exists():
             partial = CACHE / f"{name}-{digest}.partial-{os.getpid()}"
-            shutil.rmtree(partial, ignore_errors=True)
+            for stale in CACHE.glob(f"{name}-{digest}.partial-*"):  # left by an interrupted build
+                shutil.rmtree(stale)
             build(partial)
             partial.rename(path)
     return path
@@ -228,6 +229,7 @@ def probe(python: Path, env: dict[str, str], tmp_path: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+NO_COLLECTOR = "http://127.0.0.1:9"  # the probe exits before anything is exported
 PROBE_POD = Pod("crm", "leads-api", "leads-api-7c9d5", "leads-api-7c9d5-q2x8z", "node-2",
                 "registry.example.com/leads-api:2.0.1")
 
@@ -258,10 +260,9 @@ def test_docs_list_every_library_the_folder_shadows(folders: dict[str, Path]) ->
 @pytest.mark.parametrize("folder_name", ["otel_crm only", "with upstream distro"])
 @pytest.mark.parametrize("selection_env", ["from the Instrumentation", "image defaults only"])
 def test_otel_crm_is_the_distro_and_configurator_picked(folders: dict[str, Path], python: Path, *, folder_name: str,
-                                                        selection_env: str, collector: Collector,
-                                                        tmp_path: Path) -> None:
+                                                        selection_env: str, tmp_path: Path) -> None:
     without = ("OTEL_PYTHON_DISTRO", "OTEL_PYTHON_CONFIGURATOR") if selection_env == "image defaults only" else ()
-    env = pod_environment(PROBE_POD, folders[folder_name], collector, without=without)
+    env = pod_environment(PROBE_POD, folders[folder_name], NO_COLLECTOR, without=without)
     found = probe(python, env, tmp_path)
     assert found["otel_crm"].startswith(str(folders[folder_name]))
     assert found["distro_ran"], "CrmDistro configured the environment"
@@ -270,14 +271,14 @@ def test_otel_crm_is_the_distro_and_configurator_picked(folders: dict[str, Path]
 
 
 def test_upstream_distro_on_the_apps_own_pythonpath_does_not_win(folders: dict[str, Path], python: Path,
-                                                                  collector: Collector, tmp_path: Path) -> None:
+                                                                  tmp_path: Path) -> None:
     """The operator puts an app's own PYTHONPATH between its two entries, so a vendored upstream
     distro is found before the folder's otel_crm. Control: upstream's own sitecustomize then picks
     upstream (first entry point found); ours picks otel_crm."""
     vendor = vendored_upstream_distro()
     pod = Pod(**{**PROBE_POD.__dict__, "env": [("PYTHONPATH", str(vendor))]})
     folder = folders["otel_crm only"]
-    env = pod_environment(pod, folder, collector, without=("OTEL_PYTHON_DISTRO", "OTEL_PYTHON_CONFIGURATOR"))
+    env = pod_environment(pod, folder, NO_COLLECTOR, without=("OTEL_PYTHON_DISTRO", "OTEL_PYTHON_CONFIGURATOR"))
     assert env["PYTHONPATH"] == f"{folder}/{AUTO_DIR}:{vendor}:{folder}"
     found = probe(python, env, tmp_path)
     assert found["distro_ran"] and found["resource"]["telemetry.distro.name"] == "otel_crm"
@@ -310,7 +311,7 @@ def injected_app(python: Path, pod: Pod, folder: Path, collector: Collector, *, 
     port = free_port()
     own = [*pod.env, ("CRM_PORT", str(port)), ("CRM_DB_PATH", str(tmp_path / "crm.sqlite3")),
            ("PYTHONUNBUFFERED", "1")]
-    env = pod_environment(Pod(**{**pod.__dict__, "env": own}), folder, collector)
+    env = pod_environment(Pod(**{**pod.__dict__, "env": own}), folder, collector.http_endpoint)
     assert not any("opentelemetry-instrument" in a for a in argv)
     process = ManagedProcess(pod.deployment, [*clean_env(env), str(python), *argv], log_dir=tmp_path,
                              cwd=tmp_path)
