@@ -245,6 +245,8 @@ def test_the_folder_with_upstream_distro_really_offers_two_distros(folders: dict
     assert entry_points(folders["with upstream distro"], "opentelemetry_configurator") == {"otel_crm",
                                                                                          "configurator"}
     assert entry_points(folders["otel_crm only"], "opentelemetry_distro") == {"otel_crm"}
+    for folder in folders.values():  # the operator's emptyDir is limited to 200Mi by default (helper.go)
+        assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 200 * 2**20
 
 
 def test_docs_list_every_library_the_folder_shadows(folders: dict[str, Path]) -> None:
