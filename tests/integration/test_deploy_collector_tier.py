@@ -80,13 +80,16 @@ def tier(tmp_path: Path) -> Iterator[tuple[Pod, Pod, Collector]]:
     jaeger = start_file_collector(tmp_path / "jaeger")  # stands in for Jaeger: files of what it receives
     sampler = Pod("sampler", tmp_path, remote={"JAEGER_OTLP_ENDPOINT": f"127.0.0.1:{jaeger.grpc_port}"})
     sampler.env["OTELCOL_DECISION_WAIT"] = "1s"  # the test's only change to the sampler: decide quickly
-    sampler.start()
     lb = Pod("loadbalancer", tmp_path, remote={"LB_DNS_HOSTNAME": "127.0.0.1",
-                                              "LB_DNS_PORT": str(sampler.ports[4317])}).start()
-    yield lb, sampler, jaeger
-    for proc in (lb, sampler):
-        proc.stop()
-    jaeger.process.stop()
+                                              "LB_DNS_PORT": str(sampler.ports[4317])})
+    try:
+        sampler.start()
+        lb.start()
+        yield lb, sampler, jaeger
+    finally:  # also when a start fails: nothing outlives the test
+        for proc in (lb, sampler):
+            proc.stop()
+        jaeger.process.stop()
 
 
 def test_load_balancer_resolves_the_sampler_by_dns_and_error_traces_reach_jaeger(
