@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check otel_crm tests examples bench
+	$(VENV)/bin/ruff check otel_crm tests examples bench deploy
 
 types: venv
 	$(VENV)/bin/mypy
