@@ -72,10 +72,12 @@ class Merger:
         self._values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
 
     def add(self, families: list[Family], worker: str | None) -> None:
-        """`worker` None: a retired process, whose sums are kept and whose gauges are not."""
+        """`worker` None: a retired process, whose sums are kept and whose gauges are not. Info
+        metrics (target_info: one per process, each with its own instance id) come from the first
+        process added, the owner."""
         for family in families:
             name, kind = family["name"], family["type"]
-            if worker is None and kind not in SUMMED:
+            if (worker is None and kind not in SUMMED) or (kind == "info" and name in self._meta):
                 continue
             meta = self._meta.setdefault(name, (kind, family.get("doc", "")))
             if meta[0] != kind:  # the same name with another type: keep the first, never mix
@@ -86,7 +88,7 @@ class Merger:
                     key = (sample_name, tuple(sorted(labels.items())))
                     values[key] = values.get(key, 0.0) + float(value)
                 elif kind == "info":
-                    values.setdefault((sample_name, tuple(sorted(labels.items()))), float(value))
+                    values[(sample_name, tuple(sorted(labels.items())))] = float(value)
                 elif worker is not None:
                     label = "worker" if "worker" not in labels else "crm_worker"
                     key = (sample_name, tuple(sorted({**labels, label: worker}.items())))
@@ -222,13 +224,32 @@ class Endpoint:
         self._member_sock = _listen(self.dir / f"{self._pid}.sock")
         if start_thread:
             self._start_member_thread()
-        atexit.register(self._member_exit)
+        atexit.register(self.leave)
 
     def _start_member_thread(self) -> None:
-        if self._member_sock is not None and self._pid == os.getpid():
+        if self.role == "member" and self._member_sock is not None and self._pid == os.getpid():
             _serve(self._member_sock, self._on_snapshot_request, "otel_crm-prometheus-member")
 
+    def close(self) -> None:
+        """Stop serving and remove this process's files (tests; an app's processes serve until exit)."""
+        role, self.role = self.role, "closed"
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        for sock in (self._owner_sock, self._member_sock):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+                sock.close()
+        name = OWNER_SOCKET if role == "owner" else f"{self._pid}.sock"
+        with contextlib.suppress(OSError):
+            (self.dir / name).unlink()
+        with contextlib.suppress(OSError):
+            self.dir.rmdir()
+
     def _before_fork(self) -> None:
+        if self.role == "closed":
+            return
         # The child must not collect before config's own after-fork hook has given its metric
         # pipeline fresh locks (a lock a parent thread held at fork stays held in the child).
         # That hook was registered after ours; one registered now runs after it, in every child.
@@ -237,6 +258,8 @@ class Endpoint:
             os.register_at_fork(after_in_child=self._start_member_thread)
 
     def _after_fork_in_child(self) -> None:
+        if self.role == "closed":
+            return
         try:
             # Copies of the parent's listening sockets: the child serves none of them.
             for sock in (getattr(self._http, "socket", None), self._owner_sock, self._member_sock):
@@ -258,9 +281,11 @@ class Endpoint:
     def _on_snapshot_request(self, conn: socket.socket) -> None:
         conn.sendall(self._message())
 
-    def _member_exit(self) -> None:
+    def leave(self) -> None:
+        """A member's exit (atexit): push the final counts to the owner, then remove the socket."""
         if self.role != "member" or os.getpid() != self._pid:
             return  # inherited by a child of this process: not its exit
+        self.role = "left"
         try:  # first the final counts, then the socket: the owner never sees us gone uncounted
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
                 conn.settimeout(TIMEOUT)
@@ -341,8 +366,8 @@ class Endpoint:
                     self._retire(token, families)
             merged = Merger()
             merged.add(own, worker=str(os.getpid()))
-            for pid, families in self._last_seen.values():  # target_info: the owner's only
-                merged.add([f for f in families if f["type"] != "info"], worker=str(pid))
+            for pid, families in self._last_seen.values():
+                merged.add(families, worker=str(pid))
             merged.add(self._retired.families(), worker=None)
         return merged.metrics()
 
