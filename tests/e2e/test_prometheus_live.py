@@ -181,7 +181,9 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             started.append(_telemetrygen(log_dir, name, collector, *args))
 
         traffic, lock = Traffic(), threading.Lock()
-        bad_http = requests.Session()
+        bad_http, bad_http2 = requests.Session(), requests.Session()
+        for session in (bad_http, bad_http2):
+            session.headers["X-Tenant-ID"] = "umbrella"
         bad_lead = bad_http.post(bad.url("/leads"), json={"name": "B", "email": "b@example.com",
                                                           "company": COMPANY}, timeout=20).json()["id"]
         clients = [_HealthyClient(good, tenant, traffic, lock) for tenant in TENANTS]
@@ -215,7 +217,7 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             client = next(c for c in clients if c.tenant == tenant)
             pool.submit(loop, client.round)
         pool.submit(loop, lambda i: _bad_round(bad, bad_http, bad_lead, traffic, lock))
-        pool.submit(loop, lambda i: _bad_round(bad, requests.Session(), bad_lead, traffic, lock))
+        pool.submit(loop, lambda i: _bad_round(bad, bad_http2, bad_lead, traffic, lock))
 
         t0 = time.monotonic()
         fired: dict[str, float] = {}
@@ -264,7 +266,7 @@ def test_every_recording_rule_has_data(live: Live) -> None:
 
 
 def test_each_alert_fires_when_its_condition_is_produced(live: Live) -> None:
-    print("alert firing times (s from start of traffic, for: %s):" % FOR, json.dumps(live.fired_after, indent=1))
+    print(f"alert firing times (s from start of traffic, for: {FOR}):", json.dumps(live.fired_after, indent=1))
     assert set(live.fired_after) == set(EXPECTED)
     alerts = {r["name"] for r in live.prom.rules() if r["type"] == "alerting"}
     assert alerts == set(EXPECTED) | NOT_PRODUCIBLE
@@ -337,7 +339,8 @@ def test_requests_per_tenant_panel_matches_the_traffic(live: Live) -> None:
     got = _by(live.prom.query(_panel_expr("crm-tenants", "Requests by tenant", live), at=live.finished + 3),
               "crm_tenant_id")
     for tenant, sent in live.traffic.requests.items():
-        assert got.get(tenant) == pytest.approx(sent, rel=0.05, abs=1), f"{tenant}: panel {got.get(tenant)}, sent {sent}"
+        assert got.get(tenant) == pytest.approx(sent, rel=0.05, abs=1), (
+            f"{tenant}: panel {got.get(tenant)}, sent {sent}")
 
 
 def test_error_rate_panel_matches_the_traffic(live: Live) -> None:
