@@ -53,7 +53,7 @@ EXPECTED = {
     "OtelcolReceiverRefusing": {"instance": "refusing"},
     "OtelcolExporterQueueNearlyFull": {"instance": "broken"},
     "OtelcolExporterEnqueueFailed": {"instance": "broken"},
-    "OtelcolTailSamplingDroppedTooEarly": {"instance": "broken"},
+    "OtelcolTailSamplingDroppedTooEarly": {"instance": "overloaded"},
     "OtelcolCrmTargetDown": {"instance": "down"},
 }
 # Needs an hour of history before its condition can hold: evaluated and kept quiet only.
@@ -132,11 +132,16 @@ class _HealthyClient:
 def _bad_round(app: App, http: requests.Session, lead_id: int, traffic: Traffic, lock: threading.Lock) -> None:
     codes = [http.get(app.url("/fail"), timeout=20).status_code,
              http.post(app.url("/sync/hubspot"), timeout=20).status_code,  # connector: services down
-             http.post(app.url(f"/leads/{lead_id}/qualify"), timeout=20).status_code,  # LLM down: workflow fails
-             http.get(app.url("/slow?seconds=1.2"), timeout=20).status_code]
+             http.post(app.url(f"/leads/{lead_id}/qualify"), timeout=20).status_code]  # LLM down: workflow fails
     with lock:
         traffic.bad_requests += len(codes)
         traffic.bad_errors += sum(1 for c in codes if c >= 500)
+
+
+def _slow(app: App, http: requests.Session, traffic: Traffic, lock: threading.Lock) -> None:
+    assert http.get(app.url("/slow?seconds=1.2"), timeout=20).status_code == 200
+    with lock:
+        traffic.bad_requests += 1
 
 
 def _matches(alert: dict[str, Any], want: dict[str, str]) -> bool:
@@ -152,21 +157,24 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     refusing = CollectorProc(log_dir, CONFIGS / "otelcol.yaml", name="refusing", extra_env={
         **fast, "OTELCOL_MEMORY_LIMIT_MIB": "4", "OTELCOL_MEMORY_SPIKE_MIB": "1"})
     broken = CollectorProc(log_dir, CONFIGS / "otelcol.yaml", name="broken", extra_env={
-        **fast, "JAEGER_OTLP_ENDPOINT": f"127.0.0.1:{free_port()}", "OTELCOL_EXPORT_QUEUE_SIZE": "5",
-        "OTELCOL_NUM_TRACES": "20", "OTELCOL_EXPECTED_NEW_TRACES_PER_SEC": "10"})
+        **fast, "JAEGER_OTLP_ENDPOINT": f"127.0.0.1:{free_port()}", "OTELCOL_EXPORT_QUEUE_SIZE": "5"})
+    # More new traces per decision_wait than num_traces: undecided traces are evicted. (Not the
+    # broken collector: a trace ring that overflows steadily lets no trace through to a queue.)
+    overloaded = CollectorProc(log_dir, CONFIGS / "otelcol.yaml", name="overloaded", extra_env={
+        **fast, "OTELCOL_NUM_TRACES": "10", "OTELCOL_EXPECTED_NEW_TRACES_PER_SEC": "10"})
     down = f"127.0.0.1:{free_port()}"
     started: list[Any] = []
     try:
-        for collector in (healthy, refusing, broken):
+        collectors = {"healthy": healthy, "refusing": refusing, "broken": broken, "overloaded": overloaded}
+        for collector in collectors.values():
             started.append(collector.start())
-        names = {"healthy": f"127.0.0.1:{healthy.telemetry_port}", "refusing": f"127.0.0.1:{refusing.telemetry_port}",
-                 "broken": f"127.0.0.1:{broken.telemetry_port}", "down": down,
-                 "exporter": f"127.0.0.1:{healthy.prometheus_port}"}
+        names = {name: f"127.0.0.1:{c.telemetry_port}" for name, c in collectors.items()}
+        names |= {"down": down, "exporter": f"127.0.0.1:{healthy.prometheus_port}"}
         prom = PrometheusProc(log_dir, [
             {"job_name": "otelcol-crm-exporter", "honor_labels": True,
              "static_configs": [{"targets": [names["exporter"]]}]},
             {"job_name": "otelcol-crm-telemetry",
-             "static_configs": [{"targets": [names[n] for n in ("healthy", "refusing", "broken", "down")]}]},
+             "static_configs": [{"targets": [names[n] for n in (*collectors, "down")]}]},
         ], test_rule_files(log_dir, FOR))
         started.append(prom.start())
         good = _app(log_dir, "crm-healthy", healthy)
@@ -175,9 +183,10 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                    OTEL_BSP_MAX_QUEUE_SIZE="1", OTEL_BSP_SCHEDULE_DELAY="60000", OTEL_CRM_SAMPLING_MAX_TRACES="1")
         started.append(bad.process)
         for name, collector, args in (
-                ("gen-refused", refusing, ["traces", "--rate", "20"]),
-                ("gen-refused-logs", refusing, ["logs", "--rate", "20"]),
-                ("gen-broken", broken, ["traces", "--rate", "50", "--status-code", "Error"])):
+                ("gen-refused", refusing, ["traces", "--rate", "10"]),
+                ("gen-refused-logs", refusing, ["logs", "--rate", "10"]),
+                ("gen-broken", broken, ["traces", "--rate", "20", "--status-code", "Error"]),
+                ("gen-overloaded", overloaded, ["traces", "--rate", "30"])):
             started.append(_telemetrygen(log_dir, name, collector, *args))
 
         traffic, lock = Traffic(), threading.Lock()
@@ -201,7 +210,7 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         stop = threading.Event()
         errors: list[BaseException] = []
 
-        def loop(fn: Any) -> None:
+        def loop(fn: Any, pause: float) -> None:  # paced: 2 shared cores run all of this
             i = 1
             while not stop.is_set():
                 try:
@@ -210,14 +219,20 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                     errors.append(exc)
                     return
                 i += 1
+                stop.wait(pause)
 
-        weights = [t for t, w in TENANTS.items() for _ in range(w)]
-        pool = ThreadPoolExecutor(len(weights) + 2)
-        for tenant in weights:
-            client = next(c for c in clients if c.tenant == tenant)
-            pool.submit(loop, client.round)
-        pool.submit(loop, lambda i: _bad_round(bad, bad_http, bad_lead, traffic, lock))
-        pool.submit(loop, lambda i: _bad_round(bad, bad_http2, bad_lead, traffic, lock))
+        # The example keeps its leads in one SQLite connection: one thread per app touches the
+        # database. The bad app's slow route runs beside it in three threads (~15% of its
+        # requests take 1.2 s; several traces open at once: the in-process sampler, capped at
+        # one, must evict).
+        weights = [next(c for c in clients if c.tenant == t) for t, w in TENANTS.items() for _ in range(w)]
+        slow_sessions = [bad_http2, requests.Session(), requests.Session()]
+        pool = ThreadPoolExecutor(2 + len(slow_sessions))
+        pool.submit(loop, lambda i: weights[i % len(weights)].round(i), 0.05)
+        pool.submit(loop, lambda i: _bad_round(bad, bad_http, bad_lead, traffic, lock), 0.2)
+        for session in slow_sessions:
+            session.headers["X-Tenant-ID"] = "umbrella"
+            pool.submit(loop, lambda i, session=session: _slow(bad, session, traffic, lock), 0)
 
         t0 = time.monotonic()
         fired: dict[str, float] = {}
@@ -236,7 +251,14 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             return len(fired) == len(expected) or bool(errors)
 
         try:
-            wait_until(watch, 150, "every alert firing", interval=0.5)
+            try:
+                wait_until(watch, 150, "every alert firing", interval=0.5)
+            except TimeoutError:
+                states = sorted({(a["labels"]["alertname"], a["state"], a["labels"].get("job", ""),
+                                  a["labels"].get("instance", "")) for a in prom.alerts()})
+                missing = sorted(set(expected) - set(fired))
+                pytest.fail(f"alerts not firing: {missing}; fired: {fired}; expected labels: {expected}; "
+                            f"current alerts: {states}; errors: {errors}")
             quiet_until = time.monotonic() + 10  # healthy traffic goes on: still no healthy alert
             wait_until(lambda: watch() and time.monotonic() > quiet_until, 30, "a quiet healthy stretch",
                        interval=0.5)
