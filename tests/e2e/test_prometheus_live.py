@@ -16,6 +16,7 @@ match what the traffic sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -346,42 +347,66 @@ def test_every_dashboard_panel_expression_returns_data(live: Live) -> None:
     assert not empty, "panels without data:\n" + "\n".join(f"{d} / {t}: {e}" for d, t, e in empty)
 
 
-def _panel_expr(dashboard: str, title: str, live: Live) -> str:
-    range_s = int(live.finished - live.warmed) + 5
+def _panel_expr(dashboard: str, title: str, range_s: int) -> str:
     matches = [e for d, t, e in _expressions(_variables(), range_s) if d == dashboard and t == title]
     assert len(matches) == 1, f"{dashboard} / {title}: {len(matches)} expressions"
     return matches[0]
 
 
-def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
-    return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
+def _by(result: list[dict[str, Any]], *labels: str) -> dict[Any, float]:
+    def key(metric: dict[str, str]) -> Any:
+        return metric.get(labels[0], "") if len(labels) == 1 else tuple(metric.get(k, "") for k in labels)
+    return {key(r["metric"]): float(r["value"][1]) for r in result}
+
+
+def _check_increase_panel(live: Live, panel_id: tuple[str, str], *, counter: str, labels: tuple[str, ...],
+                          sent: dict[Any, float]) -> None:
+    """An increase() panel over the traffic. The counters in Prometheus must have grown by exactly
+    what was sent; the panel shows that growth extrapolated by increase() to the ends of its
+    range, i.e. between the exact value and value x range / (range - 2 scrape intervals)."""
+    dashboard, title = panel_id
+    by = ", ".join(labels)
+    raw = f'sum by ({by}) ({counter}{{job="crm-healthy"}})'
+    before = _by(live.prom.query(raw, at=live.warmed), *labels)
+    exact: dict[Any, float] = {}
+
+    def landed() -> bool:  # the last requests' metrics are at most an export + a scrape away
+        exact.clear()
+        exact.update({k: v - before.get(k, 0.0) for k, v in _by(live.prom.query(raw), *labels).items()})
+        return all(exact.get(k) == pytest.approx(v, rel=1e-9) for k, v in sent.items())
+
+    with contextlib.suppress(TimeoutError):
+        wait_until(landed, 15, f"{counter} to reach what was sent", interval=0.5)
+    end = time.time()
+    range_s = int(end - live.warmed) + 2
+    panel = _by(live.prom.query(_panel_expr(dashboard, title, range_s), at=end), *labels)
+    print(f"{dashboard} / {title}: sent {sent}, Prometheus delta {exact}, panel {panel} (range {range_s}s)")
+    for key, value in sent.items():
+        assert exact.get(key) == pytest.approx(value, rel=1e-9), (
+            f"{counter} {key}: Prometheus {exact.get(key)}, sent {value}")
+        assert value * 0.999 <= panel.get(key, 0.0) <= value * range_s / (range_s - 2.2), (
+            f"{dashboard} / {title} {key}: panel {panel.get(key)}, sent {value} (range {range_s}s)")
 
 
 def test_requests_per_tenant_panel_matches_the_traffic(live: Live) -> None:
-    got = _by(live.prom.query(_panel_expr("crm-tenants", "Requests by tenant", live), at=live.finished + 3),
-              "crm_tenant_id")
-    for tenant, sent in live.traffic.requests.items():
-        assert got.get(tenant) == pytest.approx(sent, rel=0.05, abs=1), (
-            f"{tenant}: panel {got.get(tenant)}, sent {sent}")
-
-
-def test_error_rate_panel_matches_the_traffic(live: Live) -> None:
-    got = _by(live.prom.query(_panel_expr("crm-requests", "Error rate", live), at=live.finished), "job")
-    assert got["crm-healthy"] == 0
-    sent_ratio = live.traffic.bad_errors / live.traffic.bad_requests
-    assert got["crm-bad"] == pytest.approx(sent_ratio, abs=0.1), f"panel {got['crm-bad']}, sent {sent_ratio}"
+    _check_increase_panel(live, ("crm-tenants", "Requests by tenant"), counter="crm_requests_total",
+                          labels=("crm_tenant_id",), sent=dict(live.traffic.requests))
 
 
 def test_llm_cost_per_tenant_and_model_panel_matches_the_traffic(live: Live) -> None:
-    result = live.prom.query(_panel_expr("crm-llm", "Cost by tenant and model", live), at=live.finished + 3)
-    got = {(r["metric"].get("crm_tenant_id"), r["metric"].get("gen_ai_request_model")): float(r["value"][1])
-           for r in result}
     prompt = json.dumps([{"role": "user", "content": f"Is {COMPANY} a good fit?"}])
     per_call = load_price_table().cost("openai", "gpt-4o-mini-2024-07-18", max(1, len(prompt) // 4), 12)
     assert per_call
-    for tenant, calls in live.traffic.qualified.items():
-        assert got.get((tenant, "gpt-4o-mini")) == pytest.approx(calls * per_call, rel=0.05, abs=per_call), (
-            f"{tenant}: panel {got.get((tenant, 'gpt-4o-mini'))}, sent {calls} calls x {per_call}")
+    sent = {(tenant, "gpt-4o-mini"): calls * per_call for tenant, calls in live.traffic.qualified.items()}
+    _check_increase_panel(live, ("crm-llm", "Cost by tenant and model"), counter="crm_gen_ai_cost_total",
+                          labels=("crm_tenant_id", "gen_ai_request_model"), sent=sent)
+
+
+def test_error_rate_panel_matches_the_traffic(live: Live) -> None:
+    got = _by(live.prom.query(_panel_expr("crm-requests", "Error rate", 0), at=live.finished), "job")
+    assert got["crm-healthy"] == 0
+    sent_ratio = live.traffic.bad_errors / live.traffic.bad_requests
+    assert got["crm-bad"] == pytest.approx(sent_ratio, abs=0.1), f"panel {got['crm-bad']}, sent {sent_ratio}"
 
 
 def test_dashboards_are_provisioned_by_docker_compose() -> None:
