@@ -1,24 +1,13 @@
 """`/metrics` for a prefork server: the process that owns the port serves the sum of every process.
 
-Under gunicorn (or uWSGI with `py-call-osafterfork`) `configure()` runs in the master, which binds
-the Prometheus port; the workers that do the work are forked from it and cannot share its port.
-So each process that records metrics is asked for them when Prometheus scrapes:
-
-- The port's *owner* (the process that bound it) serves HTTP. On a scrape it reads its own
-  registry and asks every *member* for a snapshot over a Unix socket in a private rendezvous
-  directory (`<tmp>/otel-crm-prometheus-<uid>-<host>-<port>`, mode 0700): one socket per live
-  process, `<pid>.sock`, plus the owner's `owner.sock`. Files are bounded by the live processes.
-- A forked child (or a process whose bind found the port taken by an owner) is a member: it
-  serves snapshots of its own registry on its socket, and when it exits it pushes its final
-  snapshot to the owner, then removes its socket.
-- The owner merges: counters and histograms (bucket by bucket) and summaries are summed; gauges
-  and other types stay per process under a `worker` label (the pid); info metrics come once. An
-  exited process's counts are folded into a retired sum, so totals never go down and its series
-  stop growing. A worker killed without warning (SIGKILL) keeps the counts of its last scrape.
-
-Pull at scrape time rather than files written on each measurement (prometheus_client's multiprocess
-mode): the OpenTelemetry SDK aggregates in memory, so a snapshot is exact when asked for, there is
-no per-measurement file write, and nothing but live sockets stays on disk.
+Under gunicorn `configure()` runs in the master, which binds the Prometheus port, while forked
+workers do the work. So, when Prometheus scrapes, the *owner* asks every *member* (a forked child,
+or a process that found the port owned) for a snapshot over its Unix socket in a private
+rendezvous directory (one `<pid>.sock` per live process, plus `owner.sock`), and merges: counters,
+histograms (bucket by bucket) and summaries summed; gauges per process under a `worker` label;
+info metrics once. A member that exits pushes its final counts to the owner first; the counts of
+exited processes are kept in a retired sum, so totals never go down. Pulling at scrape time keeps
+snapshots exact with nothing written per measurement. See docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -190,6 +179,8 @@ class Endpoint:
             self._http, _ = start_http_server(port=self.port, addr=self.host, registry=registry)
         except OSError as exc:
             if not self._wait_for_owner():
+                with contextlib.suppress(OSError):
+                    self.dir.rmdir()
                 raise  # the port is someone else's, not an otel_crm owner's: nothing to join
             _log.debug("otel_crm: port %s is served by another process of this app: joining it (%r)",
                        self.port, exc)

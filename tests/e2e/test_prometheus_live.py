@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -272,6 +273,13 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         for proc in reversed(started):
             proc.stop()
+
+
+def test_recording_rules_unit_tests_pass() -> None:
+    promtool = str(binary("PROMTOOL", "promtool", "promtool"))
+    result = subprocess.run([promtool, "test", "rules", "rules.test.yaml"], cwd=CONFIGS / "prometheus",
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0 and "SUCCESS" in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_every_rule_is_loaded_and_evaluates_without_error(live: Live) -> None:

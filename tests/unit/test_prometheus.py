@@ -87,6 +87,7 @@ def test_a_port_held_by_another_program_is_an_error_not_a_membership() -> None:
         busy.listen()
         with pytest.raises(OSError):
             Endpoint("127.0.0.1", busy.getsockname()[1], CollectorRegistry()).start()
+        assert not rendezvous_dir("127.0.0.1", busy.getsockname()[1]).exists(), "nothing left behind"
 
 
 @pytest.fixture
