@@ -202,9 +202,13 @@ def live(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         # dashboard's range then sees all of it), then the counts start from zero.
         for client in clients:
             client.round(0)
-        prom.wait_for('count(count by (crm_tenant_id) (crm_requests_total{job="crm-healthy",crm_tenant_id!=""})) == 3',
-                      60)
-        prom.wait_for('crm_gen_ai_cost_total{job="crm-healthy"}', 30)
+        warm = dict(traffic.requests)
+
+        def warm_scraped() -> bool:  # every warm-up request in Prometheus: the baseline is complete
+            got = _by(prom.query('sum by (crm_tenant_id) (crm_requests_total{job="crm-healthy"})'), "crm_tenant_id")
+            return {tenant: got.get(tenant) for tenant in warm} == warm
+
+        wait_until(warm_scraped, 60, f"the warm-up requests {warm} in Prometheus", interval=0.5)
         traffic.requests.clear()
         traffic.qualified.clear()
         warmed = time.time()
