@@ -18,7 +18,7 @@ from otel_crm._internal import prometheus
 from otel_crm._internal.prometheus import Endpoint, Merger, rendezvous_dir, snapshot
 from tests.e2e.stack import metric_sum, parse_prometheus
 from tests.support.processes import free_port, wait_until
-from tests.unit.test_exporters import fork_only
+from tests.unit.test_exporters import fork_only, in_child
 
 
 def family(name: str, kind: str, *samples: tuple[str, dict[str, str], float]) -> prometheus.Family:
@@ -209,3 +209,21 @@ def test_forked_children_are_summed_and_their_gauges_labelled(owner: tuple[Endpo
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
+
+
+@fork_only
+def test_a_forked_member_starts_answering_only_after_later_fork_hooks_ran(
+        owner: tuple[Endpoint, CollectorRegistry], monkeypatch: pytest.MonkeyPatch) -> None:
+    """config's after-fork hook (registered after the endpoint, as configure() does) renews the
+    metric locks; a scrape served before it could block forever on a lock held at fork."""
+    order: list[str] = []
+    serve = prometheus._serve
+
+    def recording_serve(sock: socket.socket, handle: object, name: str) -> None:
+        order.append(name)
+        serve(sock, handle, name)
+
+    monkeypatch.setattr(prometheus, "_serve", recording_serve)
+    os.register_at_fork(after_in_child=lambda: order.append("renew metric locks"))
+    assert in_child(lambda: ",".join(order)) == "renew metric locks,otel_crm-prometheus-member"
+    assert in_child(lambda: ",".join(order)) == "renew metric locks,otel_crm-prometheus-member", "every fork"
