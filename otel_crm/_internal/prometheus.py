@@ -218,8 +218,11 @@ class Endpoint:
         atexit.register(self.leave)
 
     def _start_member_thread(self) -> None:
-        if self.role == "member" and self._member_sock is not None and self._pid == os.getpid():
-            _serve(self._member_sock, self._on_snapshot_request, "otel_crm-prometheus-member")
+        try:
+            if self.role == "member" and self._member_sock is not None and self._pid == os.getpid():
+                _serve(self._member_sock, self._on_snapshot_request, "otel_crm-prometheus-member")
+        except Exception as exc:  # runs in fork hooks: never in the host app's way
+            internal_error("prometheus_endpoint", exc)
 
     def close(self) -> None:
         """Stop serving and remove this process's files (tests; an app's processes serve until exit)."""
@@ -246,7 +249,10 @@ class Endpoint:
         # That hook was registered after ours; one registered now runs after it, in every child.
         if not self._late_hook_registered:
             self._late_hook_registered = True
-            os.register_at_fork(after_in_child=self._start_member_thread)
+            try:
+                os.register_at_fork(after_in_child=self._start_member_thread)
+            except Exception as exc:
+                internal_error("prometheus_endpoint", exc)
 
     def _after_fork_in_child(self) -> None:
         if self.role == "closed":
