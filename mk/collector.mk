@@ -54,8 +54,8 @@ validate-configs: collector jaeger
 	@echo "validate collector-config/jaeger.yaml"; $(JAEGER_BIN) validate --config $(CRM_CONFIGS)/jaeger.yaml
 
 alerts-test: promtool
-	$(PROMTOOL) check rules $(CRM_CONFIGS)/prometheus/alerts.yaml
-	cd $(CRM_CONFIGS)/prometheus && $(PROMTOOL) test rules alerts.test.yaml
+	$(PROMTOOL) check rules $(CRM_CONFIGS)/prometheus/rules.yaml $(CRM_CONFIGS)/prometheus/alerts.yaml
+	cd $(CRM_CONFIGS)/prometheus && $(PROMTOOL) test rules rules.test.yaml alerts.test.yaml
 	$(PROMTOOL) check rules $(CRM_CONFIGS)/prometheus/journeys.rules.yaml
 	cd $(CRM_CONFIGS)/prometheus && $(PROMTOOL) test rules journeys.test.yaml
 	$(PROMTOOL) check config --syntax-only $(CRM_CONFIGS)/prometheus/prometheus.yml

@@ -115,29 +115,41 @@ build_telemetrygen() {
 }
 
 build_promtool() {
-  # promtool comes from Debian's `prometheus` package. We extract the .deb
-  # instead of installing it, so no prometheus service gets started on :9090.
-  local p
-  if p="$(command -v promtool 2>/dev/null)"; then link_into_build "$p" promtool; return; fi
-  local dir; dir="$(ls -d "$CACHE"/prometheus-deb-*/ 2>/dev/null | head -n1 || true)"
-  dir="${dir%/}"
-  if [[ -z "$dir" || ! -x "$dir/usr/bin/promtool" ]]; then
-    command -v apt-get >/dev/null || { log "promtool missing and no apt-get: install Prometheus' promtool"; exit 1; }
-    local tmp; tmp="$(mktemp -d "$CACHE/.tmp-prometheus-XXXXXX")"
-    if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
-      log "apt-get update (package lists missing)"
-      apt-get update -qq >/dev/null
-      (cd "$tmp" && apt-get download prometheus >/dev/null)
-    fi
-    local deb; deb="$(ls "$tmp"/prometheus_*.deb)"
-    local ver; ver="$(dpkg-deb -f "$deb" Version)"
-    dpkg-deb -x "$deb" "$tmp/root"
-    dir="$CACHE/prometheus-deb-$(hash_of "$ver")"
-    rm -rf "$dir"; mv "$tmp/root" "$dir"; rm -rf "$tmp"  # same version → same content
+  # promtool and the prometheus server (the e2e tests start one on loopback) come from Debian's
+  # `prometheus` package, installed when missing. The package ships a system service listening
+  # on :9090; it must not run here (tests and `make stack` pick their own ports), so the
+  # install denies service starts through policy-rc.d, and any prometheus service that runs
+  # anyway is stopped and disabled by its service name, never by process name.
+  if [[ ! -x /usr/bin/prometheus || ! -x /usr/bin/promtool ]]; then
+    install_prometheus_package
   fi
-  link_into_build "$dir/usr/bin/promtool" promtool
-  # The prometheus server binary from the same package (used by `make stack`).
-  link_into_build "$dir/usr/bin/prometheus" prometheus
+  link_into_build /usr/bin/promtool promtool
+  link_into_build /usr/bin/prometheus prometheus
+}
+
+install_prometheus_package() {
+  command -v apt-get >/dev/null || { log "prometheus missing and no apt-get: install Prometheus 2.x (server and promtool)"; exit 1; }
+  local policy=/usr/sbin/policy-rc.d own_policy=""
+  if [[ ! -e "$policy" ]]; then  # (an existing policy, e.g. a container's `exit 101`, is kept)
+    printf '#!/bin/sh\n# written by otel_crm scripts/build-tools.sh during apt-get install prometheus\nexit 101\n' > "$policy"
+    chmod 755 "$policy"; own_policy=1
+  fi
+  log "apt-get install prometheus (server + promtool; no recommends: no node exporter service)"
+  local rc=0
+  { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends prometheus >/dev/null; } || rc=$?
+  [[ -n "$own_policy" ]] && rm -f "$policy"
+  (( rc == 0 )) || { log "apt-get install prometheus failed ($rc)"; exit "$rc"; }
+  stop_prometheus_service
+}
+
+stop_prometheus_service() {
+  if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  elif [[ -x /etc/init.d/prometheus ]]; then
+    if service prometheus status >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
 }
 
 mkdir -p "$CACHE"

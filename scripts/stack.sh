@@ -76,8 +76,7 @@ up() {
     sed -e "s#127.0.0.1:8889#$OTELCOL_PROMETHEUS_ENDPOINT#" \
         -e "s#127.0.0.1:8888#$OTELCOL_TELEMETRY_HOST:$OTELCOL_TELEMETRY_PORT#" \
         "$CFG/prometheus/prometheus.yml" >"$STACK/prometheus.yml"
-    cp "$CFG/prometheus/alerts.yaml" "$STACK/alerts.yaml"
-    cp "$CFG/prometheus/journeys.rules.yaml" "$STACK/journeys.rules.yaml"
+    cp "$CFG/prometheus/alerts.yaml" "$CFG/prometheus/rules.yaml" "$CFG/prometheus/journeys.rules.yaml" "$STACK/"
     start prometheus "$PROMETHEUS_BIN" --config.file="$STACK/prometheus.yml" \
       --storage.tsdb.path="$STACK/prometheus-data" --web.listen-address="$PROMETHEUS_ENDPOINT"
     wait_http prometheus "http://$PROMETHEUS_ENDPOINT/-/ready"

@@ -42,12 +42,14 @@ def semconv_views() -> list[View]:
 def _prometheus_reader(settings: Settings) -> MetricReader | None:
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import start_http_server
+
+        from otel_crm._internal.prometheus import start_endpoint
 
         reader = PrometheusMetricReader()
-        start_http_server(port=settings.prometheus_port, addr=settings.prometheus_host)
+        # Serves every process of a prefork server (see prometheus.py), not only this one.
+        start_endpoint(settings.prometheus_host, settings.prometheus_port)
         return reader
-    except Exception as exc:  # a port in use must not stop the app (e.g. a second worker)
+    except Exception as exc:  # a port in use must not stop the app
         report_internal_error("prometheus_endpoint", exc, raise_in_tests=False)
         return None
 
