@@ -163,3 +163,9 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_COMPONENT: ("crm.internal.errors", "Which part of otel_crm failed."),
     CRM_METRIC_NAME: ("crm.tenant.overflow", "Metric whose tenant label overflowed to __other__."),
 }
+
+# --- appended: helper argument validation ---------------------------------------------------------
+CRM_HELPER_INVALID_ARGUMENT: Final = "crm.helper.invalid_argument"
+CRM_ATTRIBUTES[CRM_HELPER_INVALID_ARGUMENT] = (
+    "helper spans", "Misused helper arguments (`set_records.count`, `step.index`…), ignored and counted "
+    "in `crm.internal.errors`; never the value.")

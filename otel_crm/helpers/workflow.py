@@ -19,6 +19,7 @@ from opentelemetry import trace
 
 from otel_crm._internal import semconv, state
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
+from otel_crm.helpers._validate import Arguments
 
 __all__ = ["Step", "StepRun", "Workflow", "WorkflowRun", "step", "workflow"]
 
@@ -132,13 +133,15 @@ class Workflow(Instrumented[WorkflowRun]):
 
     def __init__(self, name: str, execution_id: str | None, trigger: str | None) -> None:
         super().__init__()
-        self._name = name
+        arguments = Arguments(WorkflowRun.component, "workflow")
+        name = self._name = arguments.name("name", name)
+        trigger = arguments.optional_name("trigger", trigger)
         attributes: Attributes = {semconv.CRM_WORKFLOW_NAME: name}
-        if execution_id is not None:
+        if execution_id is not None:  # any id is fine: span-only, never a metric label
             attributes[semconv.CRM_WORKFLOW_EXECUTION_ID] = str(execution_id)
         if trigger is not None:
             attributes[semconv.CRM_WORKFLOW_TRIGGER] = trigger
-        self._attributes = attributes
+        self._attributes = arguments.note(attributes)
         self._metric_base: Attributes = {semconv.CRM_WORKFLOW_NAME: name}
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> WorkflowRun:
@@ -153,11 +156,13 @@ class Step(Instrumented[StepRun]):
 
     def __init__(self, name: str, index: int | None) -> None:
         super().__init__()
-        self._name = name
+        arguments = Arguments(StepRun.component, "step")
+        name = self._name = arguments.name("name", name)
+        index = arguments.optional_count("index", index)
         attributes: Attributes = {semconv.CRM_WORKFLOW_STEP_NAME: name}
         if index is not None:
-            attributes[semconv.CRM_WORKFLOW_STEP_INDEX] = int(index)
-        self._attributes = attributes
+            attributes[semconv.CRM_WORKFLOW_STEP_INDEX] = index
+        self._attributes = arguments.note(attributes)
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> StepRun:
         attributes = self._with_function(self._attributes, code_function)
