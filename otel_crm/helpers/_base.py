@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from time import perf_counter
@@ -169,7 +170,7 @@ class Operation:
                     if exc is not None:
                         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                         span.set_attribute(semconv.ERROR_TYPE, cast(str, error))
-                        span.record_exception(exc, escaped=True)
+                        span.add_event("exception", _exception_attributes(exc, cast(str, error)))
                     self._ending(span)
             except Exception as stage_exc:
                 failure = stage_exc
@@ -350,6 +351,13 @@ class _OperationSteps:
         except Exception as stage_exc:
             internal(operation.component, stage_exc)
         operation._finish(None if isinstance(exc, GeneratorExit) else exc)  # closed early: no failure
+
+
+def _exception_attributes(exc: BaseException, error: str) -> dict[str, str]:
+    """The ``exception`` event of the SDK's ``record_exception`` without ``exception.escaped``
+    (deprecated, and the SDK writes it as the string 'True'/'False')."""
+    return {semconv.EXCEPTION_TYPE: error, semconv.EXCEPTION_MESSAGE: str(exc),
+            semconv.EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exc))}
 
 
 def _succeed(operation: Operation, result: Any) -> None:
