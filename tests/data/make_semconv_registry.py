@@ -35,6 +35,7 @@ NAMES = [
     "error.type", "code.function.name", "http.request.method", "http.response.status_code", "http.route",
     "url.path", "url.full", "url.query", "server.address", "server.port", "service.peer.name", "user.id",
     "db.system.name", "db.namespace", "db.operation.name", "db.collection.name", "db.query.text",
+    "db.query.summary", "db.stored_procedure.name",
     "db.response.returned_rows", "exception.type", "exception.message", "exception.stacktrace",
     "exception.escaped",
     "db.client.connection.state", "db.client.connection.pool.name",
