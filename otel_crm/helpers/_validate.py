@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from typing import Any, Final
 
 from otel_crm._internal import semconv
@@ -88,14 +89,24 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+def _call_site() -> str:
+    """``file:line`` of the first frame outside otel_crm: where the user made the call (only
+    computed on a misuse, which is rare)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("otel_crm."):
+        frame = frame.f_back  # type: ignore[assignment]
+    return f" at {frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else ""
+
+
 def reject(component: str, argument: str, value: object, expected: str) -> None:
     """Report one misused argument (``argument`` is ``call.parameter``): counted, logged once,
     re-raised under pytest."""
     call, _, parameter = argument.partition(".")
+    message = (f"otel_crm: {call}({parameter}={_describe(value)}){_call_site()}: expected {expected}; the "
+               f"argument was ignored (noted as {INVALID_ARGUMENT} on the span, counted in "
+               f"{semconv.CRM_INTERNAL_ERRORS})")
     with guard(component):
-        raise InvalidArgumentError(
-            f"otel_crm: {call}({parameter}={_describe(value)}): expected {expected}; the argument was "
-            f"ignored (noted as {INVALID_ARGUMENT} on the span, counted in {semconv.CRM_INTERNAL_ERRORS})")
+        raise InvalidArgumentError(message)
 
 
 def noted(previous: tuple[str, ...], argument: str) -> tuple[str, ...]:
@@ -106,8 +117,8 @@ def noted(previous: tuple[str, ...], argument: str) -> tuple[str, ...]:
 
 
 NAME: Final = f"a non-blank str of at most {MAX_NAME_LENGTH} characters"
-COUNT: Final = f"a whole number from 0 to {MAX_COUNT:.0e}"
-TOKENS: Final = f"a whole number of tokens from 0 to {MAX_TOKENS:.0e} per call"
+COUNT: Final = "a whole number from 0 to 10**12"
+TOKENS: Final = "a whole number of tokens from 0 to 10**9 per call"
 
 
 class Arguments:

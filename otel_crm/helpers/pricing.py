@@ -5,7 +5,7 @@ check your contract*. A JSON file named by ``OTEL_CRM_PRICING_FILE`` (setting ``
 merged over them, model by model::
 
     {"openai": {"gpt-4o": {"input": 2.5, "output": 10.0}},
-     "mistral": {"mistral-large": {"input": 2.0, "output": 6.0}}}
+     "mistral_ai": {"mistral-large": {"input": 2.0, "output": 6.0}}}
 
 A file that cannot be read or has the wrong shape produces one warning naming
 ``OTEL_CRM_PRICING_FILE`` and the defaults are used. Lookup is by provider, then the exact model,

@@ -338,7 +338,7 @@ def test_the_value_is_never_logged(no_reraise: None, caplog: pytest.LogCaptureFi
     with connector_operation("hubspot", "sync") as op:
         op.set_records("jane@example.com")  # type: ignore[arg-type]
     assert "jane@example.com" not in caplog.text
-    assert "set_records(count=" in caplog.text and "str" in caplog.text
+    assert "set_records(count=str of 16 characters) at " + __file__ + ":" in caplog.text, "names the caller"
 
 
 # --- public utility functions never raise --------------------------------------------------------
