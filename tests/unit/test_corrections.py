@@ -331,3 +331,21 @@ def test_every_name_the_corrections_write_is_current_in_the_registry() -> None:
                  semconv.DB_CLIENT_CONNECTION_COUNT, semconv.DB_CLIENT_CONNECTION_POOL_NAME,
                  semconv.DB_CLIENT_CONNECTION_STATE):
         assert name in REGISTRY and "deprecated" not in REGISTRY[name], name
+
+
+def test_django_under_runserver_records_no_url_path() -> None:
+    """Seen, not corrected (docs/semconv.md): the path is not on the span, so no export-time rewrite
+    can add it; Flask under Werkzeug has it."""
+    for fixture in ("django_unrouted_server_span", "django_exception_span"):
+        assert "url.path" not in span_of(fixture)[2]
+    assert span_of("flask_unrouted_server_span")[2]["url.path"] == "/missing/page"
+
+
+def test_docs_semconv_names_only_tests_that_exist() -> None:
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "semconv.md").read_text()
+    named = set(re.findall(r"`(?:[a-z_]+\.py::)?(test_[a-z0-9_]+)`", doc))
+    sources = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*.py"))
+    assert len(named) >= 15
+    assert {name for name in named if f"def {name}(" not in sources} == set()
