@@ -32,10 +32,12 @@ __all__ = [
     "NAME",
     "OTHER",
     "TOKENS",
+    "VALID",
     "Arguments",
     "InvalidArgumentError",
     "checked_count",
     "checked_name",
+    "is_name",
     "noted",
     "reject",
 ]
@@ -55,6 +57,8 @@ class InvalidArgumentError(TypeError, ValueError):
 
 def checked_count(value: object, maximum: int) -> int | None:
     """`value` as an int in ``[0, maximum]``, or None when it is not a whole number in range."""
+    if type(value) is int:  # the common case first
+        return value if 0 <= value <= maximum else None
     if isinstance(value, bool):
         return None
     if isinstance(value, float):
@@ -73,9 +77,15 @@ def checked_count(value: object, maximum: int) -> int | None:
 
 def checked_name(value: object) -> str | None:
     """`value` when it is a usable name (a non-blank str of at most MAX_NAME_LENGTH characters)."""
-    if isinstance(value, str) and value.strip() and len(value) <= MAX_NAME_LENGTH:
+    if isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace():
         return value
     return None
+
+
+def is_name(value: object) -> bool:
+    """The fast check of a helper's construction: a plain str that :func:`checked_name` accepts
+    (anything else, str subclasses included, goes through :class:`Arguments`)."""
+    return type(value) is str and 0 < len(value) <= MAX_NAME_LENGTH and not value.isspace()
 
 
 def _describe(value: object) -> str:
@@ -166,3 +176,7 @@ class Arguments:
         if self.rejected:
             attributes[INVALID_ARGUMENT] = self.rejected
         return attributes
+
+
+VALID: Final = Arguments("", "")
+"""Shared by helper calls whose arguments all passed the fast checks (it never rejects anything)."""

@@ -32,7 +32,16 @@ from otel_crm.helpers._base import (
     internal,
     metric_attributes,
 )
-from otel_crm.helpers._validate import MAX_TOKENS, NAME, TOKENS, Arguments, checked_count, checked_name
+from otel_crm.helpers._validate import (
+    MAX_TOKENS,
+    NAME,
+    TOKENS,
+    VALID,
+    Arguments,
+    checked_count,
+    checked_name,
+    is_name,
+)
 from otel_crm.helpers.pricing import CURRENCY, PriceTable, load_price_table
 
 __all__ = ["AgentInvocation", "AgentInvocationRun", "agent_invocation"]
@@ -209,12 +218,15 @@ class AgentInvocation(Instrumented[AgentInvocationRun]):
     def __init__(self, provider: str, model: str, operation: str | None, agent_name: str | None,
                  agent_id: str | None) -> None:
         super().__init__()
-        arguments = Arguments(AgentInvocationRun.component, "agent_invocation")
-        provider = arguments.name("provider", provider)
-        model = arguments.name("model", model)
-        operation = arguments.optional_name("operation", operation)
-        agent_name = arguments.optional_name("agent_name", agent_name)
-        agent_id = arguments.optional_name("agent_id", agent_id)
+        arguments = VALID
+        if not (is_name(provider) and is_name(model) and (operation is None or is_name(operation))
+                and (agent_name is None or is_name(agent_name)) and (agent_id is None or is_name(agent_id))):
+            arguments = Arguments(AgentInvocationRun.component, "agent_invocation")
+            provider = arguments.name("provider", provider)
+            model = arguments.name("model", model)
+            operation = arguments.optional_name("operation", operation)
+            agent_name = arguments.optional_name("agent_name", agent_name)
+            agent_id = arguments.optional_name("agent_id", agent_id)
         if operation is None:
             operation = INVOKE_AGENT if agent_name else CHAT
         if operation == INVOKE_AGENT:

@@ -29,7 +29,7 @@ from otel_crm.helpers._base import (
     function_name,
     metric_attributes,
 )
-from otel_crm.helpers._validate import COUNT, MAX_COUNT, Arguments, checked_count
+from otel_crm.helpers._validate import COUNT, MAX_COUNT, VALID, Arguments, checked_count, is_name
 
 __all__ = [
     "ConnectorOperation",
@@ -227,6 +227,8 @@ def connector_operation(connector: str, operation: str, *,
                         resource_type: str | None = None) -> ConnectorOperation:
     """Trace one connector operation: ``with connector_operation("hubspot", "sync",
     resource_type="contacts") as op: …; op.set_records(len(batch))`` (or ``async with``)."""
+    if is_name(connector) and is_name(operation) and (resource_type is None or is_name(resource_type)):
+        return ConnectorOperation(connector, operation, resource_type, False, VALID)
     arguments = Arguments(ConnectorOperationRun.component, "connector_operation")
     return ConnectorOperation(arguments.name("connector", connector), arguments.name("operation", operation),
                               arguments.optional_name("resource_type", resource_type), False, arguments)

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv, state
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
-from otel_crm.helpers._validate import COUNT, MAX_COUNT, Arguments, checked_count
+from otel_crm.helpers._validate import COUNT, INVALID_ARGUMENT, MAX_COUNT, Arguments, checked_count, is_name
 
 __all__ = ["MAX_QUERY_TEXT", "SearchQuery", "SearchQueryRun", "sanitize_query", "search_query"]
 
@@ -221,14 +221,18 @@ class SearchQuery(Instrumented[SearchQueryRun]):
 
     def __init__(self, index: str, system: str, query: Any) -> None:
         super().__init__()
-        arguments = Arguments(SearchQueryRun.component, "search_query")
-        index = arguments.name("index", index)
-        system = self._system = arguments.name("system", system, fallback=DEFAULT_SYSTEM)
+        rejected: tuple[str, ...] = ()
+        if not (is_name(index) and is_name(system)):
+            arguments = Arguments(SearchQueryRun.component, "search_query")
+            index = arguments.name("index", index)
+            system = arguments.name("system", system, fallback=DEFAULT_SYSTEM)
+            rejected = arguments.rejected
+        self._system = system
         self._name = f"{SEARCH} {index}"
         self._query = query
         self._base: Attributes = {semconv.DB_SYSTEM_NAME: system, semconv.DB_OPERATION_NAME: SEARCH,
                                   semconv.DB_COLLECTION_NAME: index}
-        self._start = arguments.note(dict(self._base)) if arguments.rejected else self._base
+        self._start = {**self._base, INVALID_ARGUMENT: rejected} if rejected else self._base
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> SearchQueryRun:
         start = self._with_function(self._start, code_function)
