@@ -185,25 +185,28 @@ class SpanCorrection(NamedTuple):
 
 
 def correct_span(name: str, kind: SpanKind, attributes: Attributes) -> SpanCorrection | None:
-    """All span corrections at once; None when the span needs none (the common case)."""
+    """All span corrections at once; None when the span needs none (the common case, kept to a
+    few lookups: only SERVER spans, database spans and an address with a colon are looked at)."""
     applied: list[str] = []
-    new_name = _http_server_name(name, kind, attributes)
+    new_name = _http_server_name(name, kind, attributes) if kind is SpanKind.SERVER else None
     if new_name is not None:
         applied.append("http_server_name")
     new_attributes: dict[str, AttributeValue] | None = None
-    changed, operation = _db_operation(attributes)
-    if changed:
-        new_attributes = dict(attributes)
-        if operation is None:
-            del new_attributes[semconv.DB_OPERATION_NAME]
-        else:
-            new_attributes[semconv.DB_OPERATION_NAME] = operation
-        applied.append("db_operation_name")
-    if new_name is None:
-        new_name = _db_name(name, kind, new_attributes if new_attributes is not None else attributes)
-        if new_name is not None:
-            applied.append("db_span_name")
-    split = _split_address(attributes)
+    if semconv.DB_SYSTEM_NAME in attributes:
+        changed, operation = _db_operation(attributes)
+        if changed:
+            new_attributes = dict(attributes)
+            if operation is None:
+                del new_attributes[semconv.DB_OPERATION_NAME]
+            else:
+                new_attributes[semconv.DB_OPERATION_NAME] = operation
+            applied.append("db_operation_name")
+        if new_name is None:
+            new_name = _db_name(name, kind, new_attributes if new_attributes is not None else attributes)
+            if new_name is not None:
+                applied.append("db_span_name")
+    address = attributes.get(semconv.SERVER_ADDRESS)
+    split = _split_address(attributes) if isinstance(address, str) and ":" in address else None
     if split is not None:
         new_attributes = dict(attributes) if new_attributes is None else new_attributes
         new_attributes[semconv.SERVER_ADDRESS] = split[0]
@@ -242,23 +245,35 @@ def _bounded_list(items: Sequence[Any], dropped: int) -> Any:
 def correct_readable_span(span: ReadableSpan) -> ReadableSpan:
     """`span` itself when it needs no correction, else a corrected copy (for an exporter wrapper on
     the export thread; the copy keeps the dropped counts the SDK computed)."""
-    fixed = correct_span(span.name, span.kind, span.attributes or {})
-    events = span.events
+    # The public properties copy (a new proxy / tuple per access): read the fields when we can.
+    # BoundedAttributes looks values up in Python (Mapping.get -> __getitem__); its plain dict does
+    # it in C. Read only, with a fallback should the private fields ever change.
+    attributes: Any = getattr(span, "_attributes", None)
+    plain = getattr(attributes, "_dict", None)
+    if type(plain) is dict:
+        attributes = plain
+    elif not isinstance(attributes, Mapping):
+        attributes = span.attributes or {}
+    fixed = correct_span(span.name, span.kind, attributes)
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
     new_events: list[Event] | None = None
-    for index, event in enumerate(events):
-        event_attributes = correct_event(event.name, event.attributes)
-        if event_attributes is not None and new_events is None:
-            new_events = list(events[:index])
-        if new_events is not None:
-            new_events.append(event if event_attributes is None else Event(
-                event.name, _bounded(event_attributes, event.dropped_attributes), event.timestamp))
+    if len(events):
+        for index, event in enumerate(events):
+            event_attributes = correct_event(event.name, event.attributes) if event.name == "exception" else None
+            if event_attributes is not None and new_events is None:
+                new_events = list(events)[:index]
+            if new_events is not None:
+                new_events.append(event if event_attributes is None else Event(
+                    event.name, _bounded(event_attributes, event.dropped_attributes), event.timestamp))
     if fixed is None and new_events is None:
         return span
     return ReadableSpan(
         name=fixed.name if fixed is not None else span.name, context=span.context, parent=span.parent,
         resource=span.resource,
         attributes=_bounded(fixed.attributes, span.dropped_attributes) if fixed is not None else span.attributes,
-        events=_bounded_list(new_events if new_events is not None else events, span.dropped_events),
+        events=_bounded_list(new_events if new_events is not None else tuple(events), span.dropped_events),
         links=_bounded_list(span.links, span.dropped_links), kind=span.kind, status=span.status,
         start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 

@@ -213,6 +213,8 @@ def test_correct_readable_span_copies_only_what_needs_it() -> None:
     assert (failed.dropped_attributes, failed.dropped_events) == (3, 3), "the SDK's dropped counts survive"
     unrouted = correct_readable_span(_readable("flask_unrouted_server_span"))
     assert unrouted.name == "GET" and unrouted.kind is SpanKind.SERVER
+    plain = ReadableSpan(name="GET /x", kind=SpanKind.SERVER, attributes={"http.request.method": "GET"})
+    assert correct_readable_span(plain).name == "GET", "plain mappings (not BoundedAttributes) work too"
 
 
 # --- resource ---------------------------------------------------------------------------------------
