@@ -217,3 +217,17 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
                              "Who travels the journey; hashed unless user-id capture is on."),
     CRM_JOURNEY_ANOMALY: ("crm.journey.anomalies", "Which input anomaly was seen."),
 }
+
+# --- appended: helper argument validation ---------------------------------------------------------
+CRM_HELPER_INVALID_ARGUMENT: Final = "crm.helper.invalid_argument"
+CRM_ATTRIBUTES[CRM_HELPER_INVALID_ARGUMENT] = (
+    "helper spans", "Misused helper arguments (`set_records.count`, `step.index`…), ignored and counted "
+    "in `crm.internal.errors`; never the value.")
+
+# --- appended: what otel_crm/_internal/corrections.py writes --------------------------------------
+DB_NAMESPACE: Final = "db.namespace"
+DB_QUERY_SUMMARY: Final = "db.query.summary"
+DB_STORED_PROCEDURE_NAME: Final = "db.stored_procedure.name"
+DB_CLIENT_CONNECTION_STATE: Final = "db.client.connection.state"
+DB_CLIENT_CONNECTION_POOL_NAME: Final = "db.client.connection.pool.name"
+DB_CLIENT_CONNECTION_COUNT: Final = "db.client.connection.count"

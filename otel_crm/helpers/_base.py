@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from time import perf_counter
@@ -35,10 +36,20 @@ from otel_crm._internal.generators import decorate_async_generator, decorate_gen
 from otel_crm._internal.runtime import Runtime, current_runtime
 from otel_crm._internal.safety import error_type, report_internal_error
 from otel_crm._internal.tenancy import current_tenant
+from otel_crm.helpers._shared import (
+    FAILURE,
+    SUCCESS,
+    Attributes,
+    PerRuntime,
+    function_name,
+    metric_attributes,
+)
+from otel_crm.helpers._validate import INVALID_ARGUMENT, noted, reject
 
 __all__ = [
     "FAILURE",
     "SUCCESS",
+    "Attributes",
     "Instrumented",
     "Operation",
     "PerRuntime",
@@ -47,59 +58,10 @@ __all__ = [
     "metric_attributes",
 ]
 
-SUCCESS = "success"
-FAILURE = "failure"
-
 _F = TypeVar("_F", bound=Callable[..., Any])
 _Op = TypeVar("_Op", bound="Operation")
-Attributes = dict[str, Any]
 _active: ContextVar[tuple[tuple[Instrumented[Any], Operation], ...]] = ContextVar(
     "otel_crm_helpers_active", default=())
-
-
-def function_name(function: Callable[..., Any]) -> str:
-    """``code.function.name``: the fully-qualified name, e.g. ``app.sync.HubSpot.pull``."""
-    qualname = getattr(function, "__qualname__", None) or getattr(function, "__name__", repr(function))
-    module = getattr(function, "__module__", None)
-    return f"{module}.{qualname}" if module else str(qualname)
-
-
-def metric_attributes(runtime: Runtime, metric: str, base: Attributes, tenant_id: str | None,
-                      *, error: str | None = None, outcome_key: str | None = None) -> Attributes:
-    """``base`` plus outcome, ``error.type`` and the guarded tenant label for one metric."""
-    attributes = dict(base)
-    if outcome_key is not None:
-        attributes[outcome_key] = FAILURE if error is not None else SUCCESS
-    if error is not None:
-        attributes[semconv.ERROR_TYPE] = error
-    if tenant_id is not None:
-        label = runtime.tenant_label(metric, tenant_id)
-        if label is not None:
-            attributes[semconv.CRM_TENANT_ID] = label
-    return attributes
-
-
-_T = TypeVar("_T")
-
-
-class PerRuntime(Generic[_T]):
-    """A per-runtime singleton (tracer, instruments, price table): built once through
-    ``Runtime.cached``, then served from a one-entry fast path while the runtime stays current."""
-
-    __slots__ = ("_build", "_key", "_last")
-
-    def __init__(self, key: str, build: Callable[[Runtime], _T]) -> None:
-        self._key = key
-        self._build = build
-        self._last: tuple[Runtime, _T] | None = None
-
-    def __call__(self, runtime: Runtime) -> _T:
-        last = self._last  # one tuple: read and replaced atomically
-        if last is not None and last[0] is runtime:
-            return last[1]
-        value = runtime.cached(self._key, functools.partial(self._build, runtime))
-        self._last = (runtime, value)
-        return value
 
 
 _tracer: PerRuntime[trace.Tracer] = PerRuntime("otel_crm.helpers.tracer", lambda runtime: runtime.tracer())
@@ -108,11 +70,12 @@ _tracer: PerRuntime[trace.Tracer] = PerRuntime("otel_crm.helpers.tracer", lambda
 class Operation:
     """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns."""
 
-    __slots__ = ("_runtime", "_span", "_t0", "_tenant_id", "_token")
+    __slots__ = ("_rejected", "_runtime", "_span", "_t0", "_tenant_id", "_token")
 
     component: ClassVar[str] = "helpers"
 
     def __init__(self) -> None:
+        self._rejected: tuple[str, ...] = ()
         self._span: trace.Span | None = None
         self._token: object | None = None
         self._runtime: Runtime | None = None
@@ -150,6 +113,15 @@ class Operation:
 
     def _exited(self) -> None:
         """Undo :meth:`_entered`."""
+
+    def _reject(self, argument: str, value: object, expected: str) -> None:
+        """A misused argument of a handle method (``set_records``…): noted on the span, counted;
+        the caller ignores the value. Raises only under pytest (see _validate)."""
+        span = self._span
+        if span is not None and span.is_recording() and argument not in self._rejected:
+            self._rejected = noted(self._rejected, argument)
+            span.set_attribute(INVALID_ARGUMENT, self._rejected)
+        reject(self.component, argument, value, expected)
 
     # --- the shared lifecycle ---------------------------------------------------------------------
     @property
@@ -197,7 +169,7 @@ class Operation:
                     if exc is not None:
                         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                         span.set_attribute(semconv.ERROR_TYPE, cast(str, error))
-                        span.record_exception(exc, escaped=True)
+                        span.add_event("exception", _exception_attributes(exc, cast(str, error)))
                     self._ending(span)
             except Exception as stage_exc:
                 failure = stage_exc
@@ -288,6 +260,9 @@ class Instrumented(Generic[_Op]):
 
     # --- decorator --------------------------------------------------------------------------------
     def __call__(self, function: _F) -> _F:
+        if not callable(function):  # returned as is: using it fails in the user's code, as without us
+            reject(Operation.component, "decorator.function", function, "a function")
+            return function
         code_function = function_name(function)
         new = self._new
 
@@ -375,6 +350,13 @@ class _OperationSteps:
         except Exception as stage_exc:
             report_internal_error(operation.component, stage_exc)
         operation._finish(None if isinstance(exc, GeneratorExit) else exc)  # closed early: no failure
+
+
+def _exception_attributes(exc: BaseException, error: str) -> dict[str, str]:
+    """The ``exception`` event of the SDK's ``record_exception`` without ``exception.escaped``
+    (deprecated, and the SDK writes it as the string 'True'/'False')."""
+    return {semconv.EXCEPTION_TYPE: error, semconv.EXCEPTION_MESSAGE: str(exc),
+            semconv.EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exc))}
 
 
 def _succeed(operation: Operation, result: Any) -> None:

@@ -33,6 +33,16 @@ from otel_crm.helpers._base import (
     PerRuntime,
     metric_attributes,
 )
+from otel_crm.helpers._validate import (
+    MAX_TOKENS,
+    NAME,
+    TOKENS,
+    VALID,
+    Arguments,
+    checked_count,
+    checked_name,
+    is_name,
+)
 from otel_crm.helpers.pricing import CURRENCY, PriceTable, load_price_table
 
 __all__ = ["AgentInvocation", "AgentInvocationRun", "agent_invocation"]
@@ -89,11 +99,28 @@ class AgentInvocationRun(Operation):
 
     def record_usage(self, input_tokens: int, output_tokens: int, *,
                      response_model: str | None = None) -> None:
-        """Tokens used; called several times (an agent's several LLM calls), they add up."""
-        self._input_tokens = (self._input_tokens or 0) + int(input_tokens)
-        self._output_tokens = (self._output_tokens or 0) + int(output_tokens)
-        if response_model:
-            self._response_model = response_model
+        """Tokens used; called several times (an agent's several LLM calls), they add up.
+
+        All or nothing: a call with any invalid argument (not a whole number from 0 to 10**9 per
+        call, or a response model that is not a name) records nothing from that call, so a bogus
+        count is never priced."""
+        inputs = checked_count(input_tokens, MAX_TOKENS)
+        outputs = checked_count(output_tokens, MAX_TOKENS)
+        no_model = response_model is None or (isinstance(response_model, str) and not response_model)
+        model = None if no_model else checked_name(response_model)
+        if inputs is None:
+            self._reject("record_usage.input_tokens", input_tokens, TOKENS)
+        if outputs is None:
+            self._reject("record_usage.output_tokens", output_tokens, TOKENS)
+        if model is None and not no_model:
+            self._reject("record_usage.response_model", response_model, f"None or {NAME}")
+            return
+        if inputs is None or outputs is None:
+            return
+        self._input_tokens = (self._input_tokens or 0) + inputs
+        self._output_tokens = (self._output_tokens or 0) + outputs
+        if model is not None:
+            self._response_model = model
 
     def record_messages(self, input_messages: Any = None, output_messages: Any = None) -> None:
         """Prompt and completion, recorded only when message capture is enabled, then scrubbed.
@@ -192,6 +219,15 @@ class AgentInvocation(Instrumented[AgentInvocationRun]):
     def __init__(self, provider: str, model: str, operation: str | None, agent_name: str | None,
                  agent_id: str | None) -> None:
         super().__init__()
+        arguments = VALID
+        if not (is_name(provider) and is_name(model) and (operation is None or is_name(operation))
+                and (agent_name is None or is_name(agent_name)) and (agent_id is None or is_name(agent_id))):
+            arguments = Arguments(AgentInvocationRun.component, "agent_invocation")
+            provider = arguments.name("provider", provider)
+            model = arguments.name("model", model)
+            operation = arguments.optional_name("operation", operation)
+            agent_name = arguments.optional_name("agent_name", agent_name)
+            agent_id = arguments.optional_name("agent_id", agent_id)
         if operation is None:
             operation = INVOKE_AGENT if agent_name else CHAT
         if operation == INVOKE_AGENT:
@@ -212,7 +248,7 @@ class AgentInvocation(Instrumented[AgentInvocationRun]):
             start[semconv.GEN_AI_AGENT_NAME] = agent_name
         if agent_id:
             start[semconv.GEN_AI_AGENT_ID] = agent_id
-        self._start = start
+        self._start = arguments.note(start)
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> AgentInvocationRun:
         start = self._with_function(self._start, code_function)

@@ -30,6 +30,7 @@ from otel_crm.helpers._base import (
     function_name,
     metric_attributes,
 )
+from otel_crm.helpers._validate import COUNT, MAX_COUNT, VALID, Arguments, checked_count, is_name
 
 __all__ = [
     "ConnectorOperation",
@@ -117,7 +118,11 @@ class ConnectorOperationRun(Operation):
 
     def set_records(self, count: int) -> None:
         """Records handled (synced, pushed, fetched) by this operation."""
-        self._records = int(count)
+        records = checked_count(count, MAX_COUNT)
+        if records is None:
+            self._reject("set_records.count", count, COUNT)
+            return
+        self._records = records
 
     @property
     def records(self) -> int | None:
@@ -131,7 +136,9 @@ class ConnectorOperationRun(Operation):
 
     def _on_result(self, result: Any) -> None:
         if self._count_result and self._records is None:
-            self._records = count_records(result)
+            counted = count_records(result)
+            # A `count` the function returned is its data, not a misuse of ours: out of range, not counted.
+            self._records = checked_count(counted, MAX_COUNT) if counted is not None else None
 
     def _on_items(self, count: int) -> None:
         # A decorated generator streams its records: each yielded item is one record.
@@ -176,16 +183,17 @@ class ConnectorOperation(Instrumented[ConnectorOperationRun]):
     it is its module's last component (``myapp.connectors.hubspot`` → ``hubspot``).
     """
 
-    __slots__ = ("_cache", "_connector", "_count_result", "_functions", "_operation_name",
+    __slots__ = ("_arguments", "_cache", "_connector", "_count_result", "_functions", "_operation_name",
                  "_resource_type")
 
     def __init__(self, connector: str | None, operation: str, resource_type: str | None,
-                 count_result: bool) -> None:
+                 count_result: bool, arguments: Arguments) -> None:
         super().__init__()
         self._connector = connector
         self._operation_name = operation
         self._resource_type = resource_type
         self._count_result = count_result
+        self._arguments = arguments
         self._cache: dict[tuple[str, str | None], tuple[str, Attributes, Attributes]] = {}
         # code.function.name -> (is a method, fallback connector name from the module)
         self._functions: dict[str, tuple[bool, str]] = {}
@@ -210,6 +218,7 @@ class ConnectorOperation(Instrumented[ConnectorOperationRun]):
                 self._cache.clear()
             start, base = _attributes(connector, self._operation_name, self._resource_type,
                                       code_function)
+            start = self._arguments.note(start)
             entry = self._cache[key] = (f"{self._operation_name} {connector}", start, base)
         name, start, base = entry
         return ConnectorOperationRun(name, start, base, self._count_result and args is not None)
@@ -219,16 +228,24 @@ def connector_operation(connector: str, operation: str, *,
                         resource_type: str | None = None) -> ConnectorOperation:
     """Trace one connector operation: ``with connector_operation("hubspot", "sync",
     resource_type="contacts") as op: …; op.set_records(len(batch))`` (or ``async with``)."""
-    return ConnectorOperation(connector, operation, resource_type, count_result=False)
+    if is_name(connector) and is_name(operation) and (resource_type is None or is_name(resource_type)):
+        return ConnectorOperation(connector, operation, resource_type, False, VALID)
+    arguments = Arguments(ConnectorOperationRun.component, "connector_operation")
+    return ConnectorOperation(arguments.name("connector", connector), arguments.name("operation", operation),
+                              arguments.optional_name("resource_type", resource_type), False, arguments)
 
 
 def instrument_connector_operation(operation: str, *, connector: str | None = None
                                    ) -> ConnectorOperation:
     """Decorator for a connector method (sync or async); counts records from its return value."""
-    return ConnectorOperation(connector, operation, None, count_result=True)
+    arguments = Arguments(ConnectorOperationRun.component, "instrument_connector_operation")
+    return ConnectorOperation(arguments.optional_name("connector", connector), arguments.name("operation", operation),
+                              None, True, arguments)
 
 
 def instrument_sync_operation(resource_type: str, *, connector: str | None = None) -> ConnectorOperation:
     """Decorator for a method syncing ``resource_type`` (operation ``sync``); counts the records
     it returns (a list, or a dict with ``records``/``items``/``count``)."""
-    return ConnectorOperation(connector, "sync", resource_type, count_result=True)
+    arguments = Arguments(ConnectorOperationRun.component, "instrument_sync_operation")
+    return ConnectorOperation(arguments.optional_name("connector", connector), "sync",
+                              arguments.name("resource_type", resource_type), True, arguments)

@@ -5,7 +5,7 @@ check your contract*. A JSON file named by ``OTEL_CRM_PRICING_FILE`` (setting ``
 merged over them, model by model::
 
     {"openai": {"gpt-4o": {"input": 2.5, "output": 10.0}},
-     "mistral": {"mistral-large": {"input": 2.0, "output": 6.0}}}
+     "mistral_ai": {"mistral-large": {"input": 2.0, "output": 6.0}}}
 
 A file that cannot be read or has the wrong shape produces one warning naming
 ``OTEL_CRM_PRICING_FILE`` and the defaults are used. Lookup is by provider, then the exact model,
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -103,9 +104,16 @@ class PriceTable:
         return None
 
     def cost(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """Cost in USD, or None when the model has no price."""
+        """Cost in USD, or None when the model has no price or a token count is not a whole number
+        >= 0 (an agent's tokens add up over its calls: no upper bound here, each call has one)."""
+        if not (_is_count(input_tokens) and _is_count(output_tokens)):
+            return None
         price = self.price(provider, model)
         return None if price is None else price.cost(input_tokens, output_tokens)
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _parse(document: Any) -> dict[str, dict[str, ModelPrice]]:
@@ -130,9 +138,14 @@ def _parse(document: Any) -> dict[str, dict[str, ModelPrice]]:
     return parsed
 
 
-def load_price_table(path: str | None = None) -> PriceTable:
+def load_price_table(path: str | os.PathLike[str] | None = None) -> PriceTable:
     """The defaults, with the JSON file at `path` (if any) merged over them."""
     merged = {provider: dict(models) for provider, models in DEFAULT_PRICES.items()}
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        # open() of an int would take over (and then close) one of the host app's file descriptors.
+        _log.warning("otel_crm: OTEL_CRM_PRICING_FILE=%s ignored (a path is a string, not a %s); using "
+                     "the built-in LLM prices", "<not a path>", type(path).__name__)
+        path = None
     if path:
         try:
             with open(path, encoding="utf-8") as handle:

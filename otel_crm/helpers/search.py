@@ -27,11 +27,13 @@ from opentelemetry.trace import SpanKind
 from otel_crm._internal import semconv
 from otel_crm._internal.runtime import Runtime
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
+from otel_crm.helpers._validate import COUNT, INVALID_ARGUMENT, MAX_COUNT, Arguments, checked_count, is_name
 
 __all__ = ["MAX_QUERY_TEXT", "SearchQuery", "SearchQueryRun", "sanitize_query", "search_query"]
 
 MAX_QUERY_TEXT: Final = 2048
 SEARCH: Final = "search"
+DEFAULT_SYSTEM: Final = "elasticsearch"
 _MAX_DEPTH = 32
 _SQL_SYSTEMS = frozenset({"postgresql", "mysql", "mariadb", "sqlite", "microsoft.sql_server", "mssql",
                           "oracle.db", "clickhouse", "cockroachdb", "trino", "other_sql"})
@@ -142,8 +144,10 @@ def _sanitize_text(text: str, system: str) -> str:
 _sanitize_cached = functools.lru_cache(maxsize=256)(_sanitize_text)
 
 
-def sanitize_query(query: Any, system: str = "elasticsearch") -> str:
+def sanitize_query(query: Any, system: str = DEFAULT_SYSTEM) -> str:
     """``db.query.text`` for `query`: its shape with every literal value replaced by ``?``."""
+    if not isinstance(system, str):  # never raise for a wrong type: sanitize as a query string
+        system = DEFAULT_SYSTEM
     if isinstance(query, str):
         # Queries repeat: memoise the short ones (the cache never pins large strings).
         return _sanitize_cached(query, system) if len(query) <= 4096 else _sanitize_text(query, system)
@@ -183,7 +187,11 @@ class SearchQueryRun(Operation):
 
     def set_results(self, count: int) -> None:
         """Hits returned (``db.response.returned_rows``)."""
-        self._results = int(count)
+        results = checked_count(count, MAX_COUNT)
+        if results is None:
+            self._reject("set_results.count", count, COUNT)
+            return
+        self._results = results
 
     def _span_name(self) -> str:
         return self._name
@@ -214,19 +222,25 @@ class SearchQuery(Instrumented[SearchQueryRun]):
 
     def __init__(self, index: str, system: str, query: Any) -> None:
         super().__init__()
-        self._name = f"{SEARCH} {index}"
+        rejected: tuple[str, ...] = ()
+        if not (is_name(index) and is_name(system)):
+            arguments = Arguments(SearchQueryRun.component, "search_query")
+            index = arguments.name("index", index)
+            system = arguments.name("system", system, fallback=DEFAULT_SYSTEM)
+            rejected = arguments.rejected
         self._system = system
+        self._name = f"{SEARCH} {index}"
         self._query = query
         self._base: Attributes = {semconv.DB_SYSTEM_NAME: system, semconv.DB_OPERATION_NAME: SEARCH,
                                   semconv.DB_COLLECTION_NAME: index}
-        self._start = self._base
+        self._start = {**self._base, INVALID_ARGUMENT: rejected} if rejected else self._base
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> SearchQueryRun:
         start = self._with_function(self._start, code_function)
         return SearchQueryRun(self._name, start, self._base, self._system, self._query)
 
 
-def search_query(index: str, *, system: str = "elasticsearch", query: Any = None) -> SearchQuery:
+def search_query(index: str, *, system: str = DEFAULT_SYSTEM, query: Any = None) -> SearchQuery:
     """Trace one search against `index`: ``with search_query("leads", query=dsl) as search: …;
     search.set_results(len(hits))`` (or ``async with``). ``system`` is the ``db.system.name``
     value (elasticsearch, opensearch, postgresql…); `query` a DSL dict or a query string, only

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from otel_crm._internal import semconv
 from otel_crm._internal.runtime import Runtime
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
+from otel_crm.helpers._validate import MAX_COUNT, VALID, Arguments, is_name
 
 __all__ = ["Step", "StepRun", "Workflow", "WorkflowRun", "step", "workflow"]
 
@@ -133,13 +134,18 @@ class Workflow(Instrumented[WorkflowRun]):
 
     def __init__(self, name: str, execution_id: str | None, trigger: str | None) -> None:
         super().__init__()
+        arguments = VALID
+        if not (is_name(name) and (trigger is None or is_name(trigger))):
+            arguments = Arguments(WorkflowRun.component, "workflow")
+            name = arguments.name("name", name)
+            trigger = arguments.optional_name("trigger", trigger)
         self._name = name
         attributes: Attributes = {semconv.CRM_WORKFLOW_NAME: name}
-        if execution_id is not None:
+        if execution_id is not None:  # any id is fine: span-only, never a metric label
             attributes[semconv.CRM_WORKFLOW_EXECUTION_ID] = str(execution_id)
         if trigger is not None:
             attributes[semconv.CRM_WORKFLOW_TRIGGER] = trigger
-        self._attributes = attributes
+        self._attributes = arguments.note(attributes)
         self._metric_base: Attributes = {semconv.CRM_WORKFLOW_NAME: name}
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> WorkflowRun:
@@ -154,11 +160,16 @@ class Step(Instrumented[StepRun]):
 
     def __init__(self, name: str, index: int | None) -> None:
         super().__init__()
+        arguments = VALID
+        if not (is_name(name) and (index is None or (type(index) is int and 0 <= index <= MAX_COUNT))):
+            arguments = Arguments(StepRun.component, "step")
+            name = arguments.name("name", name)
+            index = arguments.optional_count("index", index)
         self._name = name
         attributes: Attributes = {semconv.CRM_WORKFLOW_STEP_NAME: name}
         if index is not None:
-            attributes[semconv.CRM_WORKFLOW_STEP_INDEX] = int(index)
-        self._attributes = attributes
+            attributes[semconv.CRM_WORKFLOW_STEP_INDEX] = index
+        self._attributes = arguments.note(attributes)
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> StepRun:
         attributes = self._with_function(self._attributes, code_function)

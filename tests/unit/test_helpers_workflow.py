@@ -156,7 +156,13 @@ def test_error_is_reraised_unchanged_and_recorded(telemetry: CapturedTelemetry) 
         assert span.attributes is not None and span.attributes[semconv.ERROR_TYPE] == expected_type
         (event,) = span.events
         assert event.name == "exception" and event.attributes is not None
+        # The SDK's record_exception() adds the deprecated exception.escaped (as the string 'True'):
+        # exactly the registry's attributes, nothing else.
+        assert set(event.attributes) == {semconv.EXCEPTION_TYPE, semconv.EXCEPTION_MESSAGE,
+                                         semconv.EXCEPTION_STACKTRACE}
         assert event.attributes[semconv.EXCEPTION_TYPE] == expected_type
+        assert event.attributes[semconv.EXCEPTION_MESSAGE] == "lead 7"
+        assert "raise error" in str(event.attributes[semconv.EXCEPTION_STACKTRACE])
 
     metrics = collect(telemetry.metric_reader)
     (point,) = metrics["crm.workflow.executions"].data.data_points

@@ -187,7 +187,7 @@ def test_a_reader_added_after_setup_still_exports_in_the_child() -> None:
 # The logs signal is published under underscored modules: these are its public import paths.
 _PUBLIC_UNDERSCORED = {"_logs", "_log_exporter"}
 # Underscored, yet public: os._exit.
-_STDLIB_PUBLIC = {"_exit"}
+_STDLIB_PUBLIC = {"_exit", "_getframe"}
 # Private names of the SDK we know of (also caught when a module of ours defines the same name).
 _KNOWN_SDK_PRIVATE = {
     "_update_resource", "_active_span_processor", "_measurement_consumer", "_reader_storages", "_sdk_config",
