@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from opentelemetry import metrics
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
+from otel_crm._internal.corrections import CorrectingMeterProvider
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
 from otel_crm._internal.settings import distro_defaults
 
@@ -33,4 +35,8 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             kwargs.setdefault("request_hook", requests_request_hook)
         elif entry_point.name == "httpx":
             kwargs.setdefault("request_hook", httpx_request_hook)
+        elif entry_point.name == "sqlalchemy":
+            # Its pool metric is the deprecated db.client.connections.usage: record the registry's
+            # db.client.connection.count instead (docs/semconv.md).
+            kwargs.setdefault("meter_provider", CorrectingMeterProvider(metrics.get_meter_provider()))
         super().load_instrumentor(entry_point, **kwargs)

@@ -15,6 +15,7 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
+from otel_crm._internal.corrections import deprecated_pool_metric_view
 from otel_crm._internal.exporters import otlp_exporter
 from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.settings import Settings
@@ -34,9 +35,13 @@ def semconv_views() -> list[View]:
         (semconv.GEN_AI_CLIENT_OPERATION_DURATION, semconv.GEN_AI_DURATION_BUCKETS),
         (semconv.GEN_AI_CLIENT_TOKEN_USAGE, semconv.GEN_AI_TOKEN_BUCKETS),
     )
-    return [View(instrument_name=name,
-                 aggregation=ExplicitBucketHistogramAggregation(boundaries=[float(b) for b in buckets]))
-            for name, buckets in spec]
+    views = [View(instrument_name=name,
+                  aggregation=ExplicitBucketHistogramAggregation(boundaries=[float(b) for b in buckets]))
+             for name, buckets in spec]
+    # An instrumentor set up by hand still records the deprecated pool metric: drop it (the distro
+    # gives SQLAlchemy's a provider that records db.client.connection.count instead).
+    views.append(deprecated_pool_metric_view())
+    return views
 
 
 def _prometheus_reader(settings: Settings) -> MetricReader | None:

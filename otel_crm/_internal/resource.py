@@ -12,6 +12,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.types import AttributeValue
 
 from otel_crm._internal import semconv
+from otel_crm._internal.corrections import correct_resource_attributes, host_arch
 from otel_crm._internal.settings import Settings
 
 __all__ = ["DISTRO_NAME", "create_resource", "distro_version"]
@@ -35,7 +36,7 @@ def create_resource(settings: Settings) -> Resource:
         semconv.TELEMETRY_SDK_LANGUAGE: "python",
         semconv.TELEMETRY_SDK_VERSION: sdk_version,
         semconv.HOST_NAME: socket.gethostname(),
-        semconv.HOST_ARCH: platform.machine().lower(),
+        semconv.HOST_ARCH: host_arch(platform.machine()),  # the registry's values: amd64, not x86_64
         semconv.OS_TYPE: sys.platform if sys.platform != "win32" else "windows",
         semconv.PROCESS_PID: os.getpid(),
         semconv.PROCESS_RUNTIME_NAME: sys.implementation.name,
@@ -43,6 +44,7 @@ def create_resource(settings: Settings) -> Resource:
         semconv.PROCESS_EXECUTABLE_NAME: os.path.basename(sys.executable),
     }
     attributes.update(settings.resource_attributes)
+    attributes = correct_resource_attributes(attributes) or attributes  # a user's x86_64 too
     explicit = settings.explicit
     service_name = settings.service_name
     if "service_name" not in explicit and semconv.SERVICE_NAME in settings.resource_attributes:

@@ -69,3 +69,22 @@ def test_distro_sets_only_defaults(monkeypatch) -> None:  # type: ignore[no-unty
 
 def test_distro_defaults_are_the_registry_defaults_plus_the_log_instrumentation_switch() -> None:
     assert {**distro_defaults(), "OTEL_PYTHON_LOG_AUTO_INSTRUMENTATION": "false"} == ENV_DEFAULTS
+
+
+def test_sqlalchemy_gets_a_provider_that_records_the_registry_pool_metric() -> None:
+    from otel_crm._internal.corrections import CorrectingMeterProvider
+
+    seen: dict[str, object] = {}
+
+    class EntryPoint:
+        name = "sqlalchemy"
+
+        def load(self) -> object:
+            class Instrumentor:
+                def instrument(self, **kwargs: object) -> None:
+                    seen.update(kwargs)
+
+            return Instrumentor
+
+    CrmDistro().load_instrumentor(EntryPoint())
+    assert isinstance(seen["meter_provider"], CorrectingMeterProvider)

@@ -39,3 +39,12 @@ def test_single_tenant_deployment_puts_the_tenant_on_the_resource() -> None:
 def test_no_cloud_detector_runs() -> None:
     attributes = create_resource(resolve_settings({})).attributes
     assert not any(key.startswith(("cloud.", "aws.", "gcp.", "azure.")) for key in attributes)
+
+
+def test_host_arch_uses_the_registry_values(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import platform
+
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert create_resource(resolve_settings({})).attributes["host.arch"] == "amd64"
+    given = resolve_settings({"OTEL_RESOURCE_ATTRIBUTES": "host.arch=aarch64"})
+    assert create_resource(given).attributes["host.arch"] == "arm64", "a user-given spelling is mapped too"
