@@ -223,6 +223,14 @@ REGISTRY: tuple[Setting, ...] = (
             "Extra regular expressions to scrub, separated by commas (a JSON array also works)."),
     Setting("scrub_keys", ("OTEL_CRM_SCRUB_KEYS",), Kind.LIST, (),
             "Extra attribute keys whose values are always scrubbed."),
+    Setting("scrub_allow_keys", ("OTEL_CRM_SCRUB_ALLOW_KEYS",), Kind.LIST, (),
+            "Attribute keys whose values are never scanned (exact, case-insensitive; the deny-list "
+            "still wins)."),
+    Setting("scrub_allow_patterns", ("OTEL_CRM_SCRUB_ALLOW_PATTERNS",), Kind.LIST, (),
+            "Regular expressions marking text as safe: a finding inside one of their matches is kept."),
+    Setting("capture_db_literals", ("OTEL_CRM_CAPTURE_DB_LITERALS",), _B, False,
+            "Keep literal values in db.query.text (default: replaced by `?`, as the database "
+            "conventions ask)."),
     # --- business helpers ------------------------------------------------------------------------
     Setting("pricing_file", ("OTEL_CRM_PRICING_FILE",), _S, "",
             "JSON file of LLM prices per million tokens, merged over the built-in table."),
@@ -318,6 +326,9 @@ class Settings:
     scrub_salt: str
     scrub_patterns: tuple[str, ...]
     scrub_keys: tuple[str, ...]
+    scrub_allow_keys: tuple[str, ...]
+    scrub_allow_patterns: tuple[str, ...]
+    capture_db_literals: bool
     pricing_file: str
     capture_message_content: bool
     problems: tuple[SettingProblem, ...] = field(default=(), compare=False)
