@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from otel_crm._internal.settings import SettingProblem, SettingsError
 
 __all__ = ["ALL_FAMILIES", "AT", "DENIED_KEYS", "DIG", "DIGIT_GATE", "KEEP", "KV", "REDACT", "SPECS", "TOK",
-           "TOKEN_HINTS", "ScrubCallback", "ScrubMatch", "compile_patterns", "digits", "luhn", "matches",
+           "TOKEN_HINTS", "ScrubCallback", "ScrubMatch", "compile_patterns", "digits", "families", "luhn", "matches",
            "valid"]
 
 _log = logging.getLogger("otel_crm")
@@ -84,70 +84,82 @@ def _iban_pattern() -> str:
     return (r"(?<![A-Za-z0-9])(?=[A-Za-z]{2}[0-9]{2})(?:" + "|".join(branches) + r")(?![A-Za-z0-9])")
 
 
-# name -> (gate, kind, value group or None, validator or None, pattern). Order matters where two
+# name -> (gate, kind, value groups (the first that took part; none: the whole match), validator
+# or None, pattern). Order matters where two
 # patterns can match at the same place: the first wins (SSN before the trunk-0 phone shape).
-SPECS: dict[str, tuple[int, str, str | None, str | None, str]] = {
-    "authz": (TOK, "secret", "authz_v",
+SPECS: dict[str, tuple[int, str, tuple[str, ...], str | None, str]] = {
+    "authz": (TOK, "secret", ("authz_v",),
               None, r"[Aa](?i:uthorization)[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?"
                     rf"(?:{_SCHEMES}[ \t]{{1,4}})?(?!{_SCHEMES}[ \t])"
                     r"(?P<authz_v>[^\s\"',;\[][^\s\"',;]{3,})"),
-    "bearer": (TOK, "secret", "bearer_v",
+    "bearer": (TOK, "secret", ("bearer_v",),
                None, r"[Bb](?<![A-Za-z0-9_][Bb])(?:earer|EARER)[ \t]{1,4}"
                      r"(?P<bearer_v>[A-Za-z0-9._~+/-]{8,}=*)"),
-    "basic": (TOK, "secret", "basic_v",
+    "basic": (TOK, "secret", ("basic_v",),
               None, r"Basic[ \t]{1,4}(?=[A-Za-z0-9+/]{0,256}[0-9+/=])(?P<basic_v>[A-Za-z0-9+/]{8,}={0,2})"),
     # A private key block; without its END line (truncated) everything up to the end of the
     # base64 body goes. The body stops at the next "-----", so a failed attempt never rescans.
-    "pem": (TOK, "secret", None, None,
+    "pem": (TOK, "secret", (), None,
             r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
             r"(?:[A-Za-z0-9+/=\s\\:,._]|-(?!----))*+"
             r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"),
-    "sk": (TOK, "secret", None, None, r"s(?<![A-Za-z0-9_-]s)k-[A-Za-z0-9_-]{16,}"),
-    "stripe": (TOK, "secret", None, None, r"[sr](?<![A-Za-z0-9_-][sr])k_(?:live|test)_[A-Za-z0-9]{10,}"),
-    "aws": (TOK, "secret", None, None, r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
-    "google": (TOK, "secret", None, None, r"A(?<![A-Za-z0-9_-]A)Iza[0-9A-Za-z_-]{35}"),
-    "github": (TOK, "secret", None, None,
+    "sk": (TOK, "secret", (), None, r"s(?<![A-Za-z0-9_-]s)k-[A-Za-z0-9_-]{16,}"),
+    "stripe": (TOK, "secret", (), None, r"[sr](?<![A-Za-z0-9_-][sr])k_(?:live|test)_[A-Za-z0-9]{10,}"),
+    "aws": (TOK, "secret", (), None, r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
+    "google": (TOK, "secret", (), None, r"A(?<![A-Za-z0-9_-]A)Iza[0-9A-Za-z_-]{35}"),
+    "github": (TOK, "secret", (), None,
                r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})"),
-    "slack": (TOK, "secret", None, None, r"x(?<![A-Za-z0-9_-]x)ox[abposre]-[A-Za-z0-9-]{10,}"),
+    "slack": (TOK, "secret", (), None, r"x(?<![A-Za-z0-9_-]x)ox[abposre]-[A-Za-z0-9-]{10,}"),
     # JWS (3 segments) and JWE (5) wherever they appear; only letters and digits may precede.
-    "jwt": (TOK, "secret", None, None,
+    "jwt": (TOK, "secret", (), None,
             rf"e(?<![A-Za-z0-9]e)yJ{_B64URL}{{4,}}\.{_B64URL}{{4,}}\.{_B64URL}*(?:\.{_B64URL}+){{0,2}}"),
-    "query": (KV, "secret", "query_v",
+    "query": (KV, "secret", ("query_v",),
               None, "=(?<=[yYnNdDtTeElLsS]=)(?:" + "|".join(f"(?<=(?i:{key})=)" for key in _KV_KEYS) + ")"
                     r"(?P<query_v>[^\s&#;\"',<>\[\]][^\s&#;\"',<>]*)"),
-    "json": (KV, "secret", "json_v",
+    "json": (KV, "secret", ("json_v",),
              None, r"[\"'](?:[A-Za-z0-9_.-]{0,40}[_.-])?(?i:" + _JSON_KEYS + r")[\"'][ \t]{0,3}:[ \t]{0,3}"
                    r"[\"']?(?P<json_v>[^\s\"'\\,{}\[\]][^\"'\\,{}\[\]\r\n]*)"),
-    # scheme://user:password@host for any scheme (the user may be empty: redis://:pw@host). The
-    # password runs to the last "@" before the host, as URL parsers read it.
-    "userinfo": (AT, "secret", "userinfo_v",
-                 None, r"://[^\s:/?#@\[\]]{0,128}:(?P<userinfo_v>[^\s/?#@\[][^\s/?#]{0,255})@"),
-    # scheme://token@host: a user part that looks like a credential (a capital, a digit or
-    # another symbol, or 20+ chars). Plain lowercase names (git, postgres) stay, and are not
-    # consumed, so https://jane@example.com is still seen as an email.
-    "userinfo_user": (AT, "secret", "userinfo_u",
-                      None, r"://(?=[^\s:/?#@\[\]]{0,127}[^a-z._\s:/?#@\[\]-]|[^\s:/?#@\[\]]{20})"
-                            r"(?P<userinfo_u>[^\s:/?#@\[\]]{1,128})@"),
-    "email": (AT, "email", None, None,
+    # scheme://user:password@host for any scheme (the user may be empty: redis://:pw@host); the
+    # password runs to the last "@" before the host, as URL parsers read it. Or scheme://token@host
+    # when the user part looks like a credential (a capital, a digit or another symbol, or 20+
+    # chars): plain lowercase names (git, postgres) stay and are not consumed, so
+    # https://jane@example.com is still seen as an email. One branch: they share the "://" prefix.
+    "userinfo": (AT, "secret", ("userinfo_v", "userinfo_u"),
+                 None, r"://(?:[^\s:/?#@\[\]]{0,128}:(?P<userinfo_v>[^\s/?#@\[][^\s/?#]{0,255})@"
+                       r"|(?=[^\s:/?#@\[\]]{0,127}[^a-z._\s:/?#@\[\]-]|[^\s:/?#@\[\]]{20})"
+                       r"(?P<userinfo_u>[^\s:/?#@\[\]]{1,128})@)"),
+    "email": (AT, "email", (), None,
               r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
               r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
-    "iban": (DIG, "iban", None, "iban", _iban_pattern()),
-    "ssn": (DIG, "ssn", None, "ssn",
+    "iban": (DIG, "iban", (), "iban", _iban_pattern()),
+    "ssn": (DIG, "ssn", (), "ssn",
             rf"[0-9](?<!{_NB}[0-9])[0-9]{{2}}(?P<ss>[ -])[0-9]{{2}}(?P=ss)[0-9]{{4}}"
             r"(?![A-Za-z0-9]|[-.][0-9])"),
-    "card": (DIG, "card", None, "card",
+    "card": (DIG, "card", (), "card",
              rf"[2-6](?<!{_NB}[2-6])(?:[0-9]{{12,18}}|[0-9]{{3}}(?P<cs>[ .-])"
              r"(?:[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{4}|[0-9]{6}(?P=cs)[0-9]{4,5}))"
              r"(?![A-Za-z0-9_-]|\.[0-9])"),
-    "intl": (DIG, "phone", None, "intl",
+    "intl": (DIG, "phone", (), "intl",
              r"\+(?<![A-Za-z0-9_+]\+)[1-9][0-9 ().-]{6,20}[0-9](?![A-Za-z0-9]|[-.][0-9])"),
-    "nanp": (DIG, "phone", None, None,
+    "nanp": (DIG, "phone", (), None,
              rf"(?:\((?<![A-Za-z0-9_]\()[2-9][0-9]{{2}}\) ?|[2-9](?<!{_NB}[2-9])[0-9]{{2}}[-. ])"
              r"[0-9]{3}[-. ][0-9]{4}(?![A-Za-z0-9]|[-.][0-9])"),
-    "trunk": (DIG, "phone", None, "trunk",
+    "trunk": (DIG, "phone", (), "trunk",
               rf"0(?<!{_NB}0)[1-9][0-9]{{0,3}}(?P<ts>[ -])[0-9]{{2,8}}(?:(?P=ts)[0-9]{{2,8}}){{0,3}}"
               r"(?![A-Za-z0-9]|[-.][0-9])"),
 }
+
+
+def families(text: str) -> int:
+    """The pattern families `text` may hold (a bit mask; 0: nothing to scan for)."""
+    mask = (AT if "@" in text else 0) | (KV if ("=" in text or '":' in text or "':" in text) else 0)
+    for hint in TOKEN_HINTS:
+        if hint in text:
+            mask |= TOK
+            break
+    if DIGIT_GATE.search(text) is not None:
+        mask |= DIG
+    return mask
 
 
 def luhn(number: str) -> bool:

@@ -50,6 +50,7 @@ _log = logging.getLogger("otel_crm")
 # A finding: (start, end, kind, rule, value) in the scanned text's positions.
 _Finding = tuple[int, int, str, str, str]
 _NORMAL, _DENIED, _ALLOWED = 0, 1, 2
+_AT, _KV, _TOK, _DIG, _TOKEN_HINTS, _DIGIT_GATE = sp.AT, sp.KV, sp.TOK, sp.DIG, sp.TOKEN_HINTS, sp.DIGIT_GATE
 
 _shared: dict[str, Any] = {}  # the random per-process salt
 _salt_lock = threading.Lock()
@@ -116,9 +117,21 @@ class Scrubber:
         `signal` say where the text was found (for the callback)."""
         if text in self._clean:
             return text
-        if self._simple and not scrub_decode.needs_views(text):
-            result = self._scrub_plain(text)
-            cacheable = True
+        cacheable = True
+        if self._simple and (("%" not in text and "+" not in text) or not scrub_decode.needs_views(text)):
+            # The hot path: one pass of the families' regex, then the custom patterns.
+            result = text
+            mask = (_AT if "@" in text else 0) | (_KV if ("=" in text or '":' in text or "':" in text) else 0)
+            for hint in _TOKEN_HINTS:
+                if hint in text:
+                    mask |= _TOK
+                    break
+            if _DIGIT_GATE.search(text) is not None:
+                mask |= _DIG
+            if mask:
+                result = self._sub(self._variants.get(mask) or self._variant(mask), result, self._replace)
+            for custom in self._custom:
+                result = self._sub(custom, result, self._replace_custom)
         else:
             result, cacheable = self._scrub_views(text, key, signal)
         if result == text:
@@ -130,26 +143,10 @@ class Scrubber:
         return result
 
     def _regex_for(self, text: str) -> re.Pattern[str] | None:
-        mask = (sp.AT if "@" in text else 0) | (
-            sp.KV if ("=" in text or '":' in text or "':" in text) else 0)
-        for hint in sp.TOKEN_HINTS:
-            if hint in text:
-                mask |= sp.TOK
-                break
-        if sp.DIGIT_GATE.search(text) is not None:
-            mask |= sp.DIG
+        mask = sp.families(text)
         if not mask:
             return None
         return self._variants.get(mask) or self._variant(mask)
-
-    def _scrub_plain(self, text: str) -> str:
-        result = text
-        regex = self._regex_for(text)
-        if regex is not None:
-            result = self._sub(regex, result, self._replace)
-        for custom in self._custom:
-            result = self._sub(custom, result, self._replace_custom)
-        return result
 
     def _variant(self, mask: int) -> re.Pattern[str]:
         branches = [f"(?P<{name}>{spec[4]})" for name, spec in sp.SPECS.items() if spec[0] & mask]
@@ -174,18 +171,26 @@ class Scrubber:
         spec = sp.SPECS[name]
         if spec[3] is not None and not sp.valid(spec[3], match.group(0)):
             return None
-        group = spec[2] or 0
+        group: str | int = 0
+        for group in spec[2]:
+            if match.start(group) >= 0:
+                break
         start, end = match.span(group)
         return start, end, spec[1], name, match.group(group)
 
     def _replace(self, match: re.Match[str]) -> str:
+        spec = sp.SPECS[match.lastgroup or ""]
         found = match.group(0)
-        finding = self._finding(match)
-        if finding is None:
+        if spec[3] is not None and not sp.valid(spec[3], found):
             return found
-        start, end, kind, _, value = finding
+        if not spec[2]:
+            return self._marker(spec[1], found)
+        for group in spec[2]:
+            start, end = match.span(group)
+            if start >= 0:
+                break
         offset = match.start()
-        return found[:start - offset] + self._marker(kind, value) + found[end - offset:]
+        return found[:start - offset] + self._marker(spec[1], match.group(group)) + found[end - offset:]
 
     def _replace_custom(self, match: re.Match[str]) -> str:
         found = match.group(0)
