@@ -12,15 +12,19 @@ for IBANs, the SSA rules for US social security numbers, digit counts for phones
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from otel_crm._internal.settings import SettingProblem, SettingsError
 
-__all__ = ["ALL_FAMILIES", "AT", "DENIED_KEYS", "DIG", "DIGIT_GATE", "KEEP", "KV", "REDACT", "SPECS", "TOK",
-           "TOKEN_HINTS", "ScrubCallback", "ScrubMatch", "compile_patterns", "digits", "families", "luhn", "matches",
+__all__ = ["AT", "DENIED_KEYS", "DIG", "DIGIT_GATE", "IBAN", "IBAN_GATE", "KEEP", "KV", "PEM", "PERCENT_FAMILIES",
+           "PERCENT_ONLY", "PERCENT_SPECS", "REDACT", "SPECS", "SSN", "SSN_GATE", "TOK", "TOKEN_HINTS",
+           "ScrubCallback", "ScrubMatch", "compile_patterns", "digits", "families", "luhn", "matches", "outside",
            "valid"]
 
 _log = logging.getLogger("otel_crm")
@@ -46,12 +50,19 @@ DENIED_KEYS: tuple[str, ...] = (
     "password", "passwd", "pwd", "secret", "authorization", "cookie", "set_cookie", "api_key", "apikey",
     "token", "access_token", "refresh_token", "client_secret", "private_key", "secret_key", "access_key")
 
-# Families, each behind a cheap gate on the whole string.
-AT, KV, TOK, DIG = 1, 2, 4, 8
-ALL_FAMILIES = AT | KV | TOK | DIG
+# Families, each behind a cheap gate on the whole string (see `families`). IBANs and SSNs have
+# their own gates behind the digit one, so a timestamp does not pay for their patterns.
+AT, KV, TOK, DIG, PEM, IBAN, SSN = 1, 2, 4, 8, 16, 32, 64
 TOKEN_HINTS = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "AIza", "gh", "xox", "eyJ", "earer", "EARER",
-               "Basic", "uthorization", "UTHORIZATION", "PRIVATE KEY")
+               "Basic", "uthorization", "UTHORIZATION")
 DIGIT_GATE = re.compile(r"[0-9][0-9 ().-]{6,40}[0-9]")
+IBAN_GATE = re.compile(r"[A-Za-z]{2}[0-9]{2}")
+# The patterns whose match can contain a percent-escape (their character classes admit "%"):
+# only they can find, in an encoded string, something its decoded view does not show.
+PERCENT_SPECS = frozenset({"authz", "query", "json", "userinfo", "email"})
+PERCENT_FAMILIES = AT | KV | TOK
+PERCENT_ONLY = 1 << 10  # variant key flag: PERCENT_SPECS only
+SSN_GATE = re.compile(r"[0-9]{3}[ -][0-9]{2}[ -][0-9]{4}")
 _NB = r"[A-Za-z0-9_.+-]"  # chars that may not precede a number we flag
 _KV_KEYS = ("api_key", "api-key", "apikey", "token", "password", "passwd", "pwd", "secret",
             "private_key", "passphrase", "access_key", "secret_key", "credential", "credentials")
@@ -81,7 +92,7 @@ def _iban_pattern() -> str:
         by_length.setdefault(length - 4, []).append(country)
     branches = [f"(?i:{'|'.join(sorted(codes))})[0-9]{{2}}(?:[ ]?[A-Za-z0-9]){{{length}}}"
                 for length, codes in sorted(by_length.items())]
-    return (r"(?<![A-Za-z0-9])(?=[A-Za-z]{2}[0-9]{2})(?:" + "|".join(branches) + r")(?![A-Za-z0-9])")
+    return r"(?<![A-Za-z0-9])(?=[A-Za-z]{2}[0-9]{2})(?:" + "|".join(branches) + r")(?![A-Za-z0-9])"
 
 
 # name -> (gate, kind, value groups (the first that took part; none: the whole match), validator
@@ -99,7 +110,7 @@ SPECS: dict[str, tuple[int, str, tuple[str, ...], str | None, str]] = {
               None, r"Basic[ \t]{1,4}(?=[A-Za-z0-9+/]{0,256}[0-9+/=])(?P<basic_v>[A-Za-z0-9+/]{8,}={0,2})"),
     # A private key block; without its END line (truncated) everything up to the end of the
     # base64 body goes. The body stops at the next "-----", so a failed attempt never rescans.
-    "pem": (TOK, "secret", (), None,
+    "pem": (PEM, "secret", (), None,
             r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
             r"(?:[A-Za-z0-9+/=\s\\:,._]|-(?!----))*+"
             r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"),
@@ -131,8 +142,8 @@ SPECS: dict[str, tuple[int, str, tuple[str, ...], str | None, str]] = {
     "email": (AT, "email", (), None,
               r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
               r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
-    "iban": (DIG, "iban", (), "iban", _iban_pattern()),
-    "ssn": (DIG, "ssn", (), "ssn",
+    "iban": (IBAN, "iban", (), "iban", _iban_pattern()),
+    "ssn": (SSN, "ssn", (), "ssn",
             rf"[0-9](?<!{_NB}[0-9])[0-9]{{2}}(?P<ss>[ -])[0-9]{{2}}(?P=ss)[0-9]{{4}}"
             r"(?![A-Za-z0-9]|[-.][0-9])"),
     "card": (DIG, "card", (), "card",
@@ -159,6 +170,12 @@ def families(text: str) -> int:
             break
     if DIGIT_GATE.search(text) is not None:
         mask |= DIG
+        if IBAN_GATE.search(text) is not None:
+            mask |= IBAN
+        if SSN_GATE.search(text) is not None:
+            mask |= SSN
+    if "PRIVATE KEY" in text:
+        mask |= PEM
     return mask
 
 
@@ -172,8 +189,11 @@ def luhn(number: str) -> bool:
     return total % 10 == 0
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+
+
 def digits(text: str) -> str:
-    return "".join(char for char in text if "0" <= char <= "9")
+    return _NOT_DIGIT.sub("", text)
 
 
 def _iban_ok(text: str) -> bool:
@@ -249,3 +269,20 @@ def matches(regex: re.Pattern[str], text: str, window: int, overlap: int) -> Ite
             yield match
             next_pos = max(accept_before, match.end())
         pos = next_pos
+
+
+_T = TypeVar("_T", bound=tuple[Any, ...])
+
+
+def outside(items: list[_T], regions: list[tuple[int, int]]) -> list[_T]:
+    """The `items` (tuples starting with start, end) not inside any one of `regions`; in
+    O((items + regions) log regions)."""
+    regions = sorted(regions)
+    starts = [start for start, _ in regions]
+    reach = list(itertools.accumulate((end for _, end in regions), max))  # furthest end so far
+    kept: list[_T] = []
+    for item in items:  # inside one region <=> a region starting before it reaches past its end
+        index = bisect.bisect_right(starts, item[0]) - 1
+        if index < 0 or reach[index] < item[1]:
+            kept.append(item)
+    return kept

@@ -50,7 +50,6 @@ _log = logging.getLogger("otel_crm")
 # A finding: (start, end, kind, rule, value) in the scanned text's positions.
 _Finding = tuple[int, int, str, str, str]
 _NORMAL, _DENIED, _ALLOWED = 0, 1, 2
-_AT, _KV, _TOK, _DIG, _TOKEN_HINTS, _DIGIT_GATE = sp.AT, sp.KV, sp.TOK, sp.DIG, sp.TOKEN_HINTS, sp.DIGIT_GATE
 
 _shared: dict[str, Any] = {}  # the random per-process salt
 _salt_lock = threading.Lock()
@@ -121,13 +120,7 @@ class Scrubber:
         if self._simple and (("%" not in text and "+" not in text) or not scrub_decode.needs_views(text)):
             # The hot path: one pass of the families' regex, then the custom patterns.
             result = text
-            mask = (_AT if "@" in text else 0) | (_KV if ("=" in text or '":' in text or "':" in text) else 0)
-            for hint in _TOKEN_HINTS:
-                if hint in text:
-                    mask |= _TOK
-                    break
-            if _DIGIT_GATE.search(text) is not None:
-                mask |= _DIG
+            mask = sp.families(text)
             if mask:
                 result = self._sub(self._variants.get(mask) or self._variant(mask), result, self._replace)
             for custom in self._custom:
@@ -142,16 +135,29 @@ class Scrubber:
             return text
         return result
 
-    def _regex_for(self, text: str) -> re.Pattern[str] | None:
+    def _regex_for(self, text: str, percent_only: bool = False) -> re.Pattern[str] | None:
         mask = sp.families(text)
+        if percent_only:  # only the patterns a percent-escape can sit inside
+            mask = (mask & sp.PERCENT_FAMILIES) | sp.PERCENT_ONLY if mask & sp.PERCENT_FAMILIES else 0
         if not mask:
             return None
         return self._variants.get(mask) or self._variant(mask)
 
     def _variant(self, mask: int) -> re.Pattern[str]:
-        branches = [f"(?P<{name}>{spec[4]})" for name, spec in sp.SPECS.items() if spec[0] & mask]
+        branches = [f"(?P<{name}>{spec[4]})" for name, spec in sp.SPECS.items() if spec[0] & mask
+                    and (not mask & sp.PERCENT_ONLY or name in sp.PERCENT_SPECS)]
         regex = re.compile("|".join(branches), re.ASCII)
         self._variants[mask] = regex
+        return regex
+
+    def _singles(self, regex: re.Pattern[str]) -> list[re.Pattern[str]]:
+        """The patterns of an alternation (a variant), each compiled on its own."""
+        names = [name for name in regex.groupindex if name in sp.SPECS]
+        return [self._variants.get(-index - 1) or self._single(name, -index - 1) for name in names
+                for index in (list(sp.SPECS).index(name),)]
+
+    def _single(self, name: str, key: int) -> re.Pattern[str]:
+        regex = self._variants[key] = re.compile(f"(?P<{name}>{sp.SPECS[name][4]})", re.ASCII)
         return regex
 
     def _sub(self, regex: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:
@@ -196,11 +202,15 @@ class Scrubber:
         found = match.group(0)
         return self._marker("custom", found) if found else found
 
-    def _findings(self, text: str) -> list[_Finding]:
+    def _findings(self, text: str, percent_only: bool = False) -> list[_Finding]:
         found: list[_Finding] = []
-        regex = self._regex_for(text)
-        if regex is not None:
-            for match in sp.matches(regex, text, self._max_scan, self._overlap):
+        regex = self._regex_for(text, percent_only)
+        # A long string is scanned pattern by pattern: each then skips ahead in C to where it can
+        # start (3x faster on dense input than one alternation tried at every position), and
+        # overlapping findings of two patterns are merged into one marker (fail closed).
+        regexes = [regex] if regex is None or len(text) <= self._max_scan else self._singles(regex)
+        for each in regexes:
+            for match in sp.matches(each, text, self._max_scan, self._overlap) if each is not None else ():
                 finding = self._finding(match)
                 if finding is not None:
                     found.append(finding)
@@ -213,19 +223,19 @@ class Scrubber:
         return found
 
     def _not_allowed(self, text: str, found: list[_Finding]) -> list[_Finding]:
-        """Drop the findings that lie inside a match of an allow pattern."""
+        """Drop the findings that lie inside one match of an allow pattern."""
         safe = [match.span() for allow in self._allow
                 for match in sp.matches(allow, text, self._max_scan, self._overlap) if match.end() > match.start()]
-        if not safe:
-            return found
-        return [item for item in found
-                if not any(start <= item[0] and item[1] <= end for start, end in safe)]
+        return sp.outside(found, safe) if safe else found
 
     def _scrub_views(self, text: str, key: str | None, signal: str | None) -> tuple[str, bool]:
         """Scan `text` and its decoded views; replace, in `text`, what any of them found. Returns
         the result and whether an unchanged result may be cached as clean."""
-        spans: list[_Finding] = list(self._findings(text))
-        for view in scrub_decode.views(text):
+        views = scrub_decode.views(text)
+        # With a percent-decoded view, the text itself only adds what a pattern finds across an
+        # escape (password=a%26b: the view's value stops at "&"); the view finds the rest.
+        spans = self._findings(text, percent_only=any(view.plain for view in views))
+        for view in views:
             for start, end, kind, rule, value in self._findings(view.text):
                 spans.append((view.original(start), view.original(end), kind, rule, value))
         if not spans:
@@ -233,10 +243,10 @@ class Scrubber:
         spans = list(dict.fromkeys(spans))  # the same finding seen in two views counts once
         cacheable = True
         if self._callback is not None:
-            kept = [item for item in spans if self._keep(item, key, signal)]
-            if kept:
+            redact = [item for item in spans if not self._keep(item, key, signal)]
+            if len(redact) < len(spans):
                 cacheable = False  # the decision may depend on key and signal
-                spans = [item for item in spans if item not in kept]
+                spans = redact
         spans.sort(key=lambda item: (item[0], -item[1]))
         parts: list[str] = []
         copied = 0
