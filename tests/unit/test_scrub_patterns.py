@@ -143,6 +143,53 @@ def test_invalid_user_patterns(caplog: pytest.LogCaptureFixture) -> None:
         compile_patterns(["(bad"], "OTEL_X", "x", True)
 
 
+# --- linear time: doubling the input about doubles the cost (100 kB) ----------------------------
+ADVERSARIAL: dict[str, Callable[[int], str]] = {
+    "a@a@": lambda n: "a@" * (n // 2),
+    "run then @": lambda n: "a" * (n - 1) + "@",
+    "local parts": lambda n: ("x" * 63 + "@") * (n // 64),
+    "dotted domain": lambda n: "a@b" + ".c" * (n // 2),
+    "1 1 1": lambda n: "1 " * (n // 2),
+    "digits": lambda n: "4" * n,
+    "grouped digits": lambda n: "4111-" * (n // 5),
+    "phone-ish": lambda n: "+1 (" * (n // 4),
+    "trunk": lambda n: "0 12 " * (n // 5),
+    "sk-": lambda n: "sk-" * (n // 3),
+    "ghp_": lambda n: "ghp_ " * (n // 5),
+    "= = =": lambda n: "=" * n,
+    "token=": lambda n: "token=" * (n // 6),
+    "json keys": lambda n: '"password":' * (n // 11),
+    "eyJ.": lambda n: "eyJ." * (n // 4),
+    "Bearer": lambda n: "Bearer " * (n // 7),
+    "authorization": lambda n: "Authorization: " * (n // 15),
+    "userinfo": lambda n: "https://a:" * (n // 10),
+    "mixed": lambda n: ("a@b.c 4111 =token sk- +1 (415) " * (n // 30))[:n],
+}
+
+
+def _best_time(scrubber: Scrubber, text: str, clock: Callable[[], float], repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = clock()
+        scrubber.scrub_text(text)
+        best = min(best, clock() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_input_is_scrubbed_in_linear_time(name: str) -> None:
+    scrubber = Scrubber()
+    make = ADVERSARIAL[name]
+    small, large = make(50_000), make(100_000)
+    elapsed = _best_time(scrubber, large, time.perf_counter)
+    assert elapsed < 0.25, f"{name}: {elapsed:.3f}s for 100k chars"
+    # Doubling the input about doubles the cost. CPU time of this thread, so that other processes
+    # on a busy machine do not make the test flaky; slack for timer noise on small times.
+    cpu_small = _best_time(scrubber, small, time.thread_time)
+    cpu_large = _best_time(scrubber, large, time.thread_time)
+    assert cpu_large < 3 * cpu_small + 0.005, (name, cpu_small, cpu_large)
+
+
 # --- linear time: 1 MB of adversarial input per family, under 1 s of CPU -------------------------
 MB = 1_000_000
 ADVERSARIAL_1MB: dict[str, Callable[[int], str]] = {
