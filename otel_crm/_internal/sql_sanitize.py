@@ -149,7 +149,9 @@ def sanitize_sql(text: str, *, system: str | None = None) -> str:
         elif kind == _LITERAL:
             parts.append(_MARK)
         elif not parts or parts[-1][-1:].isspace():  # a comment: removed
-            if text.startswith(" ", copied):
+            if parts and copied >= len(text):
+                parts[-1] = parts[-1].rstrip(" \t")  # "a -- c" -> "a"
+            elif text.startswith(" ", copied):
                 copied += 1  # "a /* c */ b" -> "a b", not "a  b"
             elif parts and text.startswith("\n", copied):
                 parts[-1] = parts[-1].rstrip(" \t")  # "a -- c\nb" -> "a\nb"

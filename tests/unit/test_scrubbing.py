@@ -323,6 +323,7 @@ def test_the_deal_id_example() -> None:
     assert scrubber.scrub_value("crm.note", DEAL_ID) == "[REDACTED:card]"
     assert scrubber.scrub_text(f"deal_id={DEAL_ID}") == "deal_id=[REDACTED:card]"
     assert scrubber.scrub_text(f"DEAL-{DEAL_ID[:12]} {DEAL_ID}") == f"DEAL-{DEAL_ID[:12]} [REDACTED:card]"
+    assert Scrubber(allow_keys=["crm.deal_id"]).scrub_value("CRM.Deal-ID", DEAL_ID) == DEAL_ID  # - and _ alike
     # The deny-list wins over the allow-list; configure() arguments work like the variables.
     assert Scrubber(allow_keys=["api_key"]).scrub_value("api_key", "x") == "[REDACTED]"
     assert resolve_settings({}, scrub_allow_keys=["crm.deal.id"]).scrub_allow_keys == ("crm.deal.id",)

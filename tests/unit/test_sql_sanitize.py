@@ -26,10 +26,12 @@ STATEMENTS: list[tuple[str, str]] = [
     # Django ORM (PostgreSQL backend): quoted identifiers, %s placeholders, casts, LIMIT.
     ('SELECT "crm_deal"."id", "crm_deal"."name" FROM "crm_deal" INNER JOIN "crm_company" '
      'ON ("crm_deal"."company_id" = "crm_company"."id") WHERE ("crm_deal"."tenant_id" = %s '
-     'AND "crm_company"."name"::text LIKE %s AND "crm_deal"."id" IN (%s, %s, %s)) ORDER BY "crm_deal"."id" DESC LIMIT 21',
+     'AND "crm_company"."name"::text LIKE %s AND "crm_deal"."id" IN (%s, %s, %s)) '
+     'ORDER BY "crm_deal"."id" DESC LIMIT 21',
      'SELECT "crm_deal"."id", "crm_deal"."name" FROM "crm_deal" INNER JOIN "crm_company" '
      'ON ("crm_deal"."company_id" = "crm_company"."id") WHERE ("crm_deal"."tenant_id" = %s '
-     'AND "crm_company"."name"::text LIKE %s AND "crm_deal"."id" IN (%s, %s, %s)) ORDER BY "crm_deal"."id" DESC LIMIT ?'),
+     'AND "crm_company"."name"::text LIKE %s AND "crm_deal"."id" IN (%s, %s, %s)) '
+     'ORDER BY "crm_deal"."id" DESC LIMIT ?'),
     ('INSERT INTO "crm_contact" ("email", "name") VALUES (%s, %s), (%s, %s) RETURNING "crm_contact"."id"',
      'INSERT INTO "crm_contact" ("email", "name") VALUES (%s, %s), (%s, %s) RETURNING "crm_contact"."id"'),
     # MySQL backend: backticks.
@@ -54,7 +56,9 @@ STATEMENTS: list[tuple[str, str]] = [
     # Comments are free text: removed.
     ("SELECT id FROM users -- filter on jane@example.com\nWHERE email = 'jane@example.com'",
      "SELECT id FROM users\nWHERE email = ?"),
-    ("SELECT * FROM t /*controller='index',framework='django%3A4.2'*/", "SELECT * FROM t "),
+    ("SELECT * FROM t /*controller='index',framework='django%3A4.2'*/", "SELECT * FROM t"),
+    ("SELECT * FROM deals WHERE stage IN ('won', 'lost') AND amount > -10.5 -- by jane",  # docs/privacy.md
+     "SELECT * FROM deals WHERE stage IN (?) AND amount > ?"),
     ("SELECT 1 /* a /* nested */ 'x' */ FROM t # mysql comment 42\nWHERE a = 1",
      "SELECT ? FROM t\nWHERE a = ?"),
     ("SELECT * FROM #temp WHERE x = 1", "SELECT * FROM #temp WHERE x = ?"),  # SQL Server temp table
