@@ -23,6 +23,7 @@ MAX_LEVELS = 3  # %40 -> @, %2540 -> %40 -> @, %252540 -> ... -> @
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _SPACE = re.compile(r"\s")
+_PLUS = "\ue000"  # a private-use character standing for a literal "+" while decoding
 _NON_ASCII_ESCAPE = re.compile(r"%[89A-Fa-f][0-9A-Fa-f]")
 _INVALID = {0xDC80 + byte: 0xFFFD for byte in range(128)}  # surrogateescape'd bytes
 
@@ -91,6 +92,16 @@ def _decode_ascii(text: str) -> tuple[str, _Level] | None:
     count = len(pieces) - 1
     if not count:
         return None
+    if count <= 8:  # the usual URL: a plain loop costs less than setting up the C loops
+        views, sources, parts = [0], [0], [pieces[0]]
+        view = source = len(pieces[0])
+        for piece in pieces[1:]:
+            parts.append(chr(int(text[source + 1:source + 3], 16)))
+            parts.append(piece)
+            views += (view, view + 1)
+            sources += (source, source + 3)
+            view, source = view + 1 + len(piece), source + 3 + len(piece)
+        return "".join(parts), _Level(views, sources)
     chars = bytes.fromhex("".join(_ESCAPE.findall(text)).replace("%", "")).decode("ascii")
     decoded = "".join(itertools.chain.from_iterable(zip(pieces, chars, strict=False))) + pieces[-1]
     lengths = list(map(len, pieces))
@@ -133,7 +144,7 @@ def _decoded(text: str, plain: bool) -> View | None:
     levels: list[_Level] = []
     current = text
     for _ in range(MAX_LEVELS):
-        step = _decode_once(current)
+        step = _decode_once(current) if "%" in current else None
         if step is None:
             break
         current, level = step
@@ -144,15 +155,24 @@ def _decoded(text: str, plain: bool) -> View | None:
 def views(text: str) -> list[View]:
     """The decoded views of `text` (not `text` itself): percent-decoded, and percent-decoded with
     the query string's ``+`` read as a space (only a literal ``+``: ``%2B`` stays a plus)."""
-    found: list[View] = []
-    plain = _decoded(text, True) if "%" in text else None
-    if plain is not None:
-        found.append(plain)
     span = _query_range(text) if "+" in text else None
-    if span is not None and text.find("+", span[0], span[1]) >= 0:
-        start, end = span
+    if span is not None and text.find("+", span[0], span[1]) < 0:
+        span = None
+    if span is None:
+        plain = _decoded(text, True) if "%" in text else None
+        return [] if plain is None else [plain]
+    start, end = span
+    if "%" not in text or _PLUS in text or "%EE%80%80" in text.upper():
+        # (Without escapes, or when our marker could be confused: the spaced text decoded apart.)
+        plain = _decoded(text, True) if "%" in text else None
         spaced = text[:start] + text[start:end].replace("+", " ") + text[end:]
         decoded = _decoded(spaced, False)
         # Same length as `text`, so positions of the spaced text are original positions.
-        found.append(decoded if decoded is not None else View(spaced, ()))
-    return found
+        return [*([plain] if plain else []), decoded if decoded is not None else View(spaced, ())]
+    # Decode once with the literal pluses marked; the two views differ only there, so they share
+    # the map back.
+    marked = _decoded(text[:start] + text[start:end].replace("+", _PLUS) + text[end:], True)
+    if marked is None:  # a "%" but no escape: only the spaced view differs
+        return [View(text[:start] + text[start:end].replace("+", " ") + text[end:], ())]
+    return [View(marked.text.replace(_PLUS, "+"), marked._levels, True),
+            View(marked.text.replace(_PLUS, " "), marked._levels)]

@@ -32,6 +32,8 @@ def test_plus_is_a_space_only_in_a_query_and_only_when_literal() -> None:
     assert spaced.text == "/q?phone=+1 415&n=a b#x+y" and not spaced.plain  # %2B stays a plus; fragment kept
     assert [spaced.original(i) for i in (9, 10, 11)] == [9, 12, 13]
     assert [view.text for view in views("name=Jane+Doe&x=1")] == ["name=Jane Doe&x=1"]  # a bare query string
+    assert [view.text for view in views("?q=100%+off")] == ["?q=100% off"]  # a "%" that is no escape
+    assert [view.text for view in views("?q=%E2%82%AC+\ue000")] == ["?q=€+\ue000", "?q=€ \ue000"]
     assert views("+1 415 555 2671 called") == []  # not a query: + is a plus
     assert views("/path/a+b") == []
 
@@ -46,7 +48,8 @@ def test_needs_views(text: str, expected: bool) -> None:
 
 
 def test_decoding_agrees_with_the_standard_library() -> None:
-    samples = ["jane.doe@example.com", "a b&c=d/e?f#g", "münchen €", "x+y=z", "\u00e9\u00e8 \U0001f600"]
+    samples = ["jane.doe@example.com", "a b&c=d/e?f#g", "münchen €", "x+y=z", "\u00e9\u00e8 \U0001f600",
+               "a b c d e f g h i j @ / ? & = #"]  # more than 8 escapes: the other ASCII path
     for sample in samples:
         for encoded in (urllib.parse.quote(sample, safe=""), urllib.parse.quote(urllib.parse.quote(sample, safe=""),
                                                                               safe="")):
@@ -55,11 +58,13 @@ def test_decoding_agrees_with_the_standard_library() -> None:
             assert view.original(len(view.text)) == len(encoded)
 
 
-@pytest.mark.parametrize("name", ["escapes", "nested", "invalid", "multibyte", "pluses", "percent signs"])
+@pytest.mark.parametrize("name", ["escapes", "nested", "invalid", "multibyte", "pluses", "percent signs",
+                                  "pluses and escapes"])
 def test_views_are_linear(name: str) -> None:
     make = {"escapes": lambda n: "%41" * (n // 3), "nested": lambda n: "%252540" * (n // 7),
             "invalid": lambda n: "%C3%28" * (n // 6), "multibyte": lambda n: "%E2%82%AC" * (n // 9),
-            "pluses": lambda n: "?" + "a+" * (n // 2), "percent signs": lambda n: "%" * n}[name]
+            "pluses": lambda n: "?" + "a+" * (n // 2), "percent signs": lambda n: "%" * n,
+            "pluses and escapes": lambda n: "?" + "%41+" * (n // 4)}[name]
     text = make(1_000_000)
     start = time.thread_time()
     found = views(text)
