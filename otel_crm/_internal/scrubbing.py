@@ -47,8 +47,7 @@ __all__ = ["DENIED_KEYS", "KEEP", "REDACT", "ScrubCallback", "ScrubMatch", "Scru
 
 _log = logging.getLogger("otel_crm")
 
-# A finding: (start, end, kind, rule, value) in the scanned text's positions.
-_Finding = tuple[int, int, str, str, str]
+_Finding = tuple[int, int, str, str, str]  # (start, end, kind, rule, value) in the scanned text
 _NORMAL, _DENIED, _ALLOWED = 0, 1, 2
 
 _shared: dict[str, Any] = {}  # the random per-process salt
@@ -96,10 +95,10 @@ class Scrubber:
         self._key_cache: dict[str, int] = {}
         self._clean: set[str] = set()
         self._variants: dict[int, re.Pattern[str]] = {}
+        self._alone: dict[str, re.Pattern[str]] = {}  # single patterns, for long strings
         self._max_scan = max(256, int(max_scan_chars))
         self._overlap = min(1024, self._max_scan // 4)
-        # Without allow patterns or a callback, a plain string takes the original one-pass path.
-        self._simple = not self._allow and callback is None
+        self._simple = not self._allow and callback is None  # plain strings: the one-pass path
 
     @classmethod
     def from_settings(cls, settings: Settings, *, callback: ScrubCallback | None = None) -> Scrubber | None:
@@ -151,14 +150,10 @@ class Scrubber:
         return regex
 
     def _singles(self, regex: re.Pattern[str]) -> list[re.Pattern[str]]:
-        """The patterns of an alternation (a variant), each compiled on its own."""
-        names = [name for name in regex.groupindex if name in sp.SPECS]
-        return [self._variants.get(-index - 1) or self._single(name, -index - 1) for name in names
-                for index in (list(sp.SPECS).index(name),)]
-
-    def _single(self, name: str, key: int) -> re.Pattern[str]:
-        regex = self._variants[key] = re.compile(f"(?P<{name}>{sp.SPECS[name][4]})", re.ASCII)
-        return regex
+        """The patterns of an alternation (a variant), each compiled on its own (cached)."""
+        return [self._alone.get(name) or self._alone.setdefault(
+                    name, re.compile(f"(?P<{name}>{sp.SPECS[name][4]})", re.ASCII))
+                for name in regex.groupindex if name in sp.SPECS]
 
     def _sub(self, regex: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:
         if len(text) <= self._max_scan:
