@@ -1,26 +1,27 @@
 """Scrub secrets and personal data from telemetry before it leaves the process.
 
-Built in: emails; credentials (``Bearer``/``Basic``/``Authorization:`` values, ``sk-``/``sk-ant-``/
-``sk-proj-``, Stripe, AWS ``AKIA``/``ASIA``, Google ``AIza``, GitHub, Slack ``xox?-``, JWTs, the password
-of ``scheme://user:pw@host``, the value of ``api_key=``/``token=``/``password=``/``secret=``/``pwd=``…
-and of ``"password": …`` in JSON); cards (13-19 digits, plain or 4-4-4-4/4-6-5/4-6-4, first digit 2-6,
-Luhn-checked); phones (``+`` international, ``(415) 555-2671``/``415-555-2671``, trunk-0 national
-``020 7946 0958``). Plain integers, timestamps, UUIDs and trace ids are left alone. Deny-listed keys
-(``password``, ``token``, ``cookie``… also as a ``.``/``_``/``-`` suffix; OTEL_CRM_SCRUB_KEYS) lose
-their whole value. Resource attributes are not scrubbed (configuration, not data).
+What is detected (``scrub_patterns``): emails, phones, cards, IBANs, US SSNs, credentials (bearer,
+basic, vendor API keys, JWTs, PEM private keys, URL userinfo, ``password=``/``"token":`` values…).
+Deny-listed keys (``password``, ``token``, ``cookie``… also as a ``.``/``_``/``-`` suffix;
+OTEL_CRM_SCRUB_KEYS) lose their whole value. Resource attributes are not scrubbed (configuration).
 
-Markers: redact writes ``[REDACTED:<kind>]`` (email, phone, card, secret, custom) in place of the
-finding, keeping context (``token=[REDACTED:secret]``); a deny-listed value becomes ``[REDACTED]``.
-Hash writes ``[HASH:<16 hex of HMAC-SHA256(salt, normalised value)>]`` (emails lower-cased, phones
-and cards digits only) so equal values join; with no OTEL_CRM_SCRUB_SALT the salt is random per
-process. Markers never match again: scrubbing twice changes nothing.
+Encodings (``scrub_decode``): a string with percent-escapes, or a query string with ``+``, is also
+scanned decoded; findings are mapped back and only their original characters replaced, so what is
+left keeps its encoding byte for byte.
 
-Cost: substring checks pick the pattern families that can match; those run as one regex. Built-in
-patterns are linear (no nested or ambiguous quantifiers; one-char lookbehind boundaries). Strings
-over ``max_scan_chars`` are scanned in windows overlapping by ``min(1024, max_scan_chars // 4)``,
-nothing truncated; a match touching a window's end is rescanned from its start. A secret longer than
-the overlap that is only recognisable across a boundary can be missed. Custom patterns
-(OTEL_CRM_SCRUB_PATTERNS) run on every string after the built-ins; their cost is their author's.
+Escape hatches: an allow-listed key (OTEL_CRM_SCRUB_ALLOW_KEYS) keeps its value unscanned unless it
+is also deny-listed; a finding inside a match of an allow pattern (OTEL_CRM_SCRUB_ALLOW_PATTERNS) is
+kept; a callback, given a :class:`ScrubMatch`, returns ``"keep"`` or ``"redact"`` — anything else,
+or an exception (counted as an internal error), redacts.
+
+Markers: ``[REDACTED:<kind>]`` in place of the finding, keeping context (``token=[REDACTED:secret]``);
+a deny-listed value becomes ``[REDACTED]``. Hash mode writes ``[HASH:<16 hex of HMAC-SHA256(salt,
+normalised value)>]`` (emails lower-cased, phones and cards digits only) so equal values join; with
+no OTEL_CRM_SCRUB_SALT the salt is random per process. Scrubbing twice changes nothing.
+
+Cost: substring checks pick the pattern families that can match; those run as one linear regex.
+Strings over ``max_scan_chars`` are scanned in overlapping windows (``scrub_patterns.matches``).
+Custom and allow patterns run as written; their cost is their author's.
 """
 
 from __future__ import annotations
@@ -36,72 +37,19 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
+from otel_crm._internal import scrub_decode
+from otel_crm._internal import scrub_patterns as sp
+from otel_crm._internal.safety import guard
+from otel_crm._internal.scrub_patterns import DENIED_KEYS, KEEP, REDACT, ScrubCallback, ScrubMatch
 from otel_crm._internal.sdk_compat import attributes_dict
 from otel_crm._internal.settings import Settings
 
-__all__ = ["DENIED_KEYS", "Scrubber"]
+__all__ = ["DENIED_KEYS", "KEEP", "REDACT", "ScrubCallback", "ScrubMatch", "Scrubber"]
 
 _log = logging.getLogger("otel_crm")
 
-DENIED_KEYS: tuple[str, ...] = (
-    "password", "passwd", "pwd", "secret", "authorization", "cookie", "set_cookie", "api_key", "apikey",
-    "token", "access_token", "refresh_token", "client_secret", "private_key")
-
-# Families, each behind a cheap gate on the whole string.
-_AT, _KV, _TOK, _DIG = 1, 2, 4, 8
-_TOKEN_HINTS = ("sk-", "sk_", "rk_", "AKIA", "ASIA", "AIza", "gh", "xox", "eyJ", "earer", "EARER",
-                "Basic", "uthorization", "UTHORIZATION")
-_DIGIT_GATE = re.compile(r"[0-9][0-9 ().-]{6,40}[0-9]")
-_NB = r"[A-Za-z0-9_.+-]"  # chars that may not precede a number we flag
-_KV_KEYS = ("api_key", "api-key", "apikey", "token", "password", "passwd", "pwd", "secret",
-            "private_key", "passphrase")
-_SCHEMES = r"(?i:bearer|basic|digest|token|negotiate|bot|apikey)"
-_JSON_KEYS = r"password|passwd|pwd|secret|token|api[_-]?key|apikey|private[_-]?key|cookie|passphrase"
-
-# name -> (gate, kind, value group or None, validator or None, pattern)
-_SPECS: dict[str, tuple[int, str, str | None, str | None, str]] = {
-    "authz": (_TOK, "secret", "authz_v",
-              None, r"[Aa](?i:uthorization)[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?"
-                    rf"(?:{_SCHEMES}[ \t]{{1,4}})?(?!{_SCHEMES}[ \t])"
-                    r"(?P<authz_v>[^\s\"',;\[][^\s\"',;]{3,})"),
-    "bearer": (_TOK, "secret", "bearer_v",
-               None, r"[Bb](?<![A-Za-z0-9_][Bb])(?:earer|EARER)[ \t]{1,4}"
-                     r"(?P<bearer_v>[A-Za-z0-9._~+/-]{8,}=*)"),
-    "basic": (_TOK, "secret", "basic_v",
-              None, r"Basic[ \t]{1,4}(?=[A-Za-z0-9+/]{0,256}[0-9+/=])(?P<basic_v>[A-Za-z0-9+/]{8,}={0,2})"),
-    "sk": (_TOK, "secret", None, None, r"s(?<![A-Za-z0-9_-]s)k-[A-Za-z0-9_-]{16,}"),
-    "stripe": (_TOK, "secret", None, None, r"[sr](?<![A-Za-z0-9_-][sr])k_(?:live|test)_[A-Za-z0-9]{10,}"),
-    "aws": (_TOK, "secret", None, None, r"A(?<![A-Za-z0-9]A)(?:KIA|SIA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
-    "google": (_TOK, "secret", None, None, r"A(?<![A-Za-z0-9_-]A)Iza[0-9A-Za-z_-]{35}"),
-    "github": (_TOK, "secret", None, None,
-               r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_[A-Za-z0-9_]{30,})"),
-    "slack": (_TOK, "secret", None, None, r"x(?<![A-Za-z0-9_-]x)ox[abposre]-[A-Za-z0-9-]{10,}"),
-    "jwt": (_TOK, "secret", None, None,
-            r"e(?<![A-Za-z0-9_-]e)yJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
-    "query": (_KV, "secret", "query_v",
-              None, "=(?<=[yYnNdDtTeE]=)(?:" + "|".join(f"(?<=(?i:{key})=)" for key in _KV_KEYS) + ")"
-                    r"(?P<query_v>[^\s&#;\"',<>\[\]][^\s&#;\"',<>]*)"),
-    "json": (_KV, "secret", "json_v",
-             None, r"[\"'](?:[A-Za-z0-9_.-]{0,40}[_.-])?(?i:" + _JSON_KEYS + r")[\"'][ \t]{0,3}:[ \t]{0,3}"
-                   r"[\"']?(?P<json_v>[^\s\"'\\,{}\[\]][^\"'\\,{}\[\]\r\n]*)"),
-    "userinfo": (_AT, "secret", "userinfo_v",
-                 None, r"://[^\s:/?#@\[\]]{1,128}:(?P<userinfo_v>[^\s/?#@\[][^\s/?#@]{0,255})@"),
-    "email": (_AT, "email", None, None,
-              r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}"
-              r"\.[A-Za-z]{2,24}(?![A-Za-z0-9-])"),
-    "card": (_DIG, "card", None, "card",
-             rf"[2-6](?<!{_NB}[2-6])(?:[0-9]{{12,18}}|[0-9]{{3}}(?P<cs>[ -])"
-             r"(?:[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{4}|[0-9]{6}(?P=cs)[0-9]{4,5}))"
-             r"(?![A-Za-z0-9_-]|\.[0-9])"),
-    "intl": (_DIG, "phone", None, "intl",
-             r"\+(?<![A-Za-z0-9_+]\+)[1-9][0-9 ().-]{6,20}[0-9](?![A-Za-z0-9]|[-.][0-9])"),
-    "nanp": (_DIG, "phone", None, None,
-             rf"(?:\((?<![A-Za-z0-9_]\()[2-9][0-9]{{2}}\) ?|[2-9](?<!{_NB}[2-9])[0-9]{{2}}[-. ])"
-             r"[0-9]{3}[-. ][0-9]{4}(?![A-Za-z0-9]|[-.][0-9])"),
-    "trunk": (_DIG, "phone", None, "trunk",
-              rf"0(?<!{_NB}0)[1-9][0-9]{{0,3}}(?P<ts>[ -])[0-9]{{2,8}}(?:(?P=ts)[0-9]{{2,8}}){{0,3}}"
-              r"(?![A-Za-z0-9]|[-.][0-9])"),
-}
+_Finding = tuple[int, int, str, str, str]  # (start, end, kind, rule, value) in the scanned text
+_NORMAL, _DENIED, _ALLOWED = 0, 1, 2
 
 _shared: dict[str, Any] = {}  # the random per-process salt
 _salt_lock = threading.Lock()
@@ -116,29 +64,6 @@ def _random_salt() -> bytes:
         return _shared["salt"]  # type: ignore[no-any-return]
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        number = ord(char) - 48
-        if index & 1:
-            number = number * 2 - 9 if number > 4 else number * 2
-        total += number
-    return total % 10 == 0
-
-
-def _digits(text: str) -> str:
-    return "".join(char for char in text if "0" <= char <= "9")
-
-
-def _valid(check: str, text: str) -> bool:
-    digits = _digits(text)
-    if check == "card":
-        return 13 <= len(digits) <= 19 and _luhn(digits)
-    if check == "intl":
-        return 8 <= len(digits) <= 15
-    return 9 <= len(digits) <= 12  # trunk-0 national numbers
-
-
 class Scrubber:
     """Finds secrets and personal data in strings and attribute values; thread-safe."""
 
@@ -146,113 +71,202 @@ class Scrubber:
     _CACHE_LEN = 200
 
     def __init__(self, *, mode: str = "redact", salt: str = "", extra_patterns: Sequence[str] = (),
-                 extra_keys: Sequence[str] = (), max_scan_chars: int = 8192) -> None:
+                 extra_keys: Sequence[str] = (), max_scan_chars: int = 8192,
+                 allow_keys: Sequence[str] = (), allow_patterns: Sequence[str] = (),
+                 callback: ScrubCallback | None = None, strict: bool = False) -> None:
         if mode not in ("redact", "hash"):
             raise ValueError(f"scrub mode must be redact or hash, not {mode!r}")
+        if callback is not None and not callable(callback):
+            raise TypeError("scrub callback must be callable")
         self.mode = mode
         self._hmac: Any = None
         if mode == "hash":
             key = salt.encode("utf-8") if salt else _random_salt()
             self._hmac = hmac.new(key, digestmod=hashlib.sha256)
-        self._custom: list[re.Pattern[str]] = []
-        for pattern in extra_patterns:
-            try:
-                self._custom.append(re.compile(pattern))
-            except (re.error, TypeError, ValueError) as exc:
-                _log.warning("otel_crm: invalid regular expression in OTEL_CRM_SCRUB_PATTERNS: %r (%s); "
-                             "skipped", pattern, exc)
+        # Invalid custom patterns were always only logged; allow patterns are refused under strict.
+        self._custom = sp.compile_patterns(extra_patterns, "OTEL_CRM_SCRUB_PATTERNS", "scrub_patterns",
+                                           False)
+        self._allow = sp.compile_patterns(allow_patterns, "OTEL_CRM_SCRUB_ALLOW_PATTERNS",
+                                       "scrub_allow_patterns", strict)
+        self._callback = callback
         keys = DENIED_KEYS + tuple(_norm_key(k) for k in extra_keys if k.strip())
         self._deny_exact = frozenset(keys)
         self._deny_suffix = tuple(sep + key for key in keys for sep in (".", "_"))
-        self._key_cache: dict[str, bool] = {}
+        self._allow_keys = frozenset(_norm_key(k) for k in allow_keys if k.strip())
+        self._key_cache: dict[str, int] = {}
         self._clean: set[str] = set()
         self._variants: dict[int, re.Pattern[str]] = {}
+        self._alone: dict[str, re.Pattern[str]] = {}  # single patterns, for long strings
         self._max_scan = max(256, int(max_scan_chars))
         self._overlap = min(1024, self._max_scan // 4)
+        self._simple = not self._allow and callback is None  # plain strings: the one-pass path
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Scrubber | None:
+    def from_settings(cls, settings: Settings, *, callback: ScrubCallback | None = None) -> Scrubber | None:
         if settings.scrub_mode == "off":
             return None
         return cls(mode=settings.scrub_mode, salt=settings.scrub_salt,
-                   extra_patterns=settings.scrub_patterns, extra_keys=settings.scrub_keys)
+                   extra_patterns=settings.scrub_patterns, extra_keys=settings.scrub_keys,
+                   allow_keys=settings.scrub_allow_keys, allow_patterns=settings.scrub_allow_patterns,
+                   callback=callback, strict=settings.strict)
 
     # --- strings ---------------------------------------------------------------------------------
-    def scrub_text(self, text: str) -> str:
-        """`text` with every finding replaced; the same object when nothing matched."""
+    def scrub_text(self, text: str, *, key: str | None = None, signal: str | None = None) -> str:
+        """`text` with every finding replaced; the same object when nothing matched. `key` and
+        `signal` say where the text was found (for the callback)."""
         if text in self._clean:
             return text
-        mask = (_AT if "@" in text else 0) | (
-            _KV if ("=" in text or '":' in text or "':" in text) else 0)
-        for hint in _TOKEN_HINTS:
-            if hint in text:
-                mask |= _TOK
-                break
-        if _DIGIT_GATE.search(text) is not None:
-            mask |= _DIG
-        result = text
-        if mask:
-            regex = self._variants.get(mask) or self._variant(mask)
-            result = self._sub(regex, result, self._replace)
-        for custom in self._custom:
-            result = self._sub(custom, result, self._replace_custom)
+        cacheable = True
+        if self._simple and (("%" not in text and "+" not in text) or not scrub_decode.needs_views(text)):
+            # The hot path: one pass of the families' regex, then the custom patterns.
+            result = text
+            mask = sp.families(text)
+            if mask:
+                result = self._sub(self._variants.get(mask) or self._variant(mask), result, self._replace)
+            for custom in self._custom:
+                result = self._sub(custom, result, self._replace_custom)
+        else:
+            result, cacheable = self._scrub_views(text, key, signal)
         if result == text:
-            if len(text) <= self._CACHE_LEN:
+            if cacheable and len(text) <= self._CACHE_LEN:
                 if len(self._clean) >= self._CACHE_MAX:
                     self._clean.clear()
                 self._clean.add(text)
             return text
         return result
 
+    def _regex_for(self, text: str, percent_only: bool = False) -> re.Pattern[str] | None:
+        mask = sp.families(text)
+        if percent_only:  # only the patterns a percent-escape can sit inside
+            mask = (mask & sp.PERCENT_FAMILIES) | sp.PERCENT_ONLY if mask & sp.PERCENT_FAMILIES else 0
+        if not mask:
+            return None
+        return self._variants.get(mask) or self._variant(mask)
+
     def _variant(self, mask: int) -> re.Pattern[str]:
-        branches = [f"(?P<{name}>{spec[4]})" for name, spec in _SPECS.items() if spec[0] & mask]
+        branches = [f"(?P<{name}>{spec[4]})" for name, spec in sp.SPECS.items() if spec[0] & mask
+                    and (not mask & sp.PERCENT_ONLY or name in sp.PERCENT_SPECS)]
         regex = re.compile("|".join(branches), re.ASCII)
         self._variants[mask] = regex
         return regex
 
+    def _singles(self, regex: re.Pattern[str]) -> list[re.Pattern[str]]:
+        """The patterns of an alternation (a variant), each compiled on its own (cached)."""
+        return [self._alone.get(name) or self._alone.setdefault(
+                    name, re.compile(f"(?P<{name}>{sp.SPECS[name][4]})", re.ASCII))
+                for name in regex.groupindex if name in sp.SPECS]
+
     def _sub(self, regex: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:
-        size = len(text)
-        if size <= self._max_scan:
+        if len(text) <= self._max_scan:
             return regex.sub(replace, text)
         parts: list[str] = []
-        copied = pos = 0
-        while pos < size:
-            end = min(pos + self._max_scan, size)
-            final = end == size
-            accept_before = end if final else end - self._overlap
-            next_pos = accept_before
-            for match in regex.finditer(text, pos, end):
-                start = match.start()
-                if start >= accept_before:
-                    break
-                if not final and match.end() == end and start > pos:
-                    next_pos = start  # may continue past the window: rescan it from its start
-                    break
-                parts.append(text[copied:start])
-                parts.append(replace(match))
-                copied = match.end()
-                next_pos = max(accept_before, copied)
-            pos = next_pos
+        copied = 0
+        for match in sp.matches(regex, text, self._max_scan, self._overlap):
+            parts.append(text[copied:match.start()])
+            parts.append(replace(match))
+            copied = match.end()
         parts.append(text[copied:])
         return "".join(parts)
 
-    def _replace(self, match: re.Match[str]) -> str:
+    def _finding(self, match: re.Match[str]) -> _Finding | None:
         name = match.lastgroup or ""
-        spec = _SPECS[name]
-        found = match.group(0)
-        if spec[3] is not None and not _valid(spec[3], found):
-            return found
-        group = spec[2]
-        if group is None:
-            return self._marker(spec[1], found)
-        offset = match.start()
+        spec = sp.SPECS[name]
+        if spec[3] is not None and not sp.valid(spec[3], match.group(0)):
+            return None
+        group: str | int = 0
+        for group in spec[2]:
+            if match.start(group) >= 0:
+                break
         start, end = match.span(group)
-        return (found[:start - offset] + self._marker(spec[1], match.group(group))
-                + found[end - offset:])
+        return start, end, spec[1], name, match.group(group)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        spec = sp.SPECS[match.lastgroup or ""]
+        found = match.group(0)
+        if spec[3] is not None and not sp.valid(spec[3], found):
+            return found
+        if not spec[2]:
+            return self._marker(spec[1], found)
+        for group in spec[2]:
+            start, end = match.span(group)
+            if start >= 0:
+                break
+        offset = match.start()
+        return found[:start - offset] + self._marker(spec[1], match.group(group)) + found[end - offset:]
 
     def _replace_custom(self, match: re.Match[str]) -> str:
         found = match.group(0)
         return self._marker("custom", found) if found else found
+
+    def _findings(self, text: str, percent_only: bool = False) -> list[_Finding]:
+        found: list[_Finding] = []
+        regex = self._regex_for(text, percent_only)
+        # A long string is scanned pattern by pattern: each then skips ahead in C to where it can
+        # start (3x faster on dense input than one alternation tried at every position), and
+        # overlapping findings of two patterns are merged into one marker (fail closed).
+        regexes = [regex] if regex is None or len(text) <= self._max_scan else self._singles(regex)
+        for each in regexes:
+            for match in sp.matches(each, text, self._max_scan, self._overlap) if each is not None else ():
+                finding = self._finding(match)
+                if finding is not None:
+                    found.append(finding)
+        for custom in self._custom:
+            for match in sp.matches(custom, text, self._max_scan, self._overlap):
+                if match.end() > match.start():
+                    found.append((match.start(), match.end(), "custom", "custom", match.group(0)))
+        if found and self._allow:
+            found = self._not_allowed(text, found)
+        return found
+
+    def _not_allowed(self, text: str, found: list[_Finding]) -> list[_Finding]:
+        """Drop the findings that lie inside one match of an allow pattern."""
+        safe = [match.span() for allow in self._allow
+                for match in sp.matches(allow, text, self._max_scan, self._overlap) if match.end() > match.start()]
+        return sp.outside(found, safe) if safe else found
+
+    def _scrub_views(self, text: str, key: str | None, signal: str | None) -> tuple[str, bool]:
+        """Scan `text` and its decoded views; replace, in `text`, what any of them found. Returns
+        the result and whether an unchanged result may be cached as clean."""
+        views = scrub_decode.views(text)
+        # With a percent-decoded view, the text itself only adds what a pattern finds across an
+        # escape (password=a%26b: the view's value stops at "&"); the view finds the rest.
+        spans = self._findings(text, percent_only=any(view.plain for view in views))
+        for view in views:
+            for start, end, kind, rule, value in self._findings(view.text):
+                spans.append((view.original(start), view.original(end), kind, rule, value))
+        if not spans:
+            return text, True
+        spans = list(dict.fromkeys(spans))  # the same finding seen in two views counts once
+        cacheable = True
+        if self._callback is not None:
+            redact = [item for item in spans if not self._keep(item, key, signal)]
+            if len(redact) < len(spans):
+                cacheable = False  # the decision may depend on key and signal
+                spans = redact
+        spans.sort(key=lambda item: (item[0], -item[1]))
+        parts: list[str] = []
+        copied = 0
+        for start, end, kind, _, value in spans:
+            if end <= copied:
+                continue  # inside a span already replaced (the same finding seen in two views)
+            if start < copied:  # overlaps the previous replacement: one marker covers both
+                parts.pop()
+            else:
+                parts.append(text[copied:start])
+            parts.append(self._marker(kind, value))
+            copied = end
+        parts.append(text[copied:])
+        return "".join(parts), cacheable
+
+    def _keep(self, finding: _Finding, key: str | None, signal: str | None) -> bool:
+        callback = self._callback
+        assert callback is not None
+        decision: Any = REDACT
+        with guard("scrub_callback"):  # raising counts as an internal error: the value is redacted
+            decision = callback(ScrubMatch(finding[2], finding[3], finding[4], key, signal))
+            if decision not in (KEEP, REDACT):
+                raise TypeError(f"scrub callback must return 'keep' or 'redact', not {decision!r}")
+        return bool(decision == KEEP)
 
     def _marker(self, kind: str, value: str) -> str:
         if self._hmac is None:
@@ -260,41 +274,58 @@ class Scrubber:
         if kind == "email":
             value = value.lower()
         elif kind in ("phone", "card"):
-            value = _digits(value)
+            value = sp.digits(value)
+        elif kind == "iban":
+            value = value.replace(" ", "").upper()
         digest = self._hmac.copy()
         digest.update(value.encode("utf-8", "surrogatepass"))
         return f"[HASH:{digest.hexdigest()[:16]}]"
 
     # --- attributes ------------------------------------------------------------------------------
-    def key_denied(self, key: str) -> bool:
-        """Whether `key` (case-insensitive, or its ``.``/``_``/``-`` suffix) is on the deny-list."""
-        denied = self._key_cache.get(key)
-        if denied is None:
+    def _key_state(self, key: str) -> int:
+        state = self._key_cache.get(key)
+        if state is None:
             norm = _norm_key(key)
-            denied = norm in self._deny_exact or norm.endswith(self._deny_suffix)
+            if norm in self._deny_exact or norm.endswith(self._deny_suffix):
+                state = _DENIED  # the deny-list wins over the allow-list: fail closed
+            elif norm in self._allow_keys:
+                state = _ALLOWED
+            else:
+                state = _NORMAL
             if len(self._key_cache) >= self._CACHE_MAX:
                 self._key_cache.clear()
-            self._key_cache[key] = denied
-        return denied
+            self._key_cache[key] = state
+        return state
+
+    def key_denied(self, key: str) -> bool:
+        """Whether `key` (case-insensitive, or its ``.``/``_``/``-`` suffix) is on the deny-list."""
+        return self._key_state(key) == _DENIED
+
+    def key_allowed(self, key: str) -> bool:
+        """Whether `key` is allow-listed (exact, case-insensitive) and not deny-listed."""
+        return self._key_state(key) == _ALLOWED
 
     def _deny(self, value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return tuple(self._marker("", str(item)) for item in value)
         return self._marker("", str(value))
 
-    def scrub_value(self, key: str, value: AttributeValue) -> AttributeValue:
-        """Deny-listed key: the whole value replaced; strings (also inside sequences and maps)
-        scrubbed; numbers, bools and bytes untouched."""
-        if self.key_denied(key):
+    def scrub_value(self, key: str, value: AttributeValue, *, signal: str | None = None) -> AttributeValue:
+        """Deny-listed key: the whole value replaced; allow-listed key: kept as is; otherwise
+        strings (also inside sequences and maps) scrubbed; numbers, bools and bytes untouched."""
+        state = self._key_state(key)
+        if state == _DENIED:
             return self._deny(value)  # type: ignore[no-any-return]
+        if state == _ALLOWED:
+            return value
         if isinstance(value, str):
-            return self.scrub_text(value)
+            return self.scrub_text(value, key=key, signal=signal)
         if isinstance(value, (list, tuple, Mapping)):  # sequences; maps (extended attributes)
-            return self.scrub_body(value)  # type: ignore[no-any-return]
+            return self.scrub_body(value, key=key, signal=signal)  # type: ignore[no-any-return]
         return value
 
-    def scrub_attributes(self, attributes: Mapping[str, AttributeValue] | None
-                         ) -> Mapping[str, AttributeValue] | None:
+    def scrub_attributes(self, attributes: Mapping[str, AttributeValue] | None, *,
+                         signal: str | None = None) -> Mapping[str, AttributeValue] | None:
         """Scrubbed attributes; the same mapping object when nothing changed."""
         if not attributes:
             return attributes
@@ -304,15 +335,17 @@ class Scrubber:
         clean = self._clean
         result: dict[str, AttributeValue] | None = None
         for key, value in source.items():
-            denied = key_cache.get(key)
-            if denied is None:
-                denied = self.key_denied(key)
-            if denied:
+            state = key_cache.get(key)
+            if state is None:
+                state = self._key_state(key)
+            if state == _DENIED:
                 new: AttributeValue = self._deny(value)
+            elif state == _ALLOWED:
+                continue
             elif value.__class__ is str:
-                new = value if value in clean else self.scrub_text(value)
+                new = value if value in clean else self.scrub_text(value, key=key, signal=signal)
             elif isinstance(value, (list, tuple, Mapping)):
-                new = self.scrub_body(value)
+                new = self.scrub_body(value, key=key, signal=signal)
             else:
                 new = value
             if new is not value:
@@ -321,24 +354,30 @@ class Scrubber:
                 result[key] = new
         return attributes if result is None else result
 
-    def scrub_body(self, body: Any, depth: int = 0) -> Any:
-        """A log body: strings, and dicts/lists of them up to 8 levels (deeper: replaced)."""
+    def scrub_body(self, body: Any, depth: int = 0, *, key: str | None = None,
+                   signal: str | None = None) -> Any:
+        """A log body: strings, and dicts/lists of them up to 8 levels (deeper: replaced). In a
+        dict, deny-listed keys lose their value and allow-listed ones keep it."""
         if isinstance(body, str):
-            return self.scrub_text(body)
+            return self.scrub_text(body, key=key, signal=signal)
         if isinstance(body, (Mapping, list, tuple)) and depth >= 8:
             return "[REDACTED:too-deep]"
         if isinstance(body, Mapping):
             changed: dict[Any, Any] | None = None
-            for key, value in body.items():
-                new = (self._deny(value) if isinstance(key, str) and self.key_denied(key)
-                       else self.scrub_body(value, depth + 1))
+            for field, value in body.items():
+                state = self._key_state(field) if isinstance(field, str) else _NORMAL
+                if state == _ALLOWED:
+                    continue
+                new = (self._deny(value) if state == _DENIED else
+                       self.scrub_body(value, depth + 1, key=field if isinstance(field, str) else key,
+                                       signal=signal))
                 if new is not value:
                     if changed is None:
                         changed = dict(body)
-                    changed[key] = new
+                    changed[field] = new
             return body if changed is None else changed
         if isinstance(body, (list, tuple)):
-            items = [self.scrub_body(item, depth + 1) for item in body]
+            items = [self.scrub_body(item, depth + 1, key=key, signal=signal) for item in body]
             if all(new is old for new, old in zip(items, body, strict=True)):
                 return body
             return tuple(items) if isinstance(body, tuple) else items

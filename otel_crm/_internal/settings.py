@@ -234,6 +234,16 @@ class Settings:
         doc="Extra regular expressions to scrub, separated by commas (a JSON array also works).")
     scrub_keys: tuple[str, ...] = setting(
         "OTEL_CRM_SCRUB_KEYS", default=(), doc="Extra attribute keys whose values are always scrubbed.")
+    scrub_allow_keys: tuple[str, ...] = setting(
+        "OTEL_CRM_SCRUB_ALLOW_KEYS", default=(),
+        doc="Attribute keys whose values are never scanned (exact, case-insensitive; the deny-list still wins).")
+    scrub_allow_patterns: tuple[str, ...] = setting(
+        "OTEL_CRM_SCRUB_ALLOW_PATTERNS", default=(),
+        doc="Regular expressions marking text as safe: a finding inside one of their matches is kept.")
+    capture_db_literals: bool = setting(
+        "OTEL_CRM_CAPTURE_DB_LITERALS", default=False,
+        doc="Keep literal values in db.query.text (default: replaced by `?`, as the database "
+            "conventions ask).")
     # --- business helpers ------------------------------------------------------------------------
     pricing_file: str = setting(
         "OTEL_CRM_PRICING_FILE", default="",
