@@ -69,7 +69,9 @@ for python in "${pythons[@]}"; do
   venvs+=("$venv")
   install "$python" "$venv" &
 done
+"$DEV_PY" "$ROOT/scripts/otel_family.py" >"$WORK/family.txt" 2>&1 &   # is a newer family complete?
 wait
+sed 's/^/[install-check] /' "$WORK/family.txt" >&2
 
 failures=0
 for i in "${!pythons[@]}"; do
