@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 _PIN = re.compile(r"^(opentelemetry-[a-z0-9-]+)\s*==\s*([0-9][^;,\s]*)")

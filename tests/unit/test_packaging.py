@@ -36,8 +36,8 @@ def _otel_requirements() -> dict[str, set[str]]:
 
 def _constraints() -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in (ROOT / "constraints.txt").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
             pins[name.strip()] = version.strip()
@@ -63,7 +63,8 @@ def test_constraints_file_pins_the_same_family() -> None:
     requirements = {name: next(iter(specs))[2:] for name, specs in _otel_requirements().items()}
     constraints = _constraints()
     for name, version in requirements.items():
-        assert constraints.get(name) == version, f"constraints.txt: {name}=={constraints.get(name)}, pyproject {version}"
+        got = constraints.get(name)
+        assert got == version, f"constraints.txt {name}=={got}, pyproject =={version}"
     family = set(requirements.values())
     stray = {f"{n}=={v}" for n, v in constraints.items() if n.startswith("opentelemetry-") and v not in family}
     assert not stray, f"constraints.txt pins outside the family: {sorted(stray)}"
