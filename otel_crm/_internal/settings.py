@@ -70,7 +70,8 @@ class Setting:
             return "one of true/false/1/0/yes/no/on/off"
         if self.kind in (Kind.ENUM, Kind.ENUM_LIST):
             prefix = "one of " if self.kind is Kind.ENUM else "comma-separated values from "
-            return prefix + "/".join(self.choices)
+            # Commas, not slashes: a choice may contain one (`http/protobuf`).
+            return prefix + ", ".join(self.choices)
         if self.kind in (Kind.INT, Kind.FLOAT):
             what = "an integer" if self.kind is Kind.INT else "a number"
             unit = f" ({self.unit})" if self.unit else ""
@@ -171,6 +172,9 @@ REGISTRY: tuple[Setting, ...] = (
             "One JSON line per request (method, path, status_code, latency_ms) on stdout."),
     Setting("log_level", ("OTEL_CRM_LOG_LEVEL", "OTEL_PYTHON_LOG_LEVEL"), _E, "info",
             "Lowest level sent to stdout and OTLP.", choices=("debug", "info", "warning", "error")),
+    Setting("startup_report", ("OTEL_CRM_STARTUP_REPORT",), _B, False,
+            "One sanitized line at startup: service, environment, endpoint, protocol, sampling, tenant "
+            "source, scrubbing (development profile: on).", development_default=True),
     # --- sampling --------------------------------------------------------------------------------
     Setting("sampling_mode", ("OTEL_CRM_SAMPLING_MODE",), _E, "tail",
             "tail: decide in process; collector: export 100% for the collector's tail_sampling; "
@@ -299,6 +303,7 @@ class Settings:
     log_format: str
     access_log: bool
     log_level: str
+    startup_report: bool
     sampling_mode: str
     sampling_ratio: float
     sampling_slow_seconds: float

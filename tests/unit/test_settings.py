@@ -48,8 +48,8 @@ def test_the_honeycomb_trap_bool_of_false_is_false() -> None:
     ("OTEL_CRM_SAMPLING_RATIO", "nan", "a number from 0 to 1"),
     ("OTEL_CRM_SAMPLING_MAX_TRACES", "0", "an integer from 1 to 1000000"),
     ("OTEL_CRM_SAMPLING_MAX_TRACES", "2.5", "an integer from 1 to 1000000"),
-    ("OTEL_CRM_SAMPLING_MODE", "sometimes", "one of tail/collector/head/off"),
-    ("OTEL_TRACES_EXPORTER", "zipkin", "comma-separated values from otlp/console/none"),
+    ("OTEL_CRM_SAMPLING_MODE", "sometimes", "one of tail, collector, head, off"),
+    ("OTEL_TRACES_EXPORTER", "zipkin", "comma-separated values from otlp, console, none"),
     ("OTEL_EXPORTER_OTLP_HEADERS", "novalue", "key=value pairs"),
     # Upstream Python reads this in seconds; the spec (and otel_crm) in milliseconds.
     ("OTEL_EXPORTER_OTLP_TIMEOUT", "10", "an integer from 100 to 600000 (milliseconds)"),
@@ -74,7 +74,7 @@ def test_strict_mode_raises_naming_every_bad_variable() -> None:
                           "OTEL_CRM_SCRUB_MODE": "shred"})
     message = str(error.value)
     assert "OTEL_CRM_SAMPLING_RATIO='x'" in message and "OTEL_CRM_SCRUB_MODE='shred'" in message
-    assert "redact/hash/off" in message
+    assert "redact, hash, off" in message
     assert len(error.value.problems) == 2
 
 
