@@ -1,5 +1,5 @@
 """`otel-crm` command line: `doctor` checks a deployment's settings and collector; `settings`
-prints the settings table."""
+prints the settings table; `traces` shows recent traces and waterfalls from Jaeger."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from otel_crm._internal import traces_view
 from otel_crm._internal.settings import (
     REGISTRY,
     SettingProblem,
@@ -137,9 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = commands.add_parser("settings", help="print every setting")
     table.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     commands.add_parser("attributes", help="print otel_crm's own crm.* attributes as a Markdown table")
+    traces_view.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
+    if args.command == "traces":
+        return traces_view.run(args)
     if args.command == "attributes":
         sys.stdout.write(attributes_markdown())
         return 0

@@ -232,6 +232,9 @@ REGISTRY: tuple[Setting, ...] = (
             "JSON file of LLM prices per million tokens, merged over the built-in table."),
     Setting("capture_message_content", ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",), _B,
             False, "Record prompt/completion content on GenAI spans (scrubbed)."),
+    # --- command line ----------------------------------------------------------------------------
+    Setting("jaeger_url", ("OTEL_CRM_JAEGER_URL",), _S, "http://127.0.0.1:16686",
+            "Jaeger query API that `otel-crm traces` reads."),
 )
 
 _BY_NAME = {s.name: s for s in REGISTRY}
@@ -325,6 +328,7 @@ class Settings:
     scrub_keys: tuple[str, ...]
     pricing_file: str
     capture_message_content: bool
+    jaeger_url: str
     problems: tuple[SettingProblem, ...] = field(default=(), compare=False)
     # Which settings came from an explicit argument or a variable (not a default).
     explicit: frozenset[str] = field(default=frozenset(), compare=False)
