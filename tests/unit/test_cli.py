@@ -46,13 +46,13 @@ def test_settings_table_command(capsys) -> None:  # type: ignore[no-untyped-def]
     assert "| `sampling_ratio` |" in capsys.readouterr().out
 
 
-def test_readme_attribute_table_is_current() -> None:
+def test_attribute_table_in_the_docs_is_current() -> None:
     from pathlib import Path
 
     from otel_crm.cli import attributes_markdown
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert attributes_markdown() in readme, "run `make readme-tables`"
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "telemetry.md").read_text()
+    assert attributes_markdown() in docs, "run `make readme-tables`"
 
 
 def _doctor(environ: dict[str, str], capsys) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
