@@ -151,3 +151,25 @@ def test_demo_ends_with_the_slow_trace_drawn(demo: Demo) -> None:
     tail = result.stdout.rsplit("The slow trace:\n", 1)[1]
     _slow_trace(tail)
     assert "tokens=" in result.stdout.rsplit("Stop everything", 1)[1]
+
+
+def test_the_jaeger_queries_in_docs_traces_md_return_traces(demo: Demo) -> None:
+    """docs/traces.md lists API queries "that work": run each against the demo's Jaeger and service."""
+    result, _ = demo
+    assert result.returncode == 0
+    jaeger = re.search(r"--jaeger (http://\S+)", result.stdout)
+    service = re.search(r"traces --service (\S+)", result.stdout)
+    assert jaeger and service
+    text = (ROOT / "docs" / "traces.md").read_text()
+    queries = re.findall(r"^curl -s '(http://127\.0\.0\.1:16686/api/[^']+)'$", text, re.M)
+    assert len(queries) >= 5
+    for query in queries:
+        url = query.replace("http://127.0.0.1:16686", jaeger.group(1)).replace("crm-api", service.group(1))
+        done = subprocess.run(["curl", "-s", url], capture_output=True, text=True, timeout=30)
+        data = json.loads(done.stdout)["data"]
+        assert data, f"{query} returned nothing"
+        if "status_code" in query:
+            assert all(any(t["key"] == "error" and t["value"] is True for s in tr["spans"] for t in s["tags"])
+                       for tr in data)
+        if "minDuration" in query or "slow" in query:
+            assert all(max(s["duration"] for s in tr["spans"]) >= 2_000_000 for tr in data)

@@ -31,8 +31,11 @@ def test_missing_go_is_one_line_naming_the_version_the_pinned_modules_need(tmp_p
     match = re.search(r"Go is missing: the pinned collector \((\S+)@(\S+)\) needs Go (\d+\.\d+(?:\.\d+)?) or newer",
                       lines[0])
     assert match, lines[0]
-    module, version, _ = match.groups()
+    module, version, need = match.groups()
     assert module == "go.opentelemetry.io/collector/cmd/builder" or f"{module} {version}" in MANIFEST
+    # The README and docs/development.md state the same version a new user will be told.
+    assert f"**Go ≥ {need}**" in (ROOT / "README.md").read_text()
+    assert f"needs Go {need}" in (ROOT / "docs" / "development.md").read_text()
 
 
 def test_too_old_go_is_one_line(tmp_path: Path) -> None:
