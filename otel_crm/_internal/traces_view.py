@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -158,7 +159,8 @@ def _key_attributes(view: TraceView, span: Span) -> str:
                      f"{tags.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, '?')} out")
     if isinstance(tags.get(semconv.CRM_GEN_AI_COST_AMOUNT), (int, float)):
         currency = view.text(tags.get(semconv.CRM_GEN_AI_COST_CURRENCY, ""), semconv.CRM_GEN_AI_COST_CURRENCY)
-        parts.append(f"cost={tags[semconv.CRM_GEN_AI_COST_AMOUNT]:.6g} {currency}".rstrip())
+        amount = f"{tags[semconv.CRM_GEN_AI_COST_AMOUNT]:.8f}".rstrip("0").rstrip(".")
+        parts.append(f"cost={amount} {currency}".rstrip())
     add("db", semconv.DB_SYSTEM_NAME)
     add("op", semconv.DB_OPERATION_NAME)
     add("connector", semconv.SERVICE_PEER_NAME)
@@ -187,8 +189,11 @@ def render_waterfall(view: TraceView, glyph: str = "█") -> list[str]:
     names = ["  " * depth + view.text(span.get("operationName", "")) for depth, span in ordered]
     width = min(max((len(n) for n in names), default=10), 56)
     tenant = view.first_tag(semconv.CRM_TENANT_ID)
+    count = len(view.spans)
     header = (f"trace {view.trace_id}  {view.text(view.service(view.root))}  {_duration(view.end - view.start)}  "
-              f"{len(view.spans)} spans" + (f"  tenant={view.text(tenant, semconv.CRM_TENANT_ID)}" if tenant else ""))
+              f"{count} span{'s' if count != 1 else ''}")
+    if tenant:
+        header += f"  tenant={view.text(tenant, semconv.CRM_TENANT_ID)}"
     lines = [header]
     for name, (_, span) in zip(names, ordered, strict=True):
         status = "ERROR" if view.failed(span) else "ok"
@@ -261,3 +266,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None, environ: Mapping[st
     except JaegerError as exc:
         print(f"otel-crm traces: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `otel-crm traces … | head`: the reader is gone, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return 0

@@ -37,7 +37,8 @@ def _seconds(text: str) -> float:
 
 
 def _recent(out: str) -> None:
-    assert len(_rows(out)) >= 20
+    rows = _rows(out)
+    assert len(rows) >= 20 and all(r.group(6) == "all" for r in rows)  # development profile: keep all
 
 
 def _errors(out: str) -> None:
@@ -48,7 +49,7 @@ def _errors(out: str) -> None:
 def _slow(out: str) -> None:
     rows = _rows(out)
     assert rows and all(_seconds(r.group(2)) >= 2.0 for r in rows)
-    assert any(r.group(8) == "GET /slow" and r.group(6) == "slow" for r in rows)
+    assert any(r.group(8) == "GET /slow" for r in rows)
 
 
 def _tenant(out: str) -> None:
@@ -58,7 +59,7 @@ def _tenant(out: str) -> None:
 
 def _agent(out: str) -> None:
     assert out.startswith("trace ") and "POST /leads/<int:lead_id>/qualify" in out
-    assert re.search(r"invoke_agent lead_researcher .* tokens=\d+ in/\d+ out cost=[\d.e-]+ USD", out), out
+    assert re.search(r"invoke_agent lead_researcher .* tokens=\d+ in/\d+ out cost=0\.\d+ USD", out), out
     assert "execute_workflow qualify_lead" in out and "db=sqlite" in out
 
 

@@ -69,8 +69,8 @@ from opentelemetry import trace
 from otel_crm.helpers import agent_invocation
 
 # ratio 1.0 in tail mode: kept and marked crm.sampling.reason, which the collector keeps too.
-otel_crm.configure(sampling_mode="tail", sampling_ratio=1.0, scrub_mode="off", log_format="none", metrics_exporter=["none"],
-                   logs_exporter=["none"])
+otel_crm.configure(sampling_mode="tail", sampling_ratio=1.0, scrub_mode="off", log_format="none",
+                   metrics_exporter=["none"], logs_exporter=["none"])
 with agent_invocation("openai", "gpt-4o", agent_name="researcher", operation="chat") as call:
     call.record_usage(812, 95, response_model="gpt-4o-2024-08-06")
     span = trace.get_current_span()

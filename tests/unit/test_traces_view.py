@@ -81,9 +81,11 @@ def test_nothing_sensitive_or_control_characters_are_printed() -> None:
 
 
 def test_span_whose_parent_is_elsewhere_is_a_root() -> None:
-    view = _trace(_span("31", "GET /downstream", 0, 100, "ffffffffffffffff"))
+    view = _trace(_span("31", "GET /downstream", 0, 100, "ffffffffffffffff", crm__gen_ai__cost__amount=0.0000093))
     assert view.root["spanID"] == "31"
-    assert render_waterfall(view)[1].startswith("GET /downstream")
+    header, line = render_waterfall(view)
+    assert header.endswith("  1 span") and line.startswith("GET /downstream")
+    assert "cost=0.0000093" in line  # never 9.3e-06
 
 
 def test_unreachable_jaeger_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
