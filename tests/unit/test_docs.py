@@ -182,8 +182,9 @@ def _problems(words: list[str]) -> list[str]:
     program, args = words[0], words[1:]
     name = Path(program).name
     if name == "make":
-        return [f"make target {t!r} does not exist" for t in args if not t.startswith("-") and "=" not in t
-                and t not in _make_targets()]
+        targets = [t for i, t in enumerate(args) if not t.startswith("-") and "=" not in t
+                   and (i == 0 or args[i - 1] not in ("-C", "-f"))]
+        return [f"make target {t!r} does not exist" for t in targets if t not in _make_targets()]
     if name == "otel-crm":
         help_text = _cli_help(args[0]) if args else None
         if help_text is None:
