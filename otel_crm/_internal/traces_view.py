@@ -247,8 +247,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, environ: Mapping[st
         now = int(time.time() * 1e6)
         limit = max(1, args.limit)
         params = {"service": args.service, "start": str(now - int(args.lookback * 1e6)), "end": str(now),
-                  # --errors filters here, so ask Jaeger for more than we show.
-                  "limit": str(limit * 10 if args.errors else limit)}
+                  # --errors filters here, so ask Jaeger (newest first) for more than we show.
+                  "limit": str(max(limit, min(limit * 10, 1000)) if args.errors else limit)}
         if args.slow:
             params["minDuration"] = f"{settings.sampling_slow_seconds}s"
         if args.tenant:
