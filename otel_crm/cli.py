@@ -1,21 +1,36 @@
 """`otel-crm` command line: `doctor` checks a deployment's settings and collector; `settings`
-prints the settings table."""
+prints the settings table; `traces` shows recent traces and waterfalls from Jaeger."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from otel_crm._internal import traces_view
 from otel_crm._internal.semconv import CRM_ATTRIBUTES
-from otel_crm._internal.settings import REGISTRY, Settings, registry_markdown, resolve_settings
+from otel_crm._internal.settings import (
+    REGISTRY,
+    SettingProblem,
+    Settings,
+    SettingsError,
+    registry_markdown,
+    resolve_settings,
+)
+from otel_crm._internal.startup_report import sanitized_endpoint
 
 __all__ = ["main"]
 
 _MASK = "****"
+
+
+_ENDPOINT_SETTINGS = frozenset({"otlp_endpoint", "otlp_traces_endpoint", "otlp_metrics_endpoint",
+                                "otlp_logs_endpoint"})
 
 
 def _masked(settings: Settings) -> dict[str, Any]:
@@ -24,8 +39,37 @@ def _masked(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, setting.name)
         if setting.secret and value:
             value = {k: _MASK for k in value} if isinstance(value, Mapping) else _MASK
+        elif setting.name in _ENDPOINT_SETTINGS and value:
+            value = sanitized_endpoint(value)  # user info and query strings carry credentials
         values[setting.name] = value
     return values
+
+
+class _Silenced(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def _resolve_quietly(environ: Mapping[str, str] | None) -> Settings:
+    """Settings as the app would get them, without the one-line warnings (doctor lists problems itself)
+    and without raising under OTEL_CRM_STRICT=true (doctor reports instead)."""
+    logger, silenced = logging.getLogger("otel_crm"), _Silenced()
+    logger.addFilter(silenced)
+    try:
+        try:
+            return resolve_settings(environ)
+        except SettingsError:
+            # Only reachable when OTEL_CRM_STRICT came from a variable, so `explicit` stays true to it.
+            return resolve_settings(environ, strict=False).replace(strict=True)
+    finally:
+        logger.removeFilter(silenced)
+
+
+def _problem_line(problem: SettingProblem, *, strict: bool) -> str:
+    setting = next((s for s in REGISTRY if problem.variable in s.env), None)
+    if setting is not None and setting.secret:
+        problem = dataclasses.replace(problem, value=_MASK)
+    return problem.message(strict=strict)
 
 
 def _endpoint_address(endpoint: str) -> tuple[str, int]:
@@ -46,7 +90,7 @@ def check_endpoint(endpoint: str, timeout: float = 2.0) -> str | None:
 
 def doctor(environ: Mapping[str, str] | None = None, out: Any = None) -> int:
     out = out or sys.stdout
-    settings = resolve_settings(environ, strict=False)
+    settings = _resolve_quietly(environ)
     print("otel_crm doctor", file=out)
     print(f"  profile: {settings.profile}", file=out)
     print("settings:", file=out)
@@ -59,7 +103,9 @@ def doctor(environ: Mapping[str, str] | None = None, out: Any = None) -> int:
         status = 1
         print("invalid variables:", file=out)
         for problem in settings.problems:
-            print(f"  - {problem.message()}", file=out)
+            print(f"  - {_problem_line(problem, strict=settings.strict)}", file=out)
+        if settings.strict:
+            print("  OTEL_CRM_STRICT=true: the app would refuse to start with these.", file=out)
     else:
         print("invalid variables: none", file=out)
     uses_otlp = any("otlp" in getattr(settings, f"{signal}_exporter")
@@ -68,11 +114,12 @@ def doctor(environ: Mapping[str, str] | None = None, out: Any = None) -> int:
         endpoints = sorted({settings.endpoint_for(s) for s in ("traces", "metrics", "logs")})
         for endpoint in endpoints:
             failure = check_endpoint(endpoint)
+            shown = sanitized_endpoint(endpoint)
             if failure is None:
-                print(f"OTLP endpoint {endpoint}: accepts connections", file=out)
+                print(f"OTLP endpoint {shown}: accepts connections", file=out)
             else:
                 status = 1
-                print(f"OTLP endpoint {endpoint}: NOT reachable ({failure})", file=out)
+                print(f"OTLP endpoint {shown}: NOT reachable ({failure})", file=out)
     return status
 
 
@@ -90,9 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = commands.add_parser("settings", help="print every setting")
     table.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     commands.add_parser("attributes", help="print otel_crm's own crm.* attributes as a Markdown table")
+    traces_view.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
+    if args.command == "traces":
+        return traces_view.run(args)
     if args.command == "attributes":
         sys.stdout.write(attributes_markdown())
         return 0

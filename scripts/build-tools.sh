@@ -29,8 +29,81 @@ if ! command -v go >/dev/null 2>&1; then
   export PATH="$PATH:/usr/local/go/bin"
 fi
 GO="${GO:-go}"
+GOPROXY_URL="${GOPROXY:-https://proxy.golang.org}"; GOPROXY_URL="${GOPROXY_URL%%,*}"
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
+
+# --- Go version: read from the go.mod of every pinned module, checked before anything builds --------
+modules_of() { # what a target builds from, one module@version per line
+  case "$1" in
+    collector)
+      echo "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
+      sed -n 's/^[[:space:]]*- gomod:[[:space:]]*\([^[:space:]]*\)[[:space:]]\{1,\}\(v[^[:space:]]*\).*/\1@\2/p' \
+        "$ROOT/collector-config/builder-config.yaml" ;;
+    jaeger) echo "$JAEGER_MODULE@$JAEGER_VERSION" ;;
+    telemetrygen) echo "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen@$TELEMETRYGEN_VERSION" ;;
+  esac
+}
+
+go_required() { # $1 target -> "VERSION MODULE@VERSION": the highest `go` line among its modules' go.mod
+  local list; list="$(modules_of "$1")"
+  local file; file="$CACHE/go-required-$1-$(printf '%s' "$list" | sha256sum | cut -c1-12)"
+  if [[ ! -s "$file" ]]; then
+    local modver best="" best_from=""
+    while read -r modver; do
+      [[ -n "$modver" ]] || continue
+      # Module paths are case-escaped on the proxy (A -> !a).
+      local path; path="$(printf '%s' "${modver%@*}" | sed 's/[A-Z]/!\L&/g')"
+      local want; want="$(curl -fsS --max-time 20 "$GOPROXY_URL/$path/@v/${modver#*@}.mod" 2>/dev/null \
+        | sed -n 's/^go \([0-9][0-9.]*\).*/\1/p' | head -n1)" || true
+      [[ -n "$want" ]] || return 0   # proxy unreachable: no claim rather than a wrong one
+      if [[ -z "$best" || "$(printf '%s\n%s\n' "$best" "$want" | sort -V | tail -n1)" != "$best" ]]; then
+        best="$want" best_from="$modver"
+      fi
+    done <<<"$list"
+    printf '%s %s\n' "$best" "$best_from" >"$file"
+  fi
+  cat "$file"
+}
+
+check_go() { # $1 target: one clear line and exit 1 when Go is missing or too old for it
+  local required need from
+  required="$(go_required "$1")"; need="${required%% *}"; from="${required#* }"
+  local what="the pinned $1 ($from) needs Go ${need:-(version unknown: module proxy unreachable)}"
+  if ! command -v "$GO" >/dev/null 2>&1; then
+    log "Go is missing: $what or newer. Install it (https://go.dev/dl/) and put it on PATH."
+    exit 1
+  fi
+  [[ -n "$need" ]] || return 0
+  local have; have="$("$GO" env GOVERSION 2>/dev/null | sed 's/^go//; s/[^0-9.].*//')"
+  if [[ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]]; then
+    log "Go $have is too old: $what or newer. Install a newer Go (https://go.dev/dl/)."
+    exit 1
+  fi
+}
+
+# --- progress: long builds and waits say what they are doing, once a minute ----------------------------
+HEARTBEAT_SECONDS="${BUILD_PROGRESS_SECONDS:-60}"
+
+human() { # seconds -> "42 s" / "13 min"
+  if (( $1 >= 120 )); then echo "$(( $1 / 60 )) min"; else echo "$1 s"; fi
+}
+
+with_progress() { # $1 label, $2 cache key for the typical duration, rest: the command
+  local label="$1" key="$2"; shift 2
+  local typical="a cold build (empty Go caches) takes minutes"
+  [[ -s "$CACHE/$key.seconds" ]] && typical="the last one here took $(human "$(cat "$CACHE/$key.seconds")")"
+  log "$label: $typical; a progress line every ${HEARTBEAT_SECONDS} s"
+  local start; start="$(date +%s)"
+  ( while sleep "$HEARTBEAT_SECONDS"; do
+      log "$label: still building, $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s so far"
+    done ) &
+  local beat=$! rc=0
+  "$@" || rc=$?
+  kill "$beat" 2>/dev/null || true; wait "$beat" 2>/dev/null || true
+  if (( rc == 0 )); then echo $(( $(date +%s) - start )) >"$CACHE/$key.seconds"; fi
+  return "$rc"
+}
 
 hash_of() { # hash of args + go version
   { printf '%s\n' "$@"; "$GO" env GOVERSION GOOS GOARCH; } | sha256sum | cut -c1-12
@@ -39,7 +112,13 @@ hash_of() { # hash of args + go version
 lock() { # $1 = cache dir being built: serialise concurrent builds of the same thing
   local fd
   exec {fd}>"$1.lock"
-  flock "$fd"
+  flock -n "$fd" && return 0
+  local start; start="$(date +%s)"
+  log "waiting for another build of ${1##*/} to finish (lock ${1}.lock); it is shared, so this one will reuse it"
+  until flock -w "$HEARTBEAT_SECONDS" "$fd"; do
+    log "still waiting for the other build of ${1##*/}: $(( ($(date +%s) - start) / 60 )) min so far"
+  done
+  log "the other build of ${1##*/} finished after $(( $(date +%s) - start )) s of waiting"
 }
 
 publish() { # $1 = tmp dir, $2 = final cache dir: keep an existing build, else move into place
@@ -59,7 +138,7 @@ go_install_cached() { # $1 name, $2 module@version, $3 binary name
   if [[ ! -x "$dir/$bin" ]]; then
     log "go install $modver (cache miss: $dir)"
     local tmp; tmp="$(mktemp -d "$CACHE/.tmp-$name-XXXXXX")"
-    GOBIN="$tmp" CGO_ENABLED=0 "$GO" install "$modver"
+    with_progress "go install $name" "$name-install" env GOBIN="$tmp" CGO_ENABLED=0 "$GO" install "$modver"
     rm -rf "$dir"; publish "$tmp" "$dir"
   fi
   link_into_build "$dir/$bin" "$name"
@@ -73,15 +152,16 @@ build_collector() {
     local builder_dir="$CACHE/builder-$OCB_VERSION-$(hash_of "$OCB_VERSION")"
     # (the otelcol-crm lock above also covers installing the builder)
     if [[ ! -x "$builder_dir/builder" ]]; then
-      log "installing OCB builder $OCB_VERSION"
       mkdir -p "$builder_dir"
-      GOBIN="$builder_dir" CGO_ENABLED=0 "$GO" install "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
+      with_progress "installing the OCB builder" builder-install \
+        env GOBIN="$builder_dir" CGO_ENABLED=0 "$GO" install "go.opentelemetry.io/collector/cmd/builder@$OCB_VERSION"
     fi
     log "building otelcol-crm with OCB (cache miss: $dir)"
     local tmp; tmp="$(mktemp -d "$CACHE/.tmp-otelcol-crm-XXXXXX")"
     sed "s#^\(  output_path:\).*#\1 $tmp/src#" "$manifest" > "$tmp/builder-config.yaml"
     local start=$SECONDS
-    CGO_ENABLED=0 "$builder_dir/builder" --config "$tmp/builder-config.yaml"
+    with_progress "building otelcol-crm" otelcol-crm-build \
+      env CGO_ENABLED=0 "$builder_dir/builder" --config "$tmp/builder-config.yaml"
     log "OCB build took $((SECONDS - start)) s"
     mv "$tmp/src/otelcol-crm" "$tmp/otelcol-crm"
     rm -rf "$tmp/src" "$dir"; publish "$tmp" "$dir"
@@ -100,8 +180,8 @@ build_jaeger() {
     local tmp; tmp="$(mktemp -d "$CACHE/.tmp-jaeger-XXXXXX")"
     cp -r "$src" "$tmp/src"; chmod -R u+w "$tmp/src"
     local start=$SECONDS
-    (cd "$tmp/src" && CGO_ENABLED=0 GOTOOLCHAIN=local "$GO" build -trimpath \
-      -ldflags "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_RELEASE" \
+    (cd "$tmp/src" && with_progress "building Jaeger" jaeger-build env CGO_ENABLED=0 GOTOOLCHAIN=local "$GO" build \
+      -trimpath -ldflags "-X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_RELEASE" \
       -o "$tmp/jaeger" ./cmd/jaeger)
     log "Jaeger build took $((SECONDS - start)) s"
     rm -rf "$tmp/src" "$dir"; publish "$tmp" "$dir"
@@ -154,10 +234,11 @@ stop_prometheus_service() {
 
 mkdir -p "$CACHE"
 case "${1:-all}" in
-  collector) build_collector ;;
-  jaeger) build_jaeger ;;
-  telemetrygen) build_telemetrygen ;;
+  collector) check_go collector; build_collector ;;
+  jaeger) check_go jaeger; build_jaeger ;;
+  telemetrygen) check_go telemetrygen; build_telemetrygen ;;
   promtool) build_promtool ;;
-  all) build_collector; build_jaeger; build_telemetrygen; build_promtool ;;
+  all) for t in collector jaeger telemetrygen; do check_go "$t"; done
+       build_collector; build_jaeger; build_telemetrygen; build_promtool ;;
   *) echo "usage: $0 collector|jaeger|telemetrygen|promtool|all" >&2; exit 2 ;;
 esac

@@ -1,38 +1,48 @@
-"""Regenerate the README tables that come from code (the settings registry, the crm.* attributes).
+"""Regenerate the documentation tables that come from code (the settings registry, the crm.* attributes).
 
-    python scripts/readme_tables.py          # rewrite README.md in place
-    python scripts/readme_tables.py --check  # exit 1 if README.md is stale
+    python scripts/readme_tables.py          # rewrite the docs in place (`make readme-tables`)
+    python scripts/readme_tables.py --check  # exit 1 if a generated table is stale
+
+Each table lives once, between `<!-- NAME:start -->` / `<!-- NAME:end -->` markers: the settings in
+docs/configuration.md, otel_crm's own attributes in docs/telemetry.md.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from otel_crm._internal.settings import registry_markdown
 from otel_crm.cli import attributes_markdown
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-TABLES = {"settings-table": registry_markdown, "attributes-table": attributes_markdown}
+ROOT = Path(__file__).resolve().parents[1]
+TABLES: dict[str, tuple[Path, Callable[[], str]]] = {
+    "settings-table": (ROOT / "docs" / "configuration.md", registry_markdown),
+    "attributes-table": (ROOT / "docs" / "telemetry.md", attributes_markdown),
+}
 
 
-def render(text: str) -> str:
-    for name, make in TABLES.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(2), text)
-    return text
+def render(text: str, name: str, make: Callable[[], str]) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no <!-- {name}:start/end --> markers found")
+    return pattern.sub(lambda m: m.group(1) + make() + m.group(2), text)
 
 
 def main() -> int:
-    current = README.read_text()
-    fresh = render(current)
-    if "--check" in sys.argv:
+    stale = []
+    for name, (path, make) in TABLES.items():
+        current = path.read_text()
+        fresh = render(current, name, make)
         if fresh != current:
-            print("README.md tables are stale: run `make readme-tables`")
-            return 1
-        return 0
-    README.write_text(fresh)
+            stale.append(path.relative_to(ROOT))
+            if "--check" not in sys.argv:
+                path.write_text(fresh)
+    if stale and "--check" in sys.argv:
+        print(f"generated tables are stale in {', '.join(map(str, stale))}: run `make readme-tables`")
+        return 1
     return 0
 
 

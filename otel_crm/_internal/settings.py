@@ -170,6 +170,10 @@ class Settings:
     log_level: LogLevel = setting(
         "OTEL_CRM_LOG_LEVEL", "OTEL_PYTHON_LOG_LEVEL", default="info",
         doc="Lowest level sent to stdout and OTLP.")
+    startup_report: bool = setting(
+        "OTEL_CRM_STARTUP_REPORT", default=False, development_default=True,
+        doc="One sanitized line at startup: service, environment, endpoint, protocol, sampling, tenant "
+            "source, scrubbing (development profile: on).")
     # --- sampling --------------------------------------------------------------------------------
     sampling_mode: SamplingMode = setting(
         "OTEL_CRM_SAMPLING_MODE", default="tail",
@@ -258,6 +262,10 @@ class Settings:
     journeys_file: str = setting(
         "OTEL_CRM_JOURNEYS_FILE", default="",
         doc="JSON file of business journeys, merged under `journeys` (same shape).")
+    # --- command line ----------------------------------------------------------------------------
+    jaeger_url: str = setting(
+        "OTEL_CRM_JAEGER_URL", default="http://127.0.0.1:16686",
+        doc="Jaeger query API that `otel-crm traces` reads.")
     # --- not settings: what resolution found -----------------------------------------------------
     problems: tuple[SettingProblem, ...] = field(default=(), compare=False)
     # Which settings came from an explicit argument or a variable (not a default).

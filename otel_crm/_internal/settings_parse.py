@@ -71,7 +71,8 @@ class Setting:
             return "one of true/false/1/0/yes/no/on/off"
         if self.kind in (Kind.ENUM, Kind.ENUM_LIST):
             prefix = "one of " if self.kind is Kind.ENUM else "comma-separated values from "
-            return prefix + "/".join(self.choices)
+            # Commas, not slashes: a choice may contain one (`http/protobuf`).
+            return prefix + ", ".join(self.choices)
         if self.kind in (Kind.INT, Kind.FLOAT):
             what = "an integer" if self.kind is Kind.INT else "a number"
             unit = f" ({self.unit})" if self.unit else ""

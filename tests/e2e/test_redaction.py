@@ -59,3 +59,53 @@ def test_authorization_cookies_and_emails_are_removed_or_masked(collector: Colle
     assert "****" in got["crm.note"]
     # everything else is untouched
     assert got["crm.deal.stage"] == "negotiation" and got["http.route"] == "/api/deals"
+
+
+# otel_crm's own agent span, exported by a real process with in-process scrubbing OFF, so the
+# collector's redaction is the only thing between the attributes and Jaeger.
+AGENT_SCRIPT = """
+import otel_crm
+from opentelemetry import trace
+from otel_crm.helpers import agent_invocation
+
+# ratio 1.0 in tail mode: kept and marked crm.sampling.reason, which the collector keeps too.
+otel_crm.configure(sampling_mode="tail", sampling_ratio=1.0, scrub_mode="off", log_format="none",
+                   metrics_exporter=["none"], logs_exporter=["none"])
+with agent_invocation("openai", "gpt-4o", agent_name="researcher", operation="chat") as call:
+    call.record_usage(812, 95, response_model="gpt-4o-2024-08-06")
+    span = trace.get_current_span()
+    span.set_attribute("auth_token", "Bearer s3cr3t-t0k3n")
+    span.set_attribute("http.request.header.x-auth-token", ["s3cr3t-t0k3n"])
+    span.set_attribute("crm.note", "retried with Bearer s3cr3t-t0k3n")
+    print(format(span.get_span_context().trace_id, "032x"))
+otel_crm.shutdown()
+"""
+
+
+def test_genai_token_counts_and_cost_survive_while_real_tokens_are_masked(
+        collector: CollectorProc, jaeger: JaegerProc) -> None:
+    import subprocess
+    import sys
+
+    from otel_crm._internal import semconv
+
+    service = f"crm-e2e-genai-{random.getrandbits(32):08x}"
+    env = {"PATH": "/usr/bin:/bin", "OTEL_SERVICE_NAME": service,
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.grpc_endpoint}", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    done = subprocess.run([sys.executable, "-c", AGENT_SCRIPT], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    trace_id = int(done.stdout.strip().splitlines()[-1], 16)
+
+    jt = poll(lambda: jaeger.trace(trace_id), 30, f"agent trace {trace_id:032x} in Jaeger")
+    (span,) = jt["spans"]
+    assert span["operationName"] == "chat gpt-4o"
+    got = tags(span)
+    assert got[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 812
+    assert got[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == 95
+    assert got[semconv.CRM_GEN_AI_COST_CURRENCY] == "USD"
+    assert isinstance(got[semconv.CRM_GEN_AI_COST_AMOUNT], float) and got[semconv.CRM_GEN_AI_COST_AMOUNT] > 0
+    assert got[semconv.GEN_AI_REQUEST_MODEL] == "gpt-4o"
+    # Real tokens: masked by key (auth_token, x-auth-token) and by value (a bearer token in free text).
+    assert "s3cr3t" not in json.dumps(jt)
+    assert got["auth_token"] == "****"
+    assert "****" in got["crm.note"] and got["crm.note"].startswith("retried with ")

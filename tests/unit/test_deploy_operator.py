@@ -76,7 +76,8 @@ def test_requirements_are_the_instrumentations_of_every_framework_extra() -> Non
     wanted = {re.split(r"[<>=~!]", dep)[0] for extra in ("flask", "django", "sqlalchemy", "requests")
               for dep in extras[extra] if dep.startswith("opentelemetry-instrumentation-")}
     assert wanted <= names
-    family = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("opentelemetry-instrumentation>"))
+    family = next(d for d in PYPROJECT["project"]["dependencies"]
+                  if re.match(r"opentelemetry-instrumentation[<>=~!]", d))
     assert all(line.endswith(family.removeprefix("opentelemetry-instrumentation")) for line in lines)
 
 
