@@ -35,9 +35,9 @@ class _SkippedConfiguratorFilter(logging.Filter):
 class CrmConfigurator(_BaseConfigurator):
     def _configure(self, **kwargs: Any) -> None:
         from otel_crm._internal.config import configure
+        from otel_crm._internal.integrations.frameworks import patch_frameworks
         from otel_crm._internal.safety import guard
         from otel_crm._internal.settings import SettingsError
-        from otel_crm._internal.web import patch_frameworks
 
         logging.getLogger("opentelemetry.instrumentation.auto_instrumentation._load").addFilter(
             _SkippedConfiguratorFilter())
