@@ -42,10 +42,11 @@ from opentelemetry.version import __version__ as sdk_version
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from otel_crm._internal.integrations.extractor import TenantExtractor  # noqa: E402
+from otel_crm._internal.integrations.wsgi import TenantWSGIMiddleware  # noqa: E402
 from otel_crm._internal.logs import TenantLogProcessor  # noqa: E402
 from otel_crm._internal.settings import resolve_settings  # noqa: E402
 from otel_crm._internal.tenancy import TenantSpanProcessor, tenant_context  # noqa: E402
-from otel_crm._internal.web import TenantExtractor, TenantWSGIMiddleware  # noqa: E402
 
 try:
     from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor, ScrubbingSpanExporter

@@ -6,10 +6,11 @@ Run your app under ``opentelemetry-instrument`` and otel_crm sets itself up; cal
 
 from __future__ import annotations
 
+from otel_crm._internal.integrations.asgi import TenantASGIMiddleware
+from otel_crm._internal.integrations.wsgi import TenantWSGIMiddleware
 from otel_crm._internal.lifecycle import configure, shutdown
 from otel_crm._internal.settings import Settings, SettingsError
 from otel_crm._internal.tenancy import Tenant, current_tenant, tenant_context
-from otel_crm._internal.web import TenantASGIMiddleware, TenantWSGIMiddleware
 from otel_crm.helpers import (
     agent_invocation,
     connector_operation,

@@ -12,11 +12,11 @@ import os
 import sys
 from typing import Any
 
+from otel_crm._internal.integrations.frameworks import patch_frameworks
 from otel_crm._internal.lifecycle import configure
 from otel_crm._internal.safety import guard
 from otel_crm._internal.sdk_compat import BaseConfigurator
 from otel_crm._internal.settings import SettingsError
-from otel_crm._internal.web import patch_frameworks
 
 __all__ = ["CrmConfigurator"]
 

@@ -1,4 +1,8 @@
-"""Logs: stdlib logging → OTLP log records (with tenant and trace ids) and JSON lines on stdout.
+"""Logs: stdlib logging → OTLP log records (with tenant and trace ids), and the root handlers.
+
+    root logger ─ CrmLoggingHandler → LoggerProvider: TenantLogProcessor → [ScrubbingLogProcessor →]
+                │                      CountingBatchLogRecordProcessor → OTLP
+                └ the stdout handler (JSON or text lines: `stdout.py`; the access line: `access.py`)
 
 Handlers are added to the root logger once (marked, so a second configure() or a reload adds
 none), and `logging.basicConfig()` is never called: the host app owns its logging setup.
@@ -6,11 +10,7 @@ none), and `logging.basicConfig()` is never called: the host app owns its loggin
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
-import threading
-import time
 from typing import Any
 
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
@@ -18,14 +18,15 @@ from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRe
 from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
+from otel_crm._internal.access import ACCESS_LOGGER, install_access_line, uninstall_access_line
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
-from otel_crm._internal.jsonlog import ACCESS_LOGGER, JsonFormatter
 from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 from otel_crm._internal.settings import Settings
+from otel_crm._internal.stdout import stdout_handler
 from otel_crm._internal.tenancy import current_tenant
 
-__all__ = ["TenantLogProcessor", "access_fast_path", "create_logger_provider", "install_log_handlers",
-           "remove_log_handlers"]
+__all__ = ["CountingBatchLogRecordProcessor", "TenantLogProcessor", "create_logger_provider",
+           "install_log_handlers", "remove_log_handlers"]
 
 _MARK = "_otel_crm_handler"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -90,65 +91,6 @@ def _not_access_log(record: logging.LogRecord) -> bool:
     return record.name != ACCESS_LOGGER
 
 
-class _ScrubbingFormatter(logging.Formatter):
-    """The text format, scrubbed like the JSON one: nothing leaves the process unscrubbed."""
-
-    def __init__(self, fmt: str, *, scrub: Any = None):
-        super().__init__(fmt)
-        self._scrub = scrub
-
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        return self._scrub(text) if self._scrub is not None else text
-
-
-class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stdout handler that does not flush after every line (a syscall per log record on the
-    request path): it flushes warnings and errors at once, anything else at most every 0.5 s,
-    and everything at exit (logging.shutdown calls flush())."""
-
-    flush_interval = 0.5
-
-    def __init__(self, stream: Any = None):
-        super().__init__(stream)
-        self._last_flush = time.monotonic()
-        self._timer: threading.Timer | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._write(self.format(record), record.levelno)
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-
-    def write_line(self, text: str, levelno: int = logging.INFO) -> None:
-        """Write an already formatted line, as `handle()` would (under the handler's lock)."""
-        self.acquire()
-        try:
-            self._write(text, levelno)
-        finally:
-            self.release()
-
-    def _write(self, text: str, levelno: int) -> None:
-        self.stream.write(text + self.terminator)
-        now = time.monotonic()
-        if levelno >= logging.WARNING or now - self._last_flush >= self.flush_interval:
-            self._last_flush = now
-            self.flush()
-        elif self._timer is None:
-            # An idle service must not keep its last lines in the buffer: flush soon.
-            self._timer = threading.Timer(self.flush_interval, self._timed_flush)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _timed_flush(self) -> None:
-        self._timer = None
-        self._last_flush = time.monotonic()
-        with contextlib.suppress(Exception):
-            self.flush()
-
-
 class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
     """A BatchLogRecordProcessor that drops and counts instead of logging per record when full."""
 
@@ -184,7 +126,7 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
 
 def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | None,
                          *, scrubber: Any = None, root: logging.Logger | None = None) -> list[logging.Handler]:
-    """Attach otel_crm's handlers to the root logger, unless they are already there."""
+    """Attach otel_crm's handlers (OTLP, stdout) to the root logger, unless they are already there."""
     root = root or logging.getLogger()
     if any(getattr(h, _MARK, False) for h in root.handlers):
         return []
@@ -192,78 +134,24 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     added: list[logging.Handler] = []
     if logger_provider is not None and settings.logs_exporter != ("none",):
         added.append(_otlp_handler(level, logger_provider))
-    if settings.log_format != "none":
-        stream = LazyFlushStreamHandler(sys.stdout)
-        stream.setLevel(level)
-        if settings.log_format == "json":
-            stream.setFormatter(JsonFormatter(
-                service=settings.service_name, environment=settings.environment,
-                capture_user_id=settings.capture_user_id,
-                scrub=scrubber.scrub_text if scrubber is not None else None))
-        else:
-            stream.setFormatter(_ScrubbingFormatter(
-                "%(asctime)s %(levelname)s [%(name)s] %(message)s",
-                scrub=scrubber.scrub_text if scrubber is not None else None))
-        added.append(stream)
+    stdout = stdout_handler(settings, level, scrub=scrubber.scrub_text if scrubber is not None else None)
+    if stdout is not None:
+        added.append(stdout)
     for handler in added:
         setattr(handler, _MARK, True)
         root.addHandler(handler)
-    json_stream = next((h for h in added if isinstance(h, LazyFlushStreamHandler)), None)
-    if json_stream is not None and isinstance(json_stream.formatter, JsonFormatter):
-        access_fast_path.enable(root, json_stream, json_stream.formatter)
-    if not settings.access_log:  # the request path then skips the access line entirely
-        logging.getLogger("otel_crm.access").setLevel(logging.WARNING)
+    install_access_line(settings, root, added, stdout)
     # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
     if added and root.level == logging.WARNING and level < logging.WARNING:
         root.setLevel(level)
-    # Our own chatter and the exporters' must never loop back into export.
+    # otel_crm's own warnings go through the root logger's handlers, even where the host's
+    # logging config switched propagation off for it.
     logging.getLogger("otel_crm").propagate = True
     return added
 
 
-class _AccessFastPath:
-    """Writes the access line straight to our JSON stdout handler when that is exactly what the
-    logging path would do: every logger from the access logger up to the root has no handlers or
-    filters but ours, and propagates; the root holds only otel_crm's handlers (the OTLP one skips
-    the access line anyway). Anyone attaching a handler or filter anywhere on that path, or
-    switching propagation off, gets the ordinary LogRecord path again, at once."""
-
-    def __init__(self) -> None:
-        self._root_handlers: list[logging.Handler] = []
-        self._stream: LazyFlushStreamHandler | None = None
-        self._formatter: JsonFormatter | None = None
-
-    def enable(self, root: logging.Logger, stream: LazyFlushStreamHandler, formatter: JsonFormatter) -> None:
-        if root is not logging.root or not all(getattr(h, _MARK, False) for h in root.handlers):
-            return  # someone else's handler (basicConfig, a file, Sentry) must keep seeing the line
-        self._root_handlers = list(root.handlers)
-        self._stream, self._formatter = stream, formatter
-
-    def disable(self) -> None:
-        self._stream = self._formatter = None
-
-    def writer(self) -> tuple[LazyFlushStreamHandler, JsonFormatter] | None:
-        stream, formatter = self._stream, self._formatter
-        if stream is None or formatter is None:
-            return None
-        root = logging.root
-        if (root.handlers != self._root_handlers or root.filters or stream.filters
-                or stream.formatter is not formatter or stream.level > logging.INFO):
-            return None
-        logger: logging.Logger | None = _access_logger
-        while logger is not None and logger is not root:
-            if logger.handlers or logger.filters or not logger.propagate:
-                return None
-            logger = logger.parent
-        return stream, formatter
-
-
-access_fast_path = _AccessFastPath()
-_access_logger = logging.getLogger(ACCESS_LOGGER)  # getLogger() takes logging's module lock: once
-
-
 def remove_log_handlers(root: logging.Logger | None = None) -> None:
-    access_fast_path.disable()
+    uninstall_access_line()
     root = root or logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):

@@ -19,7 +19,6 @@ from typing import Any, TypeVar, cast
 from opentelemetry import baggage, context
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv
 from otel_crm._internal.generators import decorate_async_generator, decorate_generator
@@ -52,12 +51,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 # be detached in the context that created it.
 _entered: contextvars.ContextVar[tuple[tuple[int, object], ...]] = contextvars.ContextVar(
     "otel_crm_tenant_tokens", default=())
-# Set by the web middleware for one request: the first SERVER span started in it lands here, so the
-# access line can carry its trace id even when the framework ended and detached it (Django does,
-# before the WSGI handler calls start_response). A plain ContextVar: instrumentations replace the
-# OpenTelemetry context wholesale when they extract, this survives that.
-request_server_span: contextvars.ContextVar[list[Span] | None] = contextvars.ContextVar(
-    "otel_crm_request_server_span", default=None)
 
 
 def clean_tenant_id(value: object) -> str | None:
@@ -222,9 +215,6 @@ class TenantSpanProcessor(SpanProcessor):
         # Runs for every span: no generator-based context manager on the hot path; `guard` only
         # sees the (never expected) exception.
         try:
-            holder = request_server_span.get()
-            if holder is not None and not holder and span.kind is SpanKind.SERVER:
-                holder.append(span)
             tenant = context.get_value(_TENANT_KEY, parent_context)
             if tenant is None or not isinstance(tenant, Tenant):
                 return

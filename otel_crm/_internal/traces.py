@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import Link, SpanKind, get_current_span
 from opentelemetry.util.types import Attributes
 
+from otel_crm._internal.access import ServerSpanCapture
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
 from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
@@ -150,6 +151,7 @@ def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Met
     exporters (otel_crm.testing); `downstream` replaces the whole export chain (unit tests)."""
     provider = TracerProvider(resource=resource, sampler=head_sampler(settings), shutdown_on_exit=False)
     provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id))
+    provider.add_span_processor(ServerSpanCapture())  # the access line's trace id (access.py)
     if meter is not None:
         provider.add_span_processor(RedMetricsProcessor(meter, tenant_label or (lambda _m, t: t)))
     chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber, exporter)

@@ -60,10 +60,10 @@ def test_testing_runs_the_production_recipe() -> None:
     production = compose(settings)
     with capture_telemetry(sampling_mode="tail") as telemetry:
         assert telemetry.runtime.origin == "testing"
-        assert _processors(telemetry.runtime) == ["TenantSpanProcessor", "RedMetricsProcessor",
+        assert _processors(telemetry.runtime) == ["TenantSpanProcessor", "ServerSpanCapture", "RedMetricsProcessor",
                                                   "TailSamplingProcessor"]
     # production without exporters has no export chain, otherwise the same processors in the same order
-    assert _processors(production) == ["TenantSpanProcessor", "RedMetricsProcessor"]
+    assert _processors(production) == ["TenantSpanProcessor", "ServerSpanCapture", "RedMetricsProcessor"]
     production.shutdown()
 
 

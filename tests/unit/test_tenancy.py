@@ -17,8 +17,11 @@ import pytest
 from flask import Flask
 
 import otel_crm
-from otel_crm._internal.jsonlog import JsonFormatter
+from otel_crm._internal.integrations.asgi import TenantASGIMiddleware
+from otel_crm._internal.integrations.extractor import TenantExtractor
+from otel_crm._internal.integrations.wsgi import TenantWSGIMiddleware
 from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.stdout import JsonFormatter
 from otel_crm._internal.tenancy import (
     MAX_TENANT_ID_LENGTH,
     OTHER_TENANT,
@@ -27,7 +30,6 @@ from otel_crm._internal.tenancy import (
     current_tenant,
     tenant_context,
 )
-from otel_crm._internal.web import TenantASGIMiddleware, TenantExtractor, TenantWSGIMiddleware
 from otel_crm.testing import CapturedTelemetry, capture_telemetry
 
 TENANTS = [f"tenant-{i:02d}" for i in range(50)]

@@ -108,7 +108,7 @@ def test_no_exporter_configured_means_no_export_chain() -> None:
     settings = resolve_settings({}, traces_exporter=["none"], sampling_mode="off")
     provider = create_tracer_provider(settings, Resource({}))
     names = [type(p).__name__ for p in provider._active_span_processor._span_processors]
-    assert names == ["TenantSpanProcessor"]
+    assert names == ["TenantSpanProcessor", "ServerSpanCapture"]
 
 
 def test_every_item_is_queued_or_counted_when_threads_race_for_the_last_slots() -> None:

@@ -1,0 +1,137 @@
+"""The stdout formats (JSON line, scrubbed text), the lazily flushing handler, the handler the
+settings ask for."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+
+import otel_crm
+from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.stdout import (
+    JsonFormatter,
+    LazyFlushStreamHandler,
+    ScrubbingTextFormatter,
+    stdout_handler,
+)
+from tests.support.processes import wait_until
+
+
+def _formatted(logger: logging.Logger, formatter: JsonFormatter, emit) -> dict:  # type: ignore[no-untyped-def]
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        emit()
+    finally:
+        logger.removeHandler(handler)
+    return json.loads(stream.getvalue().strip().splitlines()[-1])
+
+
+def test_json_line_has_the_fields_ops_search_by() -> None:
+    logger = logging.getLogger("test.json")
+    formatter = JsonFormatter(service="crm", environment="prod", capture_user_id=False)
+    tracer = TracerProvider().get_tracer("t")
+    with otel_crm.tenant_context("acme", user_id="u-1"), tracer.start_as_current_span("req") as span:
+        line = _formatted(logger, formatter, lambda: logger.info("hello %s", "world"))
+    assert line["message"] == "hello world" and line["level"] == "info" and line["logger"] == "test.json"
+    assert line["service"] == "crm" and line["environment"] == "prod"
+    assert line["correlation_id"] == format(span.get_span_context().trace_id, "032x")
+    assert line["span_id"] == format(span.get_span_context().span_id, "016x")
+    assert line["tenant_id"] == "acme" and "user_id" not in line
+    assert line["timestamp"][-1] == "Z" and line["timestamp"][19] == "." and len(line["timestamp"]) == 24
+
+
+def test_user_id_only_when_enabled_and_exception_fields() -> None:
+    logger = logging.getLogger("test.json2")
+    formatter = JsonFormatter(service="crm", environment="prod", capture_user_id=True,
+                              scrub=lambda text: text.replace("s3cret", "[REDACTED]"))
+
+    def fail() -> None:
+        try:
+            raise KeyError("s3cret")
+        except KeyError:
+            logger.exception("import failed")
+
+    with otel_crm.tenant_context("acme", user_id="u-1"):
+        line = _formatted(logger, formatter, fail)
+    assert line["user_id"] == "u-1"
+    assert line["exception_type"] == "KeyError" and "[REDACTED]" in line["exception_message"]
+    assert "s3cret" not in json.dumps(line) and "Traceback" in line["stack_trace"]
+
+
+def test_access_fields_are_copied() -> None:
+    logger = logging.getLogger("test.access")
+    formatter = JsonFormatter(service="crm", environment="prod")
+    line = _formatted(logger, formatter, lambda: logger.info(
+        "GET /leads 200", extra={"method": "GET", "path": "/leads", "status_code": 200, "latency_ms": 1.5}))
+    assert (line["method"], line["path"], line["status_code"], line["latency_ms"]) == ("GET", "/leads", 200, 1.5)
+
+
+def test_line_is_what_format_writes_for_the_same_record() -> None:
+    """`line()` is how the access line skips the LogRecord: it must not change a byte."""
+    from otel_crm._internal.scrubbing import Scrubber
+
+    scrubber = Scrubber.from_settings(resolve_settings({}))
+    formatter = JsonFormatter(service="crm", environment="production", scrub=scrubber.scrub_text)
+    span = TracerProvider().get_tracer("t").start_span("GET /leads")
+    path = "/leads/export?email=jane@example.com"
+    with otel_crm.tenant_context("acme"), trace.use_span(span, end_on_exit=True):
+        record = logging.LogRecord("otel_crm.access", logging.INFO, __file__, 1, "%s %s %s",
+                                   ("GET", path, 200), None)
+        record.__dict__.update(method="GET", path=path, status_code=200, latency_ms=1.25)
+        slow = formatter.format(record)
+        fast = formatter.line(f"GET {path} 200", "otel_crm.access",
+                              {"method": "GET", "path": path, "status_code": 200, "latency_ms": 1.25},
+                              span_context=span.get_span_context(), created=record.created)
+    assert fast == slow
+    line = json.loads(fast)
+    assert line["tenant_id"] == "acme" and "jane@example.com" not in fast, "tenant kept, email scrubbed"
+
+
+def test_stdout_handler_follows_the_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    scrub = lambda text: text.replace("s3cret", "[REDACTED]")  # noqa: E731
+    json_handler = stdout_handler(resolve_settings({}, log_format="json", service_name="crm"), logging.INFO,
+                                  scrub=scrub)
+    assert isinstance(json_handler, LazyFlushStreamHandler) and json_handler.stream is sys.stdout
+    assert isinstance(json_handler.formatter, JsonFormatter) and json_handler.level == logging.INFO
+    text_handler = stdout_handler(resolve_settings({}, log_format="text"), logging.DEBUG, scrub=scrub)
+    assert text_handler is not None and isinstance(text_handler.formatter, ScrubbingTextFormatter)
+    record = logging.LogRecord("crm", logging.INFO, __file__, 1, "token %s", ("s3cret",), None)
+    assert json.loads(json_handler.format(record))["message"] == "token [REDACTED]"
+    assert text_handler.format(record).endswith("INFO [crm] token [REDACTED]")
+    assert stdout_handler(resolve_settings({}, log_format="none"), logging.INFO) is None
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_lazy_flush_flushes_warnings_at_once_and_info_lines_soon_after() -> None:
+    stream = _CountingStream()
+    handler = LazyFlushStreamHandler(stream)
+    handler.flush_interval = 0.2
+    handler._last_flush = float("inf")  # type: ignore[attr-defined]  # "just flushed": no interval elapsed
+    logger = logging.Logger("lazy-flush")
+    logger.addHandler(handler)
+    logger.info("one")
+    handler.write_line("two")
+    assert stream.getvalue() == "one\ntwo\n" and stream.flushes == 0, "info lines are not flushed one by one"
+    wait_until(lambda: stream.flushes == 1, 5, "the timer's flush of the idle handler's info lines")
+    logger.warning("three")
+    assert stream.flushes == 2, "a warning is flushed at once"
