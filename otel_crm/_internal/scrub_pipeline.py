@@ -1,6 +1,9 @@
 """Where scrubbing meets the pipeline: spans on the export thread, log records before export.
 
-Fail closed: an item whose scrubbing fails is dropped and counted, never exported unscrubbed.
+Spans are rewritten once, on the export thread (only kept spans get there): the instrumentations'
+known deviations corrected (corrections.py), SQL literals in ``db.query.text`` replaced by ``?``
+(unless ``capture_db_literals``), then secrets and personal data scrubbed.
+Fail closed: an item whose rewriting fails is dropped and counted, never exported unscrubbed.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 
 from otel_crm._internal import semconv
+from otel_crm._internal.corrections import correct_readable_span
 from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.scrubbing import Scrubber
-from otel_crm._internal.sdk_compat import instrumentation_info, span_parts
+from otel_crm._internal.sdk_compat import attributes_dict, instrumentation_info, span_parts
+from otel_crm._internal.sql_sanitize import sanitize_sql
 
-__all__ = ["ScrubbingLogProcessor", "ScrubbingSpanExporter"]
+__all__ = ["ScrubbingLogProcessor", "ScrubbingSpanExporter", "sanitize_query_text"]
 
 _dropped: Counter | None = None  # created on first use
 
@@ -61,20 +66,24 @@ def _with_dropped_list(items: Sequence[Any], dropped: int) -> Any:
 
 
 class ScrubbingSpanExporter(SpanExporter):
-    """Scrubs spans on the export thread, then hands them to `inner`.
+    """Corrects, sanitizes and scrubs spans on the export thread, then hands them to `inner`.
 
-    A span whose scrubbing fails is dropped and counted (fail closed: never exported unscrubbed).
+    A span whose rewriting fails is dropped and counted (fail closed: never exported unscrubbed).
     """
 
-    def __init__(self, inner: SpanExporter, scrubber: Scrubber) -> None:
+    def __init__(self, inner: SpanExporter, scrubber: Scrubber | None, *, sanitize_sql: bool = True) -> None:
         self._inner = inner
         self._scrubber = scrubber
+        self._sanitize_sql = sanitize_sql
         self.dropped = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         scrubbed: list[ReadableSpan] = []
-        for span in spans:
+        for original in spans:
             try:
+                span = correct_readable_span(original)
+                if self._sanitize_sql:
+                    span = sanitize_query_text(span)
                 scrubbed.append(self.scrub_span(span))
             except Exception as exc:
                 self.dropped += 1
@@ -86,6 +95,8 @@ class ScrubbingSpanExporter(SpanExporter):
     def scrub_span(self, span: ReadableSpan) -> ReadableSpan:
         """`span` itself when nothing needed scrubbing, else a new ReadableSpan."""
         scrub = self._scrubber
+        if scrub is None:
+            return span
         name = scrub.scrub_text(span.name)
         # The public properties copy (a new proxy / tuple per access): read the fields when we can.
         original_attributes, events, links = span_parts(span)
@@ -131,6 +142,27 @@ class ScrubbingSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self._inner.force_flush(timeout_millis))
+
+
+def sanitize_query_text(span: ReadableSpan) -> ReadableSpan:
+    """`span` with the literals of its ``db.query.text`` replaced by ``?`` (the database conventions'
+    default), whichever instrumentation wrote it; `span` itself when there is nothing to replace."""
+    attributes, _events, _links = span_parts(span)
+    if not attributes:
+        return span
+    text = attributes.get(semconv.DB_QUERY_TEXT)
+    if not isinstance(text, str):
+        return span
+    system = attributes.get(semconv.DB_SYSTEM_NAME)
+    clean = sanitize_sql(text, system=system if isinstance(system, str) else None)
+    if clean == text:
+        return span
+    rewritten = {**attributes_dict(attributes), semconv.DB_QUERY_TEXT: clean}
+    return ReadableSpan(
+        name=span.name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=_with_dropped(rewritten, span.dropped_attributes), events=span.events, links=span.links,
+        kind=span.kind, instrumentation_info=instrumentation_info(span), status=span.status,
+        start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 
 
 class ScrubbingLogProcessor(LogRecordProcessor):

@@ -186,3 +186,41 @@ def test_log_scrubbing_failure_drops_the_record(scrubber: Scrubber, no_reraise: 
 
 
 # --- cost: linear, bounded -----------------------------------------------------------------------
+
+
+def test_query_text_literals_are_replaced_on_export_unless_captured() -> None:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
+
+    def span() -> ReadableSpan:
+        return ReadableSpan(name="INSERT leads", kind=SpanKind.CLIENT,
+                            context=SpanContext(1, 2, False, TraceFlags(1)),
+                            attributes={"db.system.name": "sqlite",
+                                        "db.query.text": "INSERT INTO leads (name, score) VALUES ('Acme', 80)"})
+
+    sanitized, captured = InMemorySpanExporter(), InMemorySpanExporter()
+    ScrubbingSpanExporter(sanitized, None).export([span()])
+    ScrubbingSpanExporter(captured, None, sanitize_sql=False).export([span()])
+    (one,) = sanitized.get_finished_spans()
+    assert one.attributes["db.query.text"] == "INSERT INTO leads (name, score) VALUES (?, ?)"
+    (other,) = captured.get_finished_spans()
+    assert "'Acme', 80" in str(other.attributes["db.query.text"])
+
+
+def test_unrouted_server_span_is_named_after_its_method_on_export() -> None:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
+
+    exporter = InMemorySpanExporter()
+    ScrubbingSpanExporter(exporter, None).export([ReadableSpan(
+        name="GET /missing/page", kind=SpanKind.SERVER, context=SpanContext(1, 2, False, TraceFlags(1)),
+        attributes={"http.request.method": "GET", "url.path": "/missing/page",
+                    "http.response.status_code": 404})])
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "GET"
