@@ -20,6 +20,7 @@ from otel_crm._internal.logs import create_logger_provider
 from otel_crm._internal.metrics import create_meter_provider
 from otel_crm._internal.resource import create_resource, distro_version
 from otel_crm._internal.runtime import Origin, Runtime
+from otel_crm._internal.scrub_patterns import ScrubCallback
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantLabeler
@@ -30,7 +31,7 @@ __all__ = ["compose"]
 
 def compose(settings: Settings, *, span_exporter: SpanExporter | None = None,
             metric_readers: Sequence[MetricReader] = (), log_exporter: LogRecordExporter | None = None,
-            origin: Origin = "configure") -> Runtime:
+            origin: Origin = "configure", scrub_callback: ScrubCallback | None = None) -> Runtime:
     """Resource, metrics, traces and logs for `settings`, sharing one scrubber and one tenant
     labeler. `span_exporter` / `log_exporter` take every kept span / log record instead of the
     configured exporters (synchronously); `metric_readers` are added to the configured ones."""
@@ -39,7 +40,7 @@ def compose(settings: Settings, *, span_exporter: SpanExporter | None = None,
     resource = create_resource(settings)
     meter_provider = create_meter_provider(settings, resource, extra_readers=tuple(metric_readers))
     meter = meter_provider.get_meter("otel_crm", distro_version())
-    scrubber = Scrubber.from_settings(settings)
+    scrubber = Scrubber.from_settings(settings, callback=scrub_callback)
     labeler = _tenant_labeler(settings, meter)
     tracer_provider = create_tracer_provider(settings, resource, meter=meter, tenant_label=labeler.label,
                                              scrubber=scrubber, exporter=span_exporter)

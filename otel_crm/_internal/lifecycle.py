@@ -38,8 +38,10 @@ from otel_crm._internal.runtime import (
     installed_runtime,
     set_current_runtime,
 )
+from otel_crm._internal.scrub_patterns import ScrubCallback
 from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_resource
 from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.startup_report import startup_summary
 
 __all__ = ["RateLimitFilter", "configure", "install", "install_exit_hooks", "is_configured", "quiet_exporter_logs",
            "run_with_deadline", "shutdown"]
@@ -161,18 +163,22 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
 _configure_lock = threading.Lock()
 
 
-def configure(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Runtime:
+def configure(*, environ: Mapping[str, str] | None = None, scrub_callback: ScrubCallback | None = None,
+              **settings: Any) -> Runtime:
     """Set up traces, metrics and logs for this process. Idempotent: later calls return the
     runtime of the first one (inside ``otel_crm.testing.capture_telemetry``, the test's).
-    Keyword arguments are setting names (see the README's table) and beat environment variables."""
+    Keyword arguments are setting names (docs/configuration.md) and beat environment variables;
+    `scrub_callback` decides keep or redact for each finding of the scrubber (docs/privacy.md)."""
     with _configure_lock:
         existing = installed_runtime()
         if existing is not None and existing.origin != "environment":
             if settings:
                 _log.warning("otel_crm: configure() already ran in this process; arguments ignored")
             return existing
-        runtime = compose(resolve_settings(environ, **settings))
+        runtime = compose(resolve_settings(environ, **settings), scrub_callback=scrub_callback)
         install(runtime)
+        if runtime.settings.startup_report and not runtime.settings.disabled:
+            _log.info(startup_summary(runtime.settings))
         return runtime
 
 

@@ -109,3 +109,31 @@ def test_scrub_mode_off_wraps_nothing() -> None:
 def test_disabled_composes_nothing() -> None:
     runtime = compose(resolve_settings({}, disabled=True))
     assert (runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider) == (None, None, None)
+
+
+def test_a_scrub_callback_decides_keep_or_redact() -> None:
+    from otel_crm._internal.scrub_patterns import KEEP, REDACT, ScrubMatch
+
+    def keep_deal_ids(match: ScrubMatch) -> str:
+        return KEEP if match.key == "crm.deal.id" else REDACT
+
+    runtime = compose(resolve_settings({}), scrub_callback=keep_deal_ids)
+    try:
+        assert runtime.scrubber is not None
+        assert runtime.scrubber.scrub_value("crm.deal.id", "4111111111111111") == "4111111111111111"
+        assert "4111111111111111" not in str(runtime.scrubber.scrub_value("note", "4111111111111111"))
+    finally:
+        runtime.shutdown()
+
+
+def test_configure_prints_the_startup_report_in_the_development_profile() -> None:
+    import subprocess
+    import sys
+
+    code = ("import otel_crm; otel_crm.configure(environment='development', traces_exporter=('none',), "
+            "metrics_exporter=('none',), logs_exporter=('none',), log_format='text', "
+            "otlp_endpoint='http://user:secret@127.0.0.1:4317'); otel_crm.shutdown()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stdout.splitlines() if "otel_crm: service=" in line]
+    assert len(lines) == 1, result.stdout + result.stderr
+    assert "profile=development" in lines[0] and "secret" not in lines[0]
