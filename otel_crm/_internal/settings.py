@@ -18,9 +18,12 @@ import math
 import os
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from otel_crm._internal.sampling.policy import SamplingRule
 
 __all__ = [
     "REGISTRY",
@@ -48,6 +51,7 @@ class Kind(enum.Enum):
     LIST = "list"  # comma-separated strings
     ENUM_LIST = "enum list"  # comma-separated, each from choices
     MAPPING = "mapping"  # key=value,key2=value2 (W3C baggage style, percent-decoded)
+    JSON_LIST = "json list"  # a JSON array of objects (explicit: a list of mappings)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class Setting:
     unit: str = ""  # shown with the allowed range: a wrong unit is the usual mistake
     # Defaults that differ under the `development` profile (deployment.environment.name).
     development_default: Any = _UNSET
+    # Item-level validation after parsing: (value, source) -> (kept value, problems); e.g. one bad
+    # sampling rule is left out and reported, the other rules stay.
+    check: Callable[[Any, str], tuple[Any, list[SettingProblem]]] | None = None
 
     def allowed(self) -> str:
         if self.kind is Kind.BOOL:
@@ -81,11 +88,21 @@ class Setting:
             return what
         if self.kind is Kind.MAPPING:
             return "key=value pairs separated by commas"
+        if self.kind is Kind.JSON_LIST:
+            return "a JSON array of objects"
         return "a string"
 
 
 def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
+    from otel_crm._internal.sampling.policy import compile_rules
+
+    rules, problems = compile_rules(value)
+    return rules, [SettingProblem(f"{source} {p.label}", p.text, p.reason, None, "rule left out")
+                   for p in problems]
 
 
 _B = Kind.BOOL
@@ -182,6 +199,10 @@ REGISTRY: tuple[Setting, ...] = (
     Setting("sampling_slow_seconds", ("OTEL_CRM_SAMPLING_SLOW_SECONDS",), _F, 2.0,
             "A trace whose local root lasts at least this long is always kept.", minimum=0.0,
             maximum=86400),
+    Setting("sampling_rules", ("OTEL_CRM_SAMPLING_RULES",), Kind.JSON_LIST, (),
+            "Ordered sampling rules, first match wins: each matches any of route, method, tenant, "
+            "operation, service and gives ratio (0-1), optional name, errors, slow (docs/sampling.md).",
+            check=_check_sampling_rules),
     Setting("sampling_max_traces", ("OTEL_CRM_SAMPLING_MAX_TRACES",), _I, 5000,
             "Undecided traces held at once; the oldest is decided early when full.", minimum=1,
             maximum=1_000_000),
@@ -241,10 +262,11 @@ class SettingProblem:
     value: str
     allowed: str
     default: Any
+    outcome: str = ""  # what happens instead (default: "using the default ...")
 
     def message(self, *, strict: bool = False) -> str:
         text = f"otel_crm: invalid {self.variable}={self.value!r}: expected {self.allowed}"
-        return text if strict else f"{text}; using the default {_show(self.default)}"
+        return text if strict else f"{text}; {self.outcome or 'using the default ' + _show(self.default)}"
 
 
 def _show(value: Any) -> str:
@@ -302,6 +324,7 @@ class Settings:
     sampling_mode: str
     sampling_ratio: float
     sampling_slow_seconds: float
+    sampling_rules: tuple[SamplingRule, ...]
     sampling_max_traces: int
     sampling_max_spans_per_trace: int
     sampling_max_spans: int
@@ -382,6 +405,8 @@ def _parse(setting: Setting, raw: str) -> Any:
         return items
     if kind is Kind.MAPPING:
         return _parse_mapping(text)
+    if kind is Kind.JSON_LIST:
+        return _parse_json_list(text)
     return text
 
 
@@ -397,6 +422,18 @@ def _parse_list(text: str) -> tuple[str, ...]:
             raise _Invalid
         return tuple(value)
     return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _parse_json_list(text: str) -> tuple[Any, ...]:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise _Invalid from None
+    if not isinstance(value, list):
+        raise _Invalid
+    return tuple(value)
 
 
 def _parse_mapping(text: str) -> dict[str, str]:
@@ -434,6 +471,10 @@ def _check_explicit(setting: Setting, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _Invalid
         return {str(k): str(v) for k, v in value.items()}
+    if kind is Kind.JSON_LIST:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid
+        return tuple(value)
     if not isinstance(value, str):
         raise _Invalid
     return value
@@ -461,6 +502,7 @@ def resolve_settings(
             try:
                 values[setting.name] = _check_explicit(setting, explicit[setting.name])
                 chosen.add(setting.name)
+                _check_items(setting, values, f"argument {setting.name}", problems)
                 continue
             except _Invalid:
                 problems.append(SettingProblem(f"argument {setting.name}", str(explicit[setting.name]),
@@ -472,6 +514,7 @@ def resolve_settings(
             try:
                 values[setting.name] = _parse(setting, raw)
                 chosen.add(setting.name)
+                _check_items(setting, values, variable, problems)
             except _Invalid:
                 problems.append(SettingProblem(variable, raw, setting.allowed(), setting.default))
             break
@@ -491,6 +534,12 @@ def resolve_settings(
     for problem in problems:
         _log.warning(problem.message())
     return Settings(**values, problems=tuple(problems), explicit=frozenset(chosen))
+
+
+def _check_items(setting: Setting, values: dict[str, Any], source: str, problems: list[SettingProblem]) -> None:
+    if setting.check is not None:
+        values[setting.name], found = setting.check(values[setting.name], source)
+        problems.extend(found)
 
 
 def _environment_from_resource(values: Mapping[str, Any]) -> str:

@@ -1,0 +1,87 @@
+"""The tail sampler's span access: the SDK-internals probe of its hot path, the kept-span copy, and
+the entry span's fields the rules look at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, Span
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+
+from otel_crm._internal import semconv
+from otel_crm._internal.sampling.policy import Decision, TraceFacts
+
+__all__ = ["FAST", "annotate", "entry_facts"]
+
+
+class _KeptSpan(ReadableSpan):
+    """A kept span's copy with the sampling attributes merged in (keeps the original dropped count)."""
+
+    _crm_dropped_attributes: int
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._crm_dropped_attributes
+
+
+def annotate(span: ReadableSpan, decision: Decision) -> ReadableSpan:
+    # ReadableSpan is read-only and its attributes are shared with the live span (and other processors):
+    # copy the object's fields (0.8 µs, vs 2.6 µs for ReadableSpan(...) or copy.copy) with new attributes.
+    kept = object.__new__(_KeptSpan)
+    fields = span.__dict__.copy()
+    attributes: Any = fields.get("_attributes")
+    merged = dict(getattr(attributes, "_dict", attributes)) if attributes else {}  # BoundedAttributes
+    merged[semconv.CRM_SAMPLING_REASON] = decision.reason
+    merged[semconv.CRM_SAMPLING_WEIGHT] = decision.weight
+    if decision.rule is not None:
+        merged[semconv.CRM_SAMPLING_RULE] = decision.rule
+    if decision.partial:
+        merged[semconv.CRM_SAMPLING_PARTIAL] = True
+    fields["_attributes"] = merged
+    fields["_crm_dropped_attributes"] = span.dropped_attributes
+    kept.__dict__ = fields
+    return kept
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else value if isinstance(value, str) else str(value)
+
+
+def entry_facts(entry: ReadableSpan | None, has_error: bool, root_duration_s: float | None) -> TraceFacts:
+    """The facts of a trace whose entry span is `entry` (possibly still running: its current fields).
+
+    Public API only: this runs once per decided trace, and only when rules are configured."""
+    if entry is None:
+        return TraceFacts(has_error, root_duration_s)
+    attributes = entry.attributes or {}
+    resource = entry.resource.attributes if entry.resource is not None else {}
+    return TraceFacts(has_error, root_duration_s, _text(attributes.get(semconv.HTTP_ROUTE)),
+                      _text(attributes.get(semconv.HTTP_REQUEST_METHOD)),
+                      _text(attributes.get(semconv.CRM_TENANT_ID)), entry.name,
+                      _text(resource.get(semconv.SERVICE_NAME)))
+
+
+def _fast_path_works() -> bool:
+    """Whether the SDK's span internals are what the hot path reads directly.
+
+    The public properties cost ~0.1 µs each and the hot path needs ~10 of them per span; SpanContext is
+    a tuple (trace_id, span_id, is_remote, trace_flags, ...) and ReadableSpan keeps its fields in
+    ``_context``, ``_parent``... This checks both once at import; if a future SDK differs, the hot path
+    falls back to the public API (slower, same results).
+    """
+    try:
+        context = SpanContext(3, 4, True, TraceFlags(1))
+        parent = SpanContext(3, 5, False, TraceFlags(0))
+        status = Status(StatusCode.ERROR)
+        span = ReadableSpan("probe", context=context, parent=parent, status=status, start_time=7,
+                            end_time=9, events=())
+        fields: Any = span
+        return (tuple(context)[:4] == (3, 4, True, 1) and tuple(parent)[:4] == (3, 5, False, 0)
+                and issubclass(Span, ReadableSpan) and fields._context is context
+                and fields._parent is parent and fields._status is status and fields._start_time == 7
+                and fields._end_time == 9 and tuple(fields._events) == ())
+    except Exception:
+        return False
+
+
+FAST = _fast_path_works()
