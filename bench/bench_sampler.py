@@ -8,6 +8,11 @@ Each arm builds a fresh TracerProvider whose only processor is the arm's; a roun
 5 spans (root + 4 nested children, `start_as_current_span`), ends them, and force-flushes, so the
 time covers create -> end -> decide -> batch -> export to a null exporter that does nothing.
 
+Rules: the same traffic through a tail sampler with 20 sampling rules (`tail-rules20`), none matching,
+so every rule is tried (worst case for a trace that falls through to the default ratio); the entry
+span carries http.route, http.request.method and crm.tenant.id (10,000 distinct tenants). Plus a
+micro-benchmark of `SamplingPolicy.decide` with 20 rules, tenants cached or all new.
+
 Memory: one subprocess per arm (a clean heap each), 1,000,000 spans, default bounds (max_traces 5000,
 max_spans_per_trace 500, max_spans 20000, max_age 60 s); RSS high-water mark (ru_maxrss) minus the RSS
 after warm-up, and tracemalloc's peak in a second run of the same arm.
@@ -37,11 +42,16 @@ from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
-from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor  # noqa: E402
+from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor, TraceFacts, compile_rules  # noqa: E402
 
 DEFAULT_BOUNDS: dict[str, Any] = {"max_traces": 5000, "max_spans_per_trace": 500, "max_spans": 20000,
                                   "max_trace_age_s": 60.0}
 SPANS_PER_TRACE = 5
+# 20 rules the bench traffic never matches: route and method match every rule, the tenant none, so the
+# tenant glob of each rule is tried (the worst case short of none of the fields being cached).
+RULES_20 = compile_rules([{"name": f"rule{i}", "route": "/leads*", "method": "GET", "tenant": f"vip{i}-*",
+                           "ratio": 0.5} for i in range(20)])[0]
+TENANTS = 10_000
 
 
 class NullExporter(SpanExporter):
@@ -65,15 +75,18 @@ def build(arm: str, queue: int = 1_000_000) -> tuple[TracerProvider, NullExporte
     batch = BatchSpanProcessor(exporter, max_queue_size=queue)
     processor: SpanProcessor = batch
     if arm != "bare":
-        processor = TailSamplingProcessor(batch, SamplingPolicy(ratio=0.1), **DEFAULT_BOUNDS)
+        rules = RULES_20 if arm == "tail-rules20" else ()
+        processor = TailSamplingProcessor(batch, SamplingPolicy(ratio=0.1, rules=rules), **DEFAULT_BOUNDS)
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(processor)
     return provider, exporter, processor
 
 
 def ok_traces(tracer: trace.Tracer, n: int) -> None:
-    for _ in range(n):
-        with tracer.start_as_current_span("root"):
+    for i in range(n):
+        attributes = {"http.route": "/leads/<int:lead_id>", "http.request.method": "GET",
+                      "crm.tenant.id": f"acme-{i % TENANTS}"}
+        with tracer.start_as_current_span("root", kind=trace.SpanKind.SERVER, attributes=attributes):
             for _ in range(SPANS_PER_TRACE - 1):
                 with tracer.start_as_current_span("child"):
                     pass
@@ -174,7 +187,7 @@ def main() -> None:
     rounds = args.rounds or (3 if args.quick else 9)
     traces = args.traces or (2000 if args.quick else 10_000)
     spans = args.spans or (100_000 if args.quick else 1_000_000)
-    arms = ("bare", "tail", "none")
+    arms = ("bare", "tail", "none", "tail-rules20")
     rates: dict[str, dict[str, list[float]]] = {"wall": {a: [] for a in arms}, "cpu": {a: [] for a in arms}}
     exported: dict[str, list[int]] = {arm: [] for arm in arms}
     load_before = os.getloadavg()[0]
@@ -188,6 +201,13 @@ def main() -> None:
             f"{a} {rates['wall'][a][-1]:,.0f} spans/s wall, {rates['cpu'][a][-1]:,.0f} spans/s CPU" for a in arms),
             flush=True)
     load = (load_before + os.getloadavg()[0]) / 2
+    rules_cost = {clock: statistics.median(1e6 / t - 1e6 / b for t, b in zip(r["tail-rules20"], r["tail"],
+                                                                             strict=True))
+                  for clock, r in rates.items()}
+    print(f"20 rules: +{rules_cost['cpu']:.2f} µs per span by CPU time (median of per-round differences)",
+          flush=True)
+    micro = decide_micro(200_000 if not args.quick else 50_000)
+    print(f"decide, 20 rules: {micro}", flush=True)
     ratio = {clock: statistics.median(t / b for t, b in zip(r["tail"], r["bare"], strict=True))
              for clock, r in rates.items()}
     for clock, r in rates.items():
@@ -205,13 +225,38 @@ def main() -> None:
               f"{rss['tracemalloc_peak'] / 2**20:.1f} MiB, max buffered {rss['max_buffer_spans']}", flush=True)
 
     command = "   .venv/bin/python bench/bench_sampler.py" + (" --quick" if args.quick else "")
-    report = render(ratio, rates, exported, memory, rounds=rounds, traces=traces, command=command, load=load)
+    report = render(ratio, rates, exported, memory, rounds=rounds, traces=traces, command=command, load=load,
+                    rules_cost=rules_cost, micro=micro)
     Path(args.output).write_text(report)
     print(f"wrote {args.output}")
 
 
+def decide_micro(n: int) -> dict[str, float]:
+    """µs per SamplingPolicy.decide with 20 non-matching rules: tenants cached (100 distinct) or all new,
+    against no rules; medians of 5 runs."""
+    plain, ruled = SamplingPolicy(ratio=0.1), SamplingPolicy(ratio=0.1, rules=RULES_20)
+    facts = {"cached": [TraceFacts(False, 0.01, "/leads/<id>", "GET", f"acme-{i % 100}", "GET /leads/<id>", "crm")
+                        for i in range(n)],
+             "new": [TraceFacts(False, 0.01, "/leads/<id>", "GET", f"acme-{i}", "GET /leads/<id>", "crm")
+                     for i in range(n)]}
+    out: dict[str, float] = {}
+    for name, policy, items in (("no rules", plain, facts["cached"]), ("20 rules, tenants cached", ruled,
+                                                                        facts["cached"]),
+                                ("20 rules, every tenant new", ruled, facts["new"])):
+        runs = []
+        for _ in range(5):
+            decide = policy.decide
+            start = time.process_time()
+            for i, item in enumerate(items):
+                decide(i, item)
+            runs.append((time.process_time() - start) / n * 1e6)
+        out[name] = statistics.median(runs)
+    return out
+
+
 def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], exported: dict[str, list[int]],
-           memory: list[dict[str, Any]], *, rounds: int, traces: int, command: str, load: float) -> str:
+           memory: list[dict[str, Any]], *, rounds: int, traces: int, command: str, load: float,
+           rules_cost: dict[str, float], micro: dict[str, float]) -> str:
     import opentelemetry.sdk.version as sdk_version
 
     lines = [
@@ -236,6 +281,7 @@ def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], ex
     ]
     names = {"bare": "BatchSpanProcessor (bare)",
              "tail": "TailSamplingProcessor(ratio 0.1) -> BatchSpanProcessor",
+             "tail-rules20": "the same with 20 sampling rules (none matching)",
              "none": "reference: no span processor (SDK alone)"}
     for clock in ("cpu", "wall"):
         for arm, name in names.items():
@@ -245,6 +291,18 @@ def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], ex
                          f"| {1e6 / median:.1f} | {statistics.median(exported[arm]):,.0f} |")
     lines += ["", f"**tail / bare = {ratio['cpu']:.2f}x by CPU time, {ratio['wall']:.2f}x by wall clock** "
               "(medians of the per-round ratios; goal >= 1.0x and >= 50,000 spans/s).", "",
+              "## Sampling rules: what 20 rules cost", "",
+              f"<!-- summary: 20 sampling rules cost {rules_cost['cpu']:+.2f} µs per span (goal <= 1 µs) -->",
+              f"**20 rules: {rules_cost['cpu']:+.2f} µs per span by CPU time, {rules_cost['wall']:+.2f} µs by wall "
+              "clock** (tail-rules20 minus tail, median of the per-round differences; goal <= 1 µs per span). "
+              "Every trace falls through all 20 rules; the entry span's tenant is one of "
+              f"{TENANTS:,}.", "",
+              "`SamplingPolicy.decide` alone (once per trace; per span: divide by the spans of a trace):", "",
+              "| case | µs per decision | µs per span (5-span traces) |", "| --- | ---: | ---: |",
+              *[f"| {name} | {value:.2f} | {value / SPANS_PER_TRACE:.2f} |" for name, value in micro.items()],
+              "",
+              "Matching costs one dict lookup per rule field once a value is cached (bounded caches of 2,048 "
+              "values per field); a value not cached tries each rule's glob for that field once.", "",
               "## Peak memory under a flood (one subprocess per arm, default bounds)", "",
               "| arm | spans | RSS high-water | RSS growth over warm-up | tracemalloc peak | "
               "max spans buffered (sampled every 1,000 traces) | exported |",

@@ -129,6 +129,22 @@ def test_globs_have_two_wildcards_everything_else_literal() -> None:
     assert policy.rule_for(facts(route="/a.b/(x)1")) is None, "brackets are literal"
 
 
+@pytest.mark.parametrize("glob", ["exact", "pre*", "*suf", "*mid*", "*", "**", "a*b", "a?c*", "?", "x**",
+                                  "**y", "*.*"])
+def test_every_glob_shape_matches_like_its_regular_expression(glob: str) -> None:
+    import re
+
+    policy = SamplingPolicy(rules=(SamplingRule("r", 1.0, tenant=glob),))
+    regex = re.compile(glob_regex(glob), re.DOTALL)
+    rng = random.Random(glob)
+    alphabet = "abcxy.*?"
+    samples = ["", "exact", "pre", "prefix", "suf", "asuf", "mid", "amidb", "ab", "axxb", "abc", "abcd", "x",
+               "y", "xy", "a.b", *("".join(rng.choices(alphabet, k=rng.randint(0, 5))) for _ in range(300))]
+    for value in samples:
+        matched = policy.rule_for(facts(tenant=value)) is not None
+        assert matched == bool(regex.match(value)), (glob, value)
+
+
 def test_partial_decisions_keep_only_errors_and_slow_roots_as_rules_allow() -> None:
     policy = SamplingPolicy(rules=compile_rules(ISSUE_EXAMPLE)[0])
     assert not policy.decide_partial(facts()).keep, "no ratio for the rest of a dropped trace"

@@ -184,27 +184,38 @@ def _text(item: object) -> str:
 
 
 class _Field:
-    """Which rules one entry-span field lets through, as a bit mask per value (cached, bounded)."""
+    """Which rules one entry-span field lets through, as a bit mask per value (cached, bounded).
 
-    __slots__ = ("_cache", "_free", "_tests", "name")
+    A value not cached yet costs a few dict lookups, not one test per rule: exact values, ``prefix*``
+    and ``*suffix`` globs are indexed (by the value's head or tail of each length used); only other
+    globs (``?``, inner ``*``) are tried one by one.
+    """
+
+    __slots__ = ("_cache", "_exact", "_free", "_others", "_prefixes", "_suffixes", "name", "used")
 
     def __init__(self, name: MatchField, rules: tuple[SamplingRule, ...]) -> None:
         self.name = name
         self._free = 0  # rules that do not look at this field: always let through
-        self._tests: list[tuple[int, Callable[[str], bool]]] = []
+        self._exact: dict[str, int] = {}
+        self._prefixes: dict[int, dict[str, int]] = {}  # length -> prefix -> rules
+        self._suffixes: dict[int, dict[str, int]] = {}
+        self._others: list[tuple[int, Callable[[str], object]]] = []
         for index, rule in enumerate(rules):
-            value = getattr(rule, name)
+            value, bit = getattr(rule, name), 1 << index
             if value is None:
-                self._free |= 1 << index
-            elif name in _GLOBS:
-                self._tests.append((1 << index, _fullmatch(value)))
-            else:
-                self._tests.append((1 << index, value.__eq__))
+                self._free |= bit
+            elif name not in _GLOBS or not ("*" in value or "?" in value):
+                self._exact[value] = self._exact.get(value, 0) | bit
+            elif "?" in value or "*" in value.strip("*"):
+                self._others.append((bit, re.compile(glob_regex(value), re.DOTALL).match))
+            elif not value.startswith("*"):
+                _index(self._prefixes, value.rstrip("*"), bit)
+            elif not value.endswith("*"):
+                _index(self._suffixes, value.lstrip("*"), bit)
+            else:  # "*text*", or stars only
+                self._others.append((bit, _contains(value.strip("*"))))
+        self.used = self._free != (1 << len(rules)) - 1  # some rule looks at this field
         self._cache: dict[str | None, int] = {}
-
-    @property
-    def used(self) -> bool:
-        return bool(self._tests)
 
     def mask(self, value: str | None) -> int:
         cached = self._cache.get(value)
@@ -213,7 +224,13 @@ class _Field:
         mask = self._free
         if value is not None:
             probe = value.upper() if self.name == "method" else value
-            for bit, test in self._tests:
+            mask |= self._exact.get(probe, 0)
+            for length, table in self._prefixes.items():
+                mask |= table.get(probe[:length], 0)
+            for length, table in self._suffixes.items():
+                if len(probe) >= length:
+                    mask |= table.get(probe[len(probe) - length:], 0)
+            for bit, test in self._others:
                 if test(probe):
                     mask |= bit
         if len(self._cache) >= _CACHE_LIMIT:
@@ -222,9 +239,13 @@ class _Field:
         return mask
 
 
-def _fullmatch(glob: str) -> Callable[[str], bool]:
-    compiled = re.compile(glob_regex(glob), re.DOTALL)
-    return lambda value: compiled.match(value) is not None
+def _contains(text: str) -> Callable[[str], object]:
+    return lambda value: text in value
+
+
+def _index(tables: dict[int, dict[str, int]], key: str, bit: int) -> None:
+    table = tables.setdefault(len(key), {})
+    table[key] = table.get(key, 0) | bit
 
 
 @dataclass(frozen=True, slots=True)
