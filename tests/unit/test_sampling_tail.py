@@ -738,3 +738,13 @@ def test_decision_for_is_none_until_the_local_part_is_decided() -> None:
     rig.trace(DROP_ID + 1)
     rig.trace(DROP_ID + 2)
     assert rig.processor.decision_for(KEEP_ID) is None, "forgotten (ring of 2)"
+
+
+def test_decisions_are_remembered_for_four_times_max_traces_at_least_1024() -> None:
+    def ring(max_traces: int) -> int:
+        processor = TailSamplingProcessor(SimpleSpanProcessor(InMemorySpanExporter()), SamplingPolicy(),
+                                          max_traces=max_traces, max_spans_per_trace=10, max_spans=100,
+                                          max_trace_age_s=60)
+        return len(processor._ring)
+
+    assert (ring(10), ring(5000)) == (1024, 20000)
