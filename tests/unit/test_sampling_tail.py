@@ -748,3 +748,22 @@ def test_decisions_are_remembered_for_four_times_max_traces_at_least_1024() -> N
         return len(processor._ring)
 
     assert (ring(10), ring(5000)) == (1024, 20000)
+
+
+def test_entry_facts_read_only_the_fields_rules_use_from_live_or_plain_spans() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_crm._internal.sampling.spans import entry_facts
+
+    attributes = {"http.route": "/x", "http.request.method": "GET", "crm.tenant.id": 42}
+    plain = ReadableSpan("GET /x", attributes=attributes, resource=Resource({"service.name": "crm"}))
+    live = TracerProvider(resource=Resource({"service.name": "crm"})).get_tracer("t").start_span(
+        "GET /x", attributes=attributes)
+    every = frozenset({"route", "method", "tenant", "operation", "service"})
+    for span in (plain, live):
+        facts = entry_facts(span, True, 1.5, every)
+        assert (facts.route, facts.method, facts.tenant, facts.operation, facts.service) == (
+            "/x", "GET", "42", "GET /x", "crm")
+        assert (facts.has_error, facts.root_duration_s) == (True, 1.5)
+        assert entry_facts(span, False, None, frozenset({"tenant"})).route is None, "not read: no rule uses it"
+    assert entry_facts(None, True, None, every).route is None

@@ -307,6 +307,11 @@ class SamplingPolicy:
         """Whether any rule looks at the entry span (if not, its fields need not be read)."""
         return bool(self.rules)
 
+    @property
+    def entry_fields(self) -> frozenset[str]:
+        """The entry span's fields some rule matches on (the others need not be read)."""
+        return frozenset(matcher.name for matcher in self._fields)
+
     def rule_for(self, facts: TraceFacts) -> SamplingRule | None:
         """The first rule matching the facts, or None."""
         index = self._match(facts)

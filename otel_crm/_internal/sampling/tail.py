@@ -99,6 +99,7 @@ class TailSamplingProcessor(SpanProcessor):
         self._downstream = downstream
         self._policy = policy
         self._wants_entry = policy.uses_entry
+        self._entry_fields = policy.entry_fields
         self._max_traces = max_traces
         self._max_per_trace = max_spans_per_trace
         self._max_spans = max_spans
@@ -233,7 +234,7 @@ class TailSamplingProcessor(SpanProcessor):
 
     def _facts(self, trace: _Trace) -> TraceFacts:
         if self._wants_entry:
-            return entry_facts(trace.entry, trace.error, trace.root_s)
+            return entry_facts(trace.entry, trace.error, trace.root_s, self._entry_fields)
         return TraceFacts(trace.error, trace.root_s)
 
     def _force(self, trace_id: int, trace: _Trace, eviction: Eviction | None,
