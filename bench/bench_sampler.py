@@ -251,6 +251,36 @@ def decide_micro(n: int) -> dict[str, float]:
                 decide(i, item)
             runs.append((time.process_time() - start) / n * 1e6)
         out[name] = statistics.median(runs)
+    out.update(facts_micro(min(n, 20_000)))
+    return out
+
+
+def facts_micro(n: int) -> dict[str, float]:
+    """µs per trace for what the tail sampler does at a decision: the facts (read from the live entry
+    span when rules are configured) and decide; every tenant new. Medians of 5 runs."""
+    from otel_crm._internal.sampling.spans import entry_facts
+
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("bench")
+    entries = [tracer.start_span("GET /leads/<int:lead_id>", kind=trace.SpanKind.SERVER, attributes={
+        "http.route": "/leads/<int:lead_id>", "http.request.method": "GET", "crm.tenant.id": f"acme-{i}"})
+        for i in range(n)]
+    plain, ruled = SamplingPolicy(ratio=0.1), SamplingPolicy(ratio=0.1, rules=RULES_20)
+    fields = ruled.entry_fields
+    out: dict[str, float] = {}
+    for name, ruled_arm in (("facts + decide, no rules", False), ("facts + decide, 20 rules, every tenant new",
+                                                                  True)):
+        runs = []
+        for _ in range(5):
+            ruled._fields[-1]._cache.clear()  # the tenant field: every tenant new again
+            start = time.process_time()
+            if ruled_arm:
+                for i, entry in enumerate(entries):
+                    ruled.decide(i, entry_facts(entry, False, 0.01, fields))
+            else:
+                for i in range(n):
+                    plain.decide(i, TraceFacts(False, 0.01))
+            runs.append((time.process_time() - start) / n * 1e6)
+        out[name] = statistics.median(runs)
     return out
 
 

@@ -74,8 +74,10 @@ def test_policy_is_exactly_the_sdk_trace_id_ratio_rule(ratio: float) -> None:
 
 
 def test_facts_and_decisions_are_frozen_and_slotted() -> None:
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         facts().has_error = True  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SamplingPolicy().decide(KEEP_ID, facts()).keep = False  # type: ignore[misc]
     assert not hasattr(facts(), "__dict__")
     decision = SamplingPolicy().decide(KEEP_ID, facts())
     assert (decision.rule, decision.partial) == (None, False)

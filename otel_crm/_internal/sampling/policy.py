@@ -23,7 +23,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 __all__ = [
     "MATCH_FIELDS",
@@ -52,9 +52,11 @@ _TRACE_ID_LIMIT = (1 << 64) - 1  # the low 64 bits, as in opentelemetry.sdk.trac
 _CACHE_LIMIT = 2048  # distinct values remembered per field (then the cache starts over)
 
 
-@dataclass(frozen=True, slots=True)
-class TraceFacts:
-    """What the policy knows about a trace's local part (the entry span's fields when known)."""
+class TraceFacts(NamedTuple):
+    """What the policy knows about a trace's local part (the entry span's fields when known).
+
+    Immutable and without a ``__dict__``; a NamedTuple rather than a frozen dataclass because one is
+    made per decided trace and it is built twice as fast."""
 
     has_error: bool = False
     root_duration_s: float | None = None  # the longest local root that ended; None while none has

@@ -44,10 +44,9 @@ def annotate(span: ReadableSpan, decision: Decision) -> ReadableSpan:
 
 
 def _text(value: object) -> str | None:
-    return None if value is None else value if isinstance(value, str) else str(value)
+    return value if value is None or type(value) is str else str(value)
 
 
-_ENTRY_KEYS = {"route": semconv.HTTP_ROUTE, "method": semconv.HTTP_REQUEST_METHOD, "tenant": semconv.CRM_TENANT_ID}
 _service_of: tuple[object, str | None] = (None, None)  # the last resource seen and its service.name
 
 
@@ -62,20 +61,24 @@ def entry_facts(entry: ReadableSpan | None, has_error: bool, root_duration_s: fl
     global _service_of
     if entry is None:
         return TraceFacts(has_error, root_duration_s)
-    stored: Any = getattr(entry, "__dict__", {}).get("_attributes")
-    attributes: Any = getattr(stored, "_dict", None)
-    if not isinstance(attributes, dict):
+    try:
+        attributes: Any = entry.__dict__["_attributes"]._dict
+    except (AttributeError, KeyError):
+        attributes = None
+    if type(attributes) is not dict:
         attributes = dict(entry.attributes or {})
-    found: dict[str, str | None] = {name: _text(attributes.get(key)) for name, key in _ENTRY_KEYS.items()
-                                    if name in fields}
-    if "operation" in fields:
-        found["operation"] = entry.name
+    get = attributes.get
+    route = _text(get(semconv.HTTP_ROUTE)) if "route" in fields else None
+    method = _text(get(semconv.HTTP_REQUEST_METHOD)) if "method" in fields else None
+    tenant = _text(get(semconv.CRM_TENANT_ID)) if "tenant" in fields else None
+    operation = entry.name if "operation" in fields else None
+    service = None
     if "service" in fields:
         resource = entry.resource
         if _service_of[0] is not resource:  # one Resource per provider: look it up once
             _service_of = (resource, _text(resource.attributes.get(semconv.SERVICE_NAME)))
-        found["service"] = _service_of[1]
-    return TraceFacts(has_error, root_duration_s, **found)
+        service = _service_of[1]
+    return TraceFacts(has_error, root_duration_s, route, method, tenant, operation, service)
 
 
 def _fast_path_works() -> bool:
