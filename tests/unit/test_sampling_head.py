@@ -87,7 +87,9 @@ def test_rules_decide_on_what_is_known_when_the_entry_span_starts() -> None:
         assert not [s for s in exported if s.name == "GET /health"], "ratio 0"
         vip = [s for s in exported if s.name == "GET /leads"]
         assert len(vip) == 50 and {s.attributes["crm.sampling.rule"] for s in vip} == {"vip"}
-        assert len([s for s in exported if s.name == "SELECT leads"]) == 50, "children follow the entry"
+        children = [s for s in exported if s.name == "SELECT leads"]
+        assert len(children) == 50, "children follow the entry"
+        assert all("crm.sampling.rule" not in s.attributes for s in children), "only the entry says which rule"
         assert len([s for s in exported if s.name == "sync hubspot"]) == 50
         late = [s for s in exported if s.name == "GET"]
         assert 5 < len(late) < 45, "no rule matched: the default ratio (0.5)"
