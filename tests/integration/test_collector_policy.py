@@ -29,7 +29,8 @@ pytestmark = pytest.mark.integration
 
 RULES = [{"name": "health", "route": "/health*", "ratio": 0, "errors": False},
          {"name": "vip", "tenant": "vip-*", "ratio": 1},
-         {"route": "/webhooks/*", "ratio": 0.01}]
+         {"route": "/webhooks/*", "ratio": 0.01},
+         {"name": "dotted", "route": "/api/v1.0/*", "ratio": 1}]
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
 CONFIG = """receivers:
@@ -154,6 +155,10 @@ def test_the_real_collector_applies_the_generated_policies(sampler: tuple[Manage
         sent.trace(lambda trace_id: collector_keeps(trace_id, 10), "/leads", client_tenant="vip-2")
     for _ in range(300):  # rule3: 1%, by the collector's hash
         sent.trace(lambda trace_id: collector_keeps(trace_id, 1), "/webhooks/stripe")
+    for _ in range(10):  # a dot in a glob is a dot (escaped for RE2, through OTTL's string literal)
+        sent.trace(True, "/api/v1.0/leads")
+    for _ in range(30):
+        sent.trace(lambda trace_id: collector_keeps(trace_id, 10), "/api/v1x0/leads")
     for _ in range(300):  # no rule: the default 10%, by the collector's hash
         sent.trace(lambda trace_id: collector_keeps(trace_id, 10), "/leads")
     provider.force_flush()

@@ -72,10 +72,10 @@ def test_rule_conditions_are_ottl_with_escaped_re2_globs() -> None:
                         service="crm")
     condition = rule_condition(rule)
     assert condition == ('span.kind != SPAN_KIND_CLIENT and span.kind != SPAN_KIND_PRODUCER'
-                         ' and IsMatch(span.attributes["http.route"], "^/a\\\\.b/\\"q\\"/.*$")'
+                         ' and IsMatch(span.attributes["http.route"], "(?s)^/a\\\\.b/\\"q\\"/.*$")'
                          ' and span.attributes["http.request.method"] == "POST"'
-                         ' and IsMatch(span.attributes["crm.tenant.id"], "^t.$")'
-                         ' and IsMatch(span.name, "^sync .*$")'
+                         ' and IsMatch(span.attributes["crm.tenant.id"], "(?s)^t.$")'
+                         ' and IsMatch(span.name, "(?s)^sync .*$")'
                          ' and resource.attributes["service.name"] == "crm"')
 
 

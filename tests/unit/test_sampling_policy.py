@@ -16,6 +16,7 @@ from otel_crm._internal.sampling.policy import (
     SamplingRule,
     TraceFacts,
     compile_rules,
+    glob_match,
     glob_regex,
 )
 from otel_crm._internal.settings import SettingsError, resolve_settings
@@ -124,7 +125,7 @@ def test_every_field_must_match_and_missing_entry_fields_never_match() -> None:
 
 
 def test_globs_have_two_wildcards_everything_else_literal() -> None:
-    assert glob_regex("/a.b/*/c?") == r"^/a\.b/.*/c.$"
+    assert glob_regex("/a.b/*/c?") == r"(?s)^/a\.b/.*/c.$"
     policy = SamplingPolicy(rules=(SamplingRule("r", 1.0, route="/a.b/(x)[1]*"),))
     assert policy.rule_for(facts(route="/a.b/(x)[1]/tail")) is not None
     assert policy.rule_for(facts(route="/aXb/(x)[1]/tail")) is None, "a dot is a dot"
@@ -137,14 +138,14 @@ def test_every_glob_shape_matches_like_its_regular_expression(glob: str) -> None
     import re
 
     policy = SamplingPolicy(rules=(SamplingRule("r", 1.0, tenant=glob),))
-    regex = re.compile(glob_regex(glob), re.DOTALL)
+    regex = re.compile(glob_regex(glob).removeprefix("(?s)^").removesuffix("$"), re.DOTALL)
     rng = random.Random(glob)
-    alphabet = "abcxy.*?"
+    alphabet = "abcxy.*?\n"
     samples = ["", "exact", "pre", "prefix", "suf", "asuf", "mid", "amidb", "ab", "axxb", "abc", "abcd", "x",
                "y", "xy", "a.b", *("".join(rng.choices(alphabet, k=rng.randint(0, 5))) for _ in range(300))]
     for value in samples:
         matched = policy.rule_for(facts(tenant=value)) is not None
-        assert matched == bool(regex.match(value)), (glob, value)
+        assert matched == bool(regex.fullmatch(value)) == bool(glob_match(glob)(value)), (glob, value)
 
 
 def test_partial_decisions_keep_only_errors_and_slow_roots_as_rules_allow() -> None:

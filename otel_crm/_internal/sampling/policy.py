@@ -37,6 +37,7 @@ __all__ = [
     "SamplingRule",
     "TraceFacts",
     "compile_rules",
+    "glob_match",
     "glob_regex",
 ]
 
@@ -106,8 +107,7 @@ class RuleProblem:
     reason: str
 
 
-def glob_regex(pattern: str) -> str:
-    """An anchored regular expression for a glob, valid for Python's ``re`` and Go's RE2 alike."""
+def _glob_body(pattern: str) -> str:
     out = []
     for char in pattern:
         if char == "*":
@@ -118,7 +118,18 @@ def glob_regex(pattern: str) -> str:
             out.append("\\" + char)
         else:
             out.append(char)
-    return "^" + "".join(out) + "$"
+    return "".join(out)
+
+
+def glob_regex(pattern: str) -> str:
+    """The glob as an anchored RE2 expression (Go, for the collector): ``(?s)`` so a wildcard matches a
+    newline too, and RE2's ``$`` is the end of the text. Python matches the same with ``glob_match``."""
+    return "(?s)^" + _glob_body(pattern) + "$"
+
+
+def glob_match(pattern: str) -> Callable[[str], object]:
+    """A test for one glob in Python (``fullmatch``: Python's ``$`` also matches before a final newline)."""
+    return re.compile(_glob_body(pattern), re.DOTALL).fullmatch
 
 
 def _label(index: int, raw: object) -> str:
@@ -209,7 +220,7 @@ class _Field:
             elif name not in _GLOBS or not ("*" in value or "?" in value):
                 self._exact[value] = self._exact.get(value, 0) | bit
             elif "?" in value or "*" in value.strip("*"):
-                self._others.append((bit, re.compile(glob_regex(value), re.DOTALL).match))
+                self._others.append((bit, glob_match(value)))
             elif not value.startswith("*"):
                 _index(self._prefixes, value.rstrip("*"), bit)
             elif not value.endswith("*"):
