@@ -202,11 +202,6 @@ def main() -> None:
             f"{a} {rates['wall'][a][-1]:,.0f} spans/s wall, {rates['cpu'][a][-1]:,.0f} spans/s CPU" for a in arms),
             flush=True)
     load = (load_before + os.getloadavg()[0]) / 2
-    rules_cost = rules_ab(pairs=15 if args.quick else 41, traces=2000 if args.quick else 10_000)
-    print(f"20 rules: {rules_cost['cpu']:+.2f} µs per span by CPU time (median of per-pair differences)",
-          flush=True)
-    micro = decide_micro(200_000 if not args.quick else 50_000)
-    print(f"decide, 20 rules: {micro}", flush=True)
     ratio = {clock: statistics.median(t / b for t, b in zip(r["tail"], r["bare"], strict=True))
              for clock, r in rates.items()}
     for clock, r in rates.items():
@@ -222,6 +217,14 @@ def main() -> None:
         print(f"memory {arm}: RSS peak {rss['rss_peak_kib'] / 1024:.1f} MiB (+"
               f"{(rss['rss_peak_kib'] - rss['rss_base_kib']) / 1024:.1f} MiB over warm-up), tracemalloc peak "
               f"{rss['tracemalloc_peak'] / 2**20:.1f} MiB, max buffered {rss['max_buffer_spans']}", flush=True)
+
+    # After the memory arms: the rules' prepared spans would raise this process's RSS high-water mark,
+    # which Linux passes on to the child processes (ru_maxrss survives fork and exec).
+    rules_cost = rules_ab(pairs=15 if args.quick else 41, traces=2000 if args.quick else 10_000)
+    print(f"20 rules: {rules_cost['cpu']:+.2f} µs per span by CPU time (median of per-pair differences)",
+          flush=True)
+    micro = decide_micro(200_000 if not args.quick else 50_000)
+    print(f"decide, 20 rules: {micro}", flush=True)
 
     command = "   .venv/bin/python bench/bench_sampler.py" + (" --quick" if args.quick else "")
     report = render(ratio, rates, exported, memory, rounds=rounds, traces=traces, command=command, load=load,
