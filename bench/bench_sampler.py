@@ -8,6 +8,13 @@ Each arm builds a fresh TracerProvider whose only processor is the arm's; a roun
 5 spans (root + 4 nested children, `start_as_current_span`), ends them, and force-flushes, so the
 time covers create -> end -> decide -> batch -> export to a null exporter that does nothing.
 
+Rules: the tail sampler alone (ended traces fed to on_start/on_end, no-op downstream) with 20 sampling
+rules and without, none matching, so every rule is tried (the worst case: a trace falling through to
+the default ratio); the entry span carries http.route, http.request.method and crm.tenant.id (10,000
+distinct tenants, more than the match cache holds). Pairs of runs in alternating order, median of the
+per-pair differences. Plus micro-benchmarks of `SamplingPolicy.decide` and of a decision's facts +
+decide, with 20 rules and without.
+
 Memory: one subprocess per arm (a clean heap each), 1,000,000 spans, default bounds (max_traces 5000,
 max_spans_per_trace 500, max_spans 20000, max_age 60 s); RSS high-water mark (ru_maxrss) minus the RSS
 after warm-up, and tracemalloc's peak in a second run of the same arm.
@@ -37,11 +44,16 @@ from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
-from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor  # noqa: E402
+from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor, TraceFacts, compile_rules  # noqa: E402
 
 DEFAULT_BOUNDS: dict[str, Any] = {"max_traces": 5000, "max_spans_per_trace": 500, "max_spans": 20000,
                                   "max_trace_age_s": 60.0}
 SPANS_PER_TRACE = 5
+# 20 rules the bench traffic never matches: route and method match every rule, the tenant none, so the
+# tenant glob of each rule is tried (the worst case short of none of the fields being cached).
+RULES_20 = compile_rules([{"name": f"rule{i}", "route": "/leads*", "method": "GET", "tenant": f"vip{i}-*",
+                           "ratio": 0.5} for i in range(20)])[0]
+TENANTS = 10_000
 
 
 class NullExporter(SpanExporter):
@@ -72,8 +84,10 @@ def build(arm: str, queue: int = 1_000_000) -> tuple[TracerProvider, NullExporte
 
 
 def ok_traces(tracer: trace.Tracer, n: int) -> None:
-    for _ in range(n):
-        with tracer.start_as_current_span("root"):
+    for i in range(n):
+        attributes = {"http.route": "/leads/<int:lead_id>", "http.request.method": "GET",
+                      "crm.tenant.id": f"acme-{i % TENANTS}"}
+        with tracer.start_as_current_span("root", kind=trace.SpanKind.SERVER, attributes=attributes):
             for _ in range(SPANS_PER_TRACE - 1):
                 with tracer.start_as_current_span("child"):
                     pass
@@ -204,14 +218,124 @@ def main() -> None:
               f"{(rss['rss_peak_kib'] - rss['rss_base_kib']) / 1024:.1f} MiB over warm-up), tracemalloc peak "
               f"{rss['tracemalloc_peak'] / 2**20:.1f} MiB, max buffered {rss['max_buffer_spans']}", flush=True)
 
+    # After the memory arms: the rules' prepared spans would raise this process's RSS high-water mark,
+    # which Linux passes on to the child processes (ru_maxrss survives fork and exec).
+    rules_cost = rules_ab(pairs=15 if args.quick else 41, traces=2000 if args.quick else 10_000)
+    print(f"20 rules: {rules_cost['cpu']:+.2f} µs per span by CPU time (median of per-pair differences)",
+          flush=True)
+    micro = decide_micro(200_000 if not args.quick else 50_000)
+    print(f"decide, 20 rules: {micro}", flush=True)
+
     command = "   .venv/bin/python bench/bench_sampler.py" + (" --quick" if args.quick else "")
-    report = render(ratio, rates, exported, memory, rounds=rounds, traces=traces, command=command, load=load)
+    report = render(ratio, rates, exported, memory, rounds=rounds, traces=traces, command=command, load=load,
+                    rules_cost=rules_cost, micro=micro)
     Path(args.output).write_text(report)
     print(f"wrote {args.output}")
 
 
+def prepared_traces(n: int) -> list[list[tuple[Any, ReadableSpan]]]:
+    """n ended traces of the bench's shape: (live span, its ReadableSpan) in start order, root first."""
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("bench")
+    out = []
+    for i in range(n):
+        attributes = {"http.route": "/leads/<int:lead_id>", "http.request.method": "GET",
+                      "crm.tenant.id": f"acme-{i % TENANTS}"}
+        root = tracer.start_span("root", kind=trace.SpanKind.SERVER, attributes=attributes)
+        context = trace.set_span_in_context(root)
+        spans = [root] + [tracer.start_span("child", context=context) for _ in range(SPANS_PER_TRACE - 1)]
+        for span in reversed(spans):
+            span.end()
+        out.append([(span, span._readable_span()) for span in spans])  # type: ignore[attr-defined]
+    return out
+
+
+def sampler_round(rules: tuple[Any, ...], traces: list[list[tuple[Any, ReadableSpan]]]) -> float:
+    """CPU µs per span of the tail sampler alone (no-op downstream), spans fed as the SDK would."""
+    processor = TailSamplingProcessor(SpanProcessor(), SamplingPolicy(ratio=0.1, rules=rules), **DEFAULT_BOUNDS)
+    on_start, on_end = processor.on_start, processor.on_end
+    gc.collect()
+    start = time.process_time()
+    for spans in traces:
+        for live, _ in spans:
+            on_start(live)
+        for _, readable in reversed(spans):
+            on_end(readable)
+    return (time.process_time() - start) / (len(traces) * SPANS_PER_TRACE) * 1e6
+
+
+def rules_ab(pairs: int, traces: int) -> dict[str, float]:
+    """µs per span of the tail sampler alone, without rules and with 20; median of per-pair differences.
+
+    The sampler alone costs a few µs per span, so a difference of a fraction of a µs is not lost in the
+    noise of the whole SDK pipeline (~30 µs per span) on a shared machine."""
+    prepared = prepared_traces(traces)
+    diffs, plain, ruled = [], [], []
+    for pair in range(pairs):
+        timed = {}
+        for arm in ("plain", "ruled") if pair % 2 == 0 else ("ruled", "plain"):
+            timed[arm] = sampler_round(RULES_20 if arm == "ruled" else (), prepared)
+        plain.append(timed["plain"])
+        ruled.append(timed["ruled"])
+        diffs.append(timed["ruled"] - timed["plain"])
+    return {"plain": statistics.median(plain), "ruled": statistics.median(ruled), "cpu": statistics.median(diffs)}
+
+
+def decide_micro(n: int) -> dict[str, float]:
+    """µs per SamplingPolicy.decide with 20 non-matching rules: tenants cached (100 distinct) or all new,
+    against no rules; medians of 5 runs."""
+    plain, ruled = SamplingPolicy(ratio=0.1), SamplingPolicy(ratio=0.1, rules=RULES_20)
+    facts = {"cached": [TraceFacts(False, 0.01, "/leads/<id>", "GET", f"acme-{i % 100}", "GET /leads/<id>", "crm")
+                        for i in range(n)],
+             "new": [TraceFacts(False, 0.01, "/leads/<id>", "GET", f"acme-{i}", "GET /leads/<id>", "crm")
+                     for i in range(n)]}
+    out: dict[str, float] = {}
+    for name, policy, items in (("no rules", plain, facts["cached"]), ("20 rules, tenants cached", ruled,
+                                                                        facts["cached"]),
+                                ("20 rules, every tenant new", ruled, facts["new"])):
+        runs = []
+        for _ in range(5):
+            decide = policy.decide
+            start = time.process_time()
+            for i, item in enumerate(items):
+                decide(i, item)
+            runs.append((time.process_time() - start) / n * 1e6)
+        out[name] = statistics.median(runs)
+    out.update(facts_micro(min(n, 20_000)))
+    return out
+
+
+def facts_micro(n: int) -> dict[str, float]:
+    """µs per trace for what the tail sampler does at a decision: the facts (read from the live entry
+    span when rules are configured) and decide; every tenant new. Medians of 5 runs."""
+    from otel_crm._internal.sampling.spans import entry_facts
+
+    tracer = TracerProvider(shutdown_on_exit=False).get_tracer("bench")
+    entries = [tracer.start_span("GET /leads/<int:lead_id>", kind=trace.SpanKind.SERVER, attributes={
+        "http.route": "/leads/<int:lead_id>", "http.request.method": "GET", "crm.tenant.id": f"acme-{i}"})
+        for i in range(n)]
+    plain, ruled = SamplingPolicy(ratio=0.1), SamplingPolicy(ratio=0.1, rules=RULES_20)
+    fields = ruled.entry_fields
+    out: dict[str, float] = {}
+    for name, ruled_arm in (("facts + decide, no rules", False), ("facts + decide, 20 rules, every tenant new",
+                                                                  True)):
+        runs = []
+        for _ in range(5):
+            ruled._fields[-1]._cache.clear()  # the tenant field: every tenant new again
+            start = time.process_time()
+            if ruled_arm:
+                for i, entry in enumerate(entries):
+                    ruled.decide(i, entry_facts(entry, False, 0.01, fields))
+            else:
+                for i in range(n):
+                    plain.decide(i, TraceFacts(False, 0.01))
+            runs.append((time.process_time() - start) / n * 1e6)
+        out[name] = statistics.median(runs)
+    return out
+
+
 def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], exported: dict[str, list[int]],
-           memory: list[dict[str, Any]], *, rounds: int, traces: int, command: str, load: float) -> str:
+           memory: list[dict[str, Any]], *, rounds: int, traces: int, command: str, load: float,
+           rules_cost: dict[str, float], micro: dict[str, float]) -> str:
     import opentelemetry.sdk.version as sdk_version
 
     lines = [
@@ -245,6 +369,25 @@ def render(ratio: dict[str, float], rates: dict[str, dict[str, list[float]]], ex
                          f"| {1e6 / median:.1f} | {statistics.median(exported[arm]):,.0f} |")
     lines += ["", f"**tail / bare = {ratio['cpu']:.2f}x by CPU time, {ratio['wall']:.2f}x by wall clock** "
               "(medians of the per-round ratios; goal >= 1.0x and >= 50,000 spans/s).", "",
+              "## Sampling rules: what 20 rules cost", "",
+              f"<!-- summary: tail/bare = {ratio['cpu']:.2f}x by CPU time (goal >= 1.0x); 20 sampling rules "
+              f"{rules_cost['cpu']:+.2f} µs per span (goal <= 1 µs) -->",
+              f"**20 rules: {rules_cost['cpu']:+.2f} µs per span by CPU time** (goal <= 1 µs per span): the "
+              f"tail sampler alone costs {rules_cost['plain']:.2f} µs per span without rules and "
+              f"{rules_cost['ruled']:.2f} µs with 20 (medians; the difference is the median of per-pair "
+              "differences). Measured on the sampler alone — spans of ended 5-span traces fed to `on_start`/"
+              "`on_end` as the SDK would, no-op downstream — because a fraction of a µs is lost in the noise "
+              "of the whole SDK pipeline on a shared machine. Every trace falls through all 20 rules (route "
+              f"and method match every rule, the tenant none); the entry span's tenant is one of {TENANTS:,}, "
+              "more than the match cache holds.", "",
+              "What a decision costs (once per trace; per span: divided by the 5 spans of these traces); "
+              "\"facts + decide\" also reads the facts from a live entry span, as the sampler does:", "",
+              "| case | µs per decision | µs per span (5-span traces) |", "| --- | ---: | ---: |",
+              *[f"| {name} | {value:.2f} | {value / SPANS_PER_TRACE:.2f} |" for name, value in micro.items()],
+              "",
+              "Matching costs one dict lookup per field a rule uses once a value is cached (bounded caches of "
+              "2,048 values per field); a value not cached costs a few more for exact values, `prefix*` and "
+              "`*suffix` globs, and one test for each other glob.", "",
               "## Peak memory under a flood (one subprocess per arm, default bounds)", "",
               "| arm | spans | RSS high-water | RSS growth over warm-up | tracemalloc peak | "
               "max spans buffered (sampled every 1,000 traces) | exported |",

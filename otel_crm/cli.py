@@ -1,5 +1,6 @@
 """`otel-crm` command line: `doctor` checks a deployment's settings and collector; `settings`
-prints the settings table; `traces` shows recent traces and waterfalls from Jaeger."""
+prints the settings table; `traces` shows recent traces and waterfalls from Jaeger;
+`collector-policy` prints the collector's tail_sampling policies for the sampling settings."""
 
 from __future__ import annotations
 
@@ -138,7 +139,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     table.add_argument("--markdown", action="store_true", help="as the README's Markdown table")
     commands.add_parser("attributes", help="print otel_crm's own crm.* attributes as a Markdown table")
     traces_view.add_parser(commands)
+    policy = commands.add_parser("collector-policy", help="print the collector's tail_sampling policies for "
+                                                          "OTEL_CRM_SAMPLING_RULES, _RATIO and _SLOW_SECONDS")
+    policy.add_argument("--env-defaults", action="store_true",
+                        help="slow threshold, baseline percent and hash salt as ${env:VAR:-value}, like the "
+                             "shipped configs")
+    policy.add_argument("--shipped", action="store_true", help="the block the shipped configs carry (defaults)")
+    policy.add_argument("--indent", type=int, default=0, help="indent by this many spaces")
     args = parser.parse_args(argv)
+    if args.command == "collector-policy":
+        from otel_crm._internal.collector_policy import print_policies
+
+        return print_policies(shipped=args.shipped, env_defaults=args.env_defaults, indent=args.indent)
     if args.command == "doctor":
         return doctor()
     if args.command == "traces":

@@ -109,6 +109,8 @@ CRM_OPERATION_NAME: Final = "crm.operation.name"
 CRM_SAMPLING_REASON: Final = "crm.sampling.reason"
 CRM_SAMPLING_WEIGHT: Final = "crm.sampling.weight"
 CRM_SAMPLING_DECISION: Final = "crm.sampling.decision"
+CRM_SAMPLING_RULE: Final = "crm.sampling.rule"
+CRM_SAMPLING_PARTIAL: Final = "crm.sampling.partial"
 CRM_WORKFLOW_NAME: Final = "crm.workflow.name"
 CRM_WORKFLOW_EXECUTION_ID: Final = "crm.workflow.execution_id"
 CRM_WORKFLOW_TRIGGER: Final = "crm.workflow.trigger"
@@ -173,6 +175,7 @@ CRM_SAMPLER_SPANS: Final = "crm.sampler.spans"
 CRM_SAMPLER_BUFFER_TRACES: Final = "crm.sampler.buffer.traces"
 CRM_SAMPLER_BUFFER_SPANS: Final = "crm.sampler.buffer.spans"
 CRM_SAMPLER_EVICTIONS: Final = "crm.sampler.evictions"
+CRM_SAMPLER_PARTIAL_TRACES: Final = "crm.sampler.partial_traces"
 # Health of otel_crm itself.
 CRM_TELEMETRY_DROPPED: Final = "crm.telemetry.dropped"
 CRM_INTERNAL_ERRORS: Final = "crm.internal.errors"
@@ -186,6 +189,10 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_SAMPLING_REASON: ("kept spans", "Why the tail sampler kept the trace: error, slow, ratio or all."),
     CRM_SAMPLING_WEIGHT: ("kept spans", "How many traces this one stands for (1/ratio for a ratio keep)."),
     CRM_SAMPLING_DECISION: ("crm.sampler.spans", "kept or dropped."),
+    CRM_SAMPLING_RULE: ("kept spans (head mode: the entry span)",
+                        "Name of the sampling rule that matched the trace (absent: no rule matched)."),
+    CRM_SAMPLING_PARTIAL: ("kept spans", "true: the rest of a trace dropped early, kept for a later error or "
+                                         "slow root (spans ended before the early decision are gone)."),
     CRM_WORKFLOW_NAME: ("workflow spans, metrics", "Workflow name."),
     CRM_WORKFLOW_EXECUTION_ID: ("workflow spans only", "One run's id (never on metrics)."),
     CRM_WORKFLOW_TRIGGER: ("workflow spans", "What started the run (api, schedule, webhook…)."),

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from otel_crm._internal.sampling.policy import SamplingRule, compile_rules
 from otel_crm._internal.settings_parse import (
     UNSET,
     Kind,
@@ -65,6 +66,12 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 SamplingMode = Literal["tail", "collector", "head", "off"]
 ScrubMode = Literal["redact", "hash", "off"]
 Profile = Literal["development", "production"]
+
+
+def _check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
+    rules, problems = compile_rules(value)
+    return rules, [SettingProblem(f"{source} {p.label}", p.text, p.reason, None, "rule left out")
+                   for p in problems]
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,11 @@ class Settings:
         "OTEL_CRM_SAMPLING_MODE", default="tail",
         doc="tail: decide in process; collector: export 100% for the collector's tail_sampling; "
             "head: parent-based trace-id ratio; off: keep everything.")
+    sampling_rules: tuple[SamplingRule, ...] = setting(
+        "OTEL_CRM_SAMPLING_RULES", default=(),
+        doc="Ordered sampling rules, first match wins: each matches any of route, method, tenant, "
+            "operation, service and gives ratio (0-1), optional name, errors, slow (docs/sampling.md).",
+        check=_check_sampling_rules)
     sampling_ratio: float = setting(
         "OTEL_CRM_SAMPLING_RATIO", default=0.1,
         doc="Share of ok, fast traces kept (development profile: 1.0).", minimum=0.0, maximum=1.0,

@@ -16,7 +16,7 @@ import math
 import types
 import typing
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ class Kind(enum.Enum):
     ENUM_LIST = "enum list"  # comma-separated, each from choices
     MAPPING = "mapping"  # key=value,key2=value2 (W3C baggage style, percent-decoded)
     JSON = "json"  # a JSON object (an explicit argument: a dict); its owner validates the content
+    JSON_LIST = "json list"  # a JSON array of objects (explicit: a list of mappings)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class Setting:
     unit: str = ""  # shown with the allowed range: a wrong unit is the usual mistake
     # Defaults that differ under the `development` profile (deployment.environment.name).
     development_default: Any = UNSET
+    # Item-level validation after parsing: (value, source) -> (kept value, problems); e.g. one bad
+    # sampling rule is left out and reported, the other rules stay.
+    check: Callable[[Any, str], tuple[Any, list[SettingProblem]]] | None = None
     # The distro writes this default to the standard variable (the last of `env`) for the
     # libraries that read that variable themselves (instrumentations, upstream tooling).
     distro_default: bool = False
@@ -85,6 +89,8 @@ class Setting:
             return "key=value pairs separated by commas"
         if self.kind is Kind.JSON:
             return "a JSON object"
+        if self.kind is Kind.JSON_LIST:
+            return "a JSON array of objects"
         return "a string"
 
 
@@ -94,13 +100,14 @@ def _fmt(number: float) -> str:
 
 def setting(*env: str, default: Any, doc: str, minimum: float | None = None, maximum: float | None = None,
             secret: bool = False, unit: str = "", development_default: Any = UNSET,
-            distro_default: bool = False) -> Any:
+            distro_default: bool = False,
+            check: Callable[[Any, str], tuple[Any, list[SettingProblem]]] | None = None) -> Any:
     """A `Settings` field carrying its registry entry: the variables feeding it (first wins),
     default, doc and bounds. Name and kind come from the field itself (see `registry_of`)."""
     metadata = {_METADATA_KEY: {"env": env, "default": default, "doc": doc, "minimum": minimum,
                                 "maximum": maximum, "secret": secret, "unit": unit,
                                 "development_default": development_default,
-                                "distro_default": distro_default}}
+                                "distro_default": distro_default, "check": check}}
     if isinstance(default, dict):  # a dataclass field may not share one mutable default
         return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -118,7 +125,7 @@ def _kind_of(hint: Any) -> tuple[Kind, tuple[str, ...]]:
         item = args[0]
         if typing.get_origin(item) is typing.Literal:
             return Kind.ENUM_LIST, tuple(typing.get_args(item))
-        return Kind.LIST, ()
+        return (Kind.LIST if item is str else Kind.JSON_LIST), ()
     if origin is Mapping:
         # Mapping[str, str] is the key=value form; Mapping[str, Any] a JSON object.
         return (Kind.JSON if args[1] is Any else Kind.MAPPING), ()
@@ -151,10 +158,11 @@ class SettingProblem:
     value: str
     allowed: str
     default: Any
+    outcome: str = ""  # what happens instead (default: "using the default ...")
 
     def message(self, *, strict: bool = False) -> str:
         text = f"otel_crm: invalid {self.variable}={self.value!r}: expected {self.allowed}"
-        return text if strict else f"{text}; using the default {show(self.default)}"
+        return text if strict else f"{text}; {self.outcome or 'using the default ' + show(self.default)}"
 
 
 def show(value: Any) -> str:
@@ -214,6 +222,14 @@ def _parse(setting: Setting, raw: str) -> Any:
         return items
     if kind is Kind.MAPPING:
         return _parse_mapping(text)
+    if kind is Kind.JSON_LIST:
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise _Invalid from None
+        if not isinstance(items, list):
+            raise _Invalid
+        return tuple(items)
     if kind is Kind.JSON:
         try:
             document = json.loads(text)
@@ -276,6 +292,10 @@ def _check_explicit(setting: Setting, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise _Invalid
         return dict(value)
+    if kind is Kind.JSON_LIST:
+        if not isinstance(value, (list, tuple)):
+            raise _Invalid
+        return tuple(value)
     if not isinstance(value, str):
         raise _Invalid
     return value
@@ -295,6 +315,7 @@ def read_values(registry: tuple[Setting, ...], env: Mapping[str, str], explicit:
             try:
                 values[entry.name] = _check_explicit(entry, explicit[entry.name])
                 chosen.add(entry.name)
+                _check_items(entry, values, f"argument {entry.name}", problems)
                 continue
             except _Invalid:
                 problems.append(SettingProblem(f"argument {entry.name}", str(explicit[entry.name]),
@@ -306,7 +327,14 @@ def read_values(registry: tuple[Setting, ...], env: Mapping[str, str], explicit:
             try:
                 values[entry.name] = _parse(entry, raw)
                 chosen.add(entry.name)
+                _check_items(entry, values, variable, problems)
             except _Invalid:
                 problems.append(SettingProblem(variable, raw, entry.allowed(), entry.default))
             break
     return values, chosen, problems
+
+
+def _check_items(entry: Setting, values: dict[str, Any], source: str, problems: list[SettingProblem]) -> None:
+    if entry.check is not None:
+        values[entry.name], found = entry.check(values[entry.name], source)
+        problems.extend(found)

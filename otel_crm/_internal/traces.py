@@ -1,4 +1,5 @@
 """Traces: tenant attribution on start, RED metrics and tail sampling on end, then batch export.
+Which sampler and sampling processor the mode asks for is decided in the `sampling` package.
 
     span start ─ TenantSpanProcessor (crm.tenant.id from context)
     span end ─┬─ RedMetricsProcessor (100% of entry spans, before sampling)
@@ -8,10 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import (
@@ -26,27 +25,18 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    SamplingResult,
-    TraceIdRatioBased,
-)
-from opentelemetry.trace import Link, SpanKind, get_current_span
-from opentelemetry.util.types import Attributes
 
+from otel_crm._internal import semconv
 from otel_crm._internal.access import ServerSpanCapture
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
-from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
+from otel_crm._internal.sampling import head_sampler, sampling_processor
 from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantSpanProcessor
 
-__all__ = ["CountingBatchSpanProcessor", "EntryRecordingHeadSampler", "create_tracer_provider", "head_sampler"]
+__all__ = ["CountingBatchSpanProcessor", "create_tracer_provider"]
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
@@ -62,41 +52,6 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._guard.offer(span, super().on_end)
 
 
-class EntryRecordingHeadSampler(Sampler):
-    """`ParentBased(TraceIdRatioBased(ratio))`, except that an unsampled *entry* span (no parent,
-    or a remote one) is still recorded, never exported.
-
-    RED metrics are computed from entry spans when they end, and the SDK ends only recorded
-    spans: without this, head mode would count 10% of requests. Children of an unsampled entry
-    span are dropped as usual, so the extra cost is one unexported span per request.
-    """
-
-    def __init__(self, ratio: float):
-        self._ratio = ratio
-        self._parent_based = ParentBased(TraceIdRatioBased(ratio))
-
-    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,  # noqa: PLR0917 - the SDK signature
-                      kind: SpanKind | None = None, attributes: Attributes = None,
-                      links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
-        result = self._parent_based.should_sample(parent_context, trace_id, name, kind, attributes,
-                                                  links, trace_state)
-        if result.decision is Decision.DROP:
-            parent = get_current_span(parent_context).get_span_context()
-            if not parent.is_valid or parent.is_remote:
-                # A DROP result carries no attributes; the recorded span needs the caller's.
-                return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
-        return result
-
-    def get_description(self) -> str:
-        return f"EntryRecordingHeadSampler{{{self._ratio}}}"
-
-
-def head_sampler(settings: Settings) -> Sampler:
-    if settings.sampling_mode == "head":
-        return EntryRecordingHeadSampler(settings.sampling_ratio)
-    return ALWAYS_ON
-
-
 def _export_chain(settings: Settings, meter: Meter | None, scrubber: Scrubber | None,
                   exporter: SpanExporter | None) -> SpanProcessor | None:
     # (exporter, batched): `exporter` (otel_crm.testing's) replaces the configured ones.
@@ -110,8 +65,9 @@ def _export_chain(settings: Settings, meter: Meter | None, scrubber: Scrubber | 
             targets.append((ConsoleSpanExporter(), False))
     processors: list[SpanProcessor] = []
     for target, batched in targets:
-        # The one place spans meet the scrubber (on the export thread).
-        scrubbed = ScrubbingSpanExporter(target, scrubber) if scrubber is not None else target
+        # The one place kept spans are rewritten (on the export thread): corrections, SQL literals,
+        # then the scrubber when there is one.
+        scrubbed = ScrubbingSpanExporter(target, scrubber, sanitize_sql=not settings.capture_db_literals)
         processors.append(CountingBatchSpanProcessor(
             scrubbed, meter=meter,
             max_queue_size=settings.bsp_max_queue_size,
@@ -128,28 +84,15 @@ def _export_chain(settings: Settings, meter: Meter | None, scrubber: Scrubber | 
     return fanout
 
 
-def sampling_processor(settings: Settings, downstream: SpanProcessor, meter: Meter | None) -> SpanProcessor:
-    """Put the in-process tail sampler in front of `downstream` when the mode asks for it."""
-    if settings.sampling_mode != "tail":
-        return downstream
-    policy = SamplingPolicy(ratio=settings.sampling_ratio, slow_seconds=settings.sampling_slow_seconds,
-                            keep_all=settings.profile == "development")
-    return TailSamplingProcessor(
-        downstream, policy,
-        max_traces=settings.sampling_max_traces,
-        max_spans_per_trace=settings.sampling_max_spans_per_trace,
-        max_spans=settings.sampling_max_spans,
-        max_trace_age_s=settings.sampling_max_trace_age_seconds,
-        meter=meter)
-
-
 def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Meter | None = None,
                            tenant_label: Any = None, scrubber: Scrubber | None = None,
                            exporter: SpanExporter | None = None,
                            downstream: SpanProcessor | None = None) -> TracerProvider:
     """Build the tracer provider. `exporter` takes every kept span instead of the configured
     exporters (otel_crm.testing); `downstream` replaces the whole export chain (unit tests)."""
-    provider = TracerProvider(resource=resource, sampler=head_sampler(settings), shutdown_on_exit=False)
+    service = resource.attributes.get(semconv.SERVICE_NAME)
+    sampler = head_sampler(settings, str(service) if service is not None else None)
+    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id))
     provider.add_span_processor(ServerSpanCapture())  # the access line's trace id (access.py)
     if meter is not None:

@@ -96,13 +96,14 @@ def test_configured_exporters_are_each_scrubbed_once() -> None:
     runtime.shutdown()
 
 
-def test_scrub_mode_off_wraps_nothing() -> None:
+def test_scrub_mode_off_still_corrects_but_never_scrubs() -> None:
     exporter = InMemorySpanExporter()
     runtime = compose(resolve_settings({}, sampling_mode="off", scrub_mode="off", metrics_exporter=["none"],
                                        logs_exporter=["none"]), span_exporter=exporter)
     assert runtime.scrubber is None
     chain = runtime.tracer_provider._active_span_processor._span_processors[-1]  # type: ignore[union-attr]
-    assert chain.span_exporter is exporter
+    rewriter = chain.span_exporter  # corrections and SQL literals still apply; no scrubber
+    assert rewriter._inner is exporter and rewriter._scrubber is None
     runtime.shutdown()
 
 

@@ -199,7 +199,9 @@ _KNOWN_SDK_PRIVATE = {
 # sampler's hot path reads the fields SPAN_FIELDS_DIRECT vouches for, and its kept-span copy the
 # attributes' dict; the OTLP log handler overrides LoggingHandler._get_attributes.
 _STILL_ALLOWED = {
-    "_internal/sampling.py": {"_context", "_parent", "_status", "_events", "_start_time", "_end_time", "_dict"},
+    # The sampler's hot path reads span fields directly when sdk_compat.SPAN_FIELDS_DIRECT vouches for them.
+    "_internal/sampling/tail.py": {"_context", "_parent", "_status", "_events", "_start_time", "_end_time"},
+    "_internal/sampling/spans.py": {"_dict"},
     "_internal/logs.py": {"_get_attributes"},
 }
 

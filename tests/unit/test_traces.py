@@ -9,17 +9,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from otel_crm._internal.settings import resolve_settings
-from otel_crm._internal.traces import (
-    CountingBatchSpanProcessor,
-    EntryRecordingHeadSampler,
-    create_tracer_provider,
-    head_sampler,
-)
-from otel_crm.testing import capture_telemetry
+from otel_crm._internal.traces import CountingBatchSpanProcessor, create_tracer_provider
 
 
 def dropped_points(reader: InMemoryMetricReader) -> list:  # type: ignore[type-arg]
@@ -44,45 +36,6 @@ class BlockedExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self.release.set()
-
-
-def test_head_mode_exports_the_ratio_but_counts_every_request() -> None:
-    bound = TraceIdRatioBased.get_bound_for_rate(0.25)
-    with capture_telemetry(sampling_mode="head", sampling_ratio=0.25) as telemetry:
-        tracer = trace.get_tracer("t")  # capture_telemetry honours the sampling mode globally too
-        for _ in range(400):
-            with tracer.start_as_current_span("list_leads", kind=trace.SpanKind.SERVER,
-                                              attributes={"http.request.method": "GET", "http.route": "/leads"}):
-                with tracer.start_as_current_span("SELECT leads"):
-                    pass
-        roots = [s for s in telemetry.spans() if s.name == "list_leads"]
-        children = [s for s in telemetry.spans() if s.name == "SELECT leads"]
-        expected = [s for s in roots if s.context.trace_id & 0xFFFFFFFFFFFFFFFF < bound]
-        assert 50 < len(roots) < 150 and roots == expected, "exported: exactly the trace-id ratio"
-        assert len(children) == len(roots), "children follow their root"
-        assert telemetry.metric_sum("crm.requests") == 400, "RED counts every request, not the sampled share"
-        # ...in one series: an unsampled entry span keeps the attributes it was started with.
-        assert telemetry.metric_sum("crm.requests", **{"crm.operation.name": "GET /leads",
-                                                        "http.route": "/leads"}) == 400
-
-
-def test_head_mode_follows_a_remote_parents_decision_but_still_counts_it() -> None:
-    with capture_telemetry(sampling_mode="head", sampling_ratio=1.0) as telemetry:
-        tracer = trace.get_tracer("t")
-        for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED):
-            remote = SpanContext(0x1234 + flags, 0x99, is_remote=True, trace_flags=TraceFlags(flags))
-            with tracer.start_as_current_span("GET /leads", context=set_span_in_context(NonRecordingSpan(remote)),
-                                              kind=trace.SpanKind.SERVER):
-                with tracer.start_as_current_span("child") as child:
-                    assert child.is_recording() is bool(flags), "children of an unsampled entry are dropped"
-        assert [s.context.trace_flags.sampled for s in telemetry.spans() if s.name == "GET /leads"] == [True]
-        assert telemetry.metric_sum("crm.requests") == 2
-
-
-def test_other_modes_record_everything() -> None:
-    assert isinstance(head_sampler(resolve_settings({}, sampling_mode="head")), EntryRecordingHeadSampler)
-    for mode in ("tail", "collector", "off"):
-        assert head_sampler(resolve_settings({}, sampling_mode=mode)).get_description() == "AlwaysOnSampler"
 
 
 def test_full_export_queue_drops_and_counts_without_blocking() -> None:

@@ -1,4 +1,5 @@
-"""The in-process tail sampler: rules, boundaries, late spans, bounds, self-metrics, flush, fork."""
+"""The in-process tail sampler: decisions through the processor, boundaries, late spans, bounds, partial
+traces, self-metrics, flush, fork."""
 
 from __future__ import annotations
 
@@ -117,45 +118,6 @@ def rig() -> Iterator[Rig]:
     rig = Rig()
     yield rig
     rig.provider.shutdown()
-
-
-# --- the policy -------------------------------------------------------------------------------------
-
-def test_policy_rules_and_boundaries() -> None:
-    policy = SamplingPolicy()
-    assert (policy.ratio, policy.slow_seconds, policy.keep_all) == (0.1, 2.0, False)
-    ok = {"has_error": False, "root_duration_s": 0.01}
-    assert policy.decide(KEEP_ID, **ok).reason == "ratio"
-    assert policy.decide(KEEP_ID, **ok).weight == 10.0
-    assert policy.decide(DROP_ID, **ok).reason == "dropped"
-    assert not policy.decide(DROP_ID, **ok).keep
-    assert policy.decide(DROP_ID, has_error=True, root_duration_s=None).reason == "error"
-    assert policy.decide(DROP_ID, has_error=False, root_duration_s=2.0).reason == "slow"
-    assert policy.decide(DROP_ID, has_error=False, root_duration_s=1.999).reason == "dropped"
-    assert policy.decide(DROP_ID, has_error=False, root_duration_s=None).reason == "dropped"
-    assert SamplingPolicy(keep_all=True).decide(DROP_ID, **ok).reason == "all"
-    assert SamplingPolicy(ratio=0.0).decide(1, **ok).reason == "dropped"
-    assert SamplingPolicy(ratio=1.0).decide(2**128 - 1, **ok).reason == "ratio"
-    assert SamplingPolicy(ratio=1.0).decide(2**128 - 1, **ok).weight == 1.0
-    for bad in (-0.1, 1.1):
-        with pytest.raises(ValueError, match="ratio"):
-            SamplingPolicy(ratio=bad)
-    with pytest.raises(ValueError, match="slow"):
-        SamplingPolicy(slow_seconds=-1)
-
-
-@pytest.mark.parametrize("ratio", [0.0, 0.001, 0.1, 0.25, 0.5, 1.0])
-def test_policy_is_exactly_the_sdk_trace_id_ratio_rule(ratio: float) -> None:
-    sdk = TraceIdRatioBased(ratio)
-    policy = SamplingPolicy(ratio=ratio)
-    rng = random.Random(1)
-    ids = [rng.getrandbits(128) for _ in range(20_000)]
-    sdk_bound = sdk.bound
-    ids += [sdk_bound, sdk_bound - 1, sdk_bound + 1, (5 << 64) | sdk_bound, 0, 2**64 - 1]
-    for trace_id in ids:
-        ours = policy.decide(trace_id, has_error=False, root_duration_s=0.0).keep
-        theirs = sdk.should_sample(None, trace_id, "x").decision is SdkDecision.RECORD_AND_SAMPLE
-        assert ours == theirs, hex(trace_id)
 
 
 # --- rules through the processor -------------------------------------------------------------------
@@ -433,7 +395,10 @@ def test_max_spans_per_trace_decides_early_then_spans_follow() -> None:
                 with rig.tracer.start_as_current_span(f"c{i}.{trace_id == KEEP_ID}"):
                     pass
     assert rig.names() == ["c0.True", "c1.True", "c2.True", "c3.True", "c4.True", "rootTrue"]
-    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_spans_per_trace"),): 2}
+    # kept trace: one early decision; dropped one: the early decision, then its watched rest (root
+    # still running) reaches the bound again and is dropped again (no error, no slow root)
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_spans_per_trace"),): 3}
+    assert rig.processor.stats()["partial"] == {}
     assert rig.processor.stats()["buffer_spans"] == 0
 
 
@@ -592,10 +557,10 @@ def test_fork_child_starts_with_an_empty_buffer() -> None:
 
 
 def test_portable_path_without_sdk_internals_gives_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
-    from otel_crm._internal import sampling
+    from otel_crm._internal.sampling import tail
 
-    assert sampling._FAST  # this SDK's internals are what the hot path expects
-    monkeypatch.setattr(sampling, "_FAST", False)
+    assert tail._FAST  # this SDK's internals are what the hot path expects
+    monkeypatch.setattr(tail, "_FAST", False)
     rig = Rig()
     rig.trace(DROP_ID, seconds=2.0)  # slow
     rig.trace(DROP_ID + 1, error=True)  # error
@@ -611,3 +576,194 @@ def test_portable_path_without_sdk_internals_gives_the_same_results(monkeypatch:
     reasons = sorted(str(s.attributes[R]) for s in rig.exporter.get_finished_spans())  # type: ignore[index]
     assert reasons == ["error"] * 4 + ["ratio", "ratio", "slow", "slow"]
     assert rig.processor.stats()["traces"] == {"slow": 1, "error": 2, "dropped": 2, "ratio": 1}
+
+
+# --- rules through the processor ----------------------------------------------------------------------
+
+def ruled_rig(rules: list[dict[str, Any]], ratio: float = 0.1, **bounds: Any) -> Rig:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_crm._internal.sampling import compile_rules
+
+    rig = Rig(ratio=ratio, **bounds)
+    policy = SamplingPolicy(ratio=ratio, rules=compile_rules(rules)[0])
+    limits = {"max_traces": 100, "max_spans_per_trace": 100, "max_spans": 1000, "max_trace_age_s": 60.0} | bounds
+    rig.processor = TailSamplingProcessor(SimpleSpanProcessor(rig.exporter), policy, clock=rig.clock,
+                                          meter=rig.meter_provider.get_meter("ruled"), **limits)
+    rig.provider = TracerProvider(id_generator=rig.ids, shutdown_on_exit=False,
+                                  resource=Resource({"service.name": "crm-api"}))
+    rig.provider.add_span_processor(rig.processor)
+    rig.tracer = rig.provider.get_tracer("test")
+    return rig
+
+
+def request(rig: Rig, trace_id: int, route: str, *, tenant: str | None = None, error: bool = False,
+            context: Any = None) -> None:
+    rig.ids.next.append(trace_id)
+    with rig.tracer.start_as_current_span("GET", context=context, kind=trace.SpanKind.SERVER,
+                                          attributes={"http.request.method": "GET"}) as server:
+        if tenant:
+            server.set_attribute("crm.tenant.id", tenant)
+        with rig.tracer.start_as_current_span("SELECT") as child:
+            if error:
+                child.set_status(Status(StatusCode.ERROR))
+        server.set_attribute("http.route", route)  # routing happens after the span starts
+        server.update_name(f"GET {route}")
+
+
+def test_rules_see_the_entry_span_as_it_is_when_the_trace_is_decided() -> None:
+    rig = ruled_rig([{"name": "health", "route": "/health*", "ratio": 0, "errors": False},
+                     {"name": "vip", "tenant": "vip-*", "method": "get", "ratio": 1},
+                     {"name": "ops", "operation": "GET /ops/*", "service": "crm-api", "ratio": 1}])
+    request(rig, KEEP_ID, "/health")  # the default ratio would keep this id
+    request(rig, DROP_ID, "/health", error=True)
+    request(rig, DROP_ID + 1, "/leads", tenant="vip-acme")
+    request(rig, DROP_ID + 2, "/ops/stats")
+    request(rig, DROP_ID + 3, "/leads", tenant="acme")
+    request(rig, KEEP_ID - 1, "/leads", tenant="acme")
+    spans = rig.exporter.get_finished_spans()
+    by_trace = {(s.context.trace_id, s.name): dict(s.attributes or {}) for s in spans}  # type: ignore[union-attr]
+    assert {t for t, _ in by_trace} == {DROP_ID + 1, DROP_ID + 2, KEEP_ID - 1}
+    vip = by_trace[(DROP_ID + 1, "SELECT")]
+    assert (vip[R], vip[semconv.CRM_SAMPLING_RULE], vip[semconv.CRM_SAMPLING_WEIGHT]) == ("ratio", "vip", 1.0)
+    assert by_trace[(DROP_ID + 2, "GET /ops/stats")][semconv.CRM_SAMPLING_RULE] == "ops"
+    assert semconv.CRM_SAMPLING_RULE not in by_trace[(KEEP_ID - 1, "GET /leads")], "no rule matched"
+    assert all(semconv.CRM_SAMPLING_PARTIAL not in a for a in by_trace.values())
+    assert rig.processor.stats()["traces"] == {"dropped": 3, "ratio": 3}
+
+
+def test_a_remote_parent_entry_is_matched_too() -> None:
+    rig = ruled_rig([{"name": "vip", "tenant": "vip-*", "ratio": 1}])
+    request(rig, DROP_ID, "/x", tenant="vip-1", context=remote_context(DROP_ID))
+    assert {s.attributes[semconv.CRM_SAMPLING_RULE] for s in rig.exporter.get_finished_spans()} == {"vip"}  # type: ignore[index]
+
+
+# --- long traces: partial keeps --------------------------------------------------------------------------
+
+def long_trace(rig: Rig, trace_id: int, children: int, *, error_at: int | None = None,
+               seconds: float = 0.01) -> None:
+    rig.ids.next.append(trace_id)
+    root = rig.tracer.start_span("root", start_time=T0)
+    ctx = trace.set_span_in_context(root)
+    for i in range(children):
+        child = rig.tracer.start_span(f"c{i}", context=ctx, start_time=T0)
+        if i == error_at:
+            child.set_status(Status(StatusCode.ERROR))
+        child.end(end_time=T0 + 1000)
+    root.end(end_time=T0 + round(seconds * S))
+
+
+@pytest.mark.parametrize(("error_at", "seconds", "reason", "first"), [(6, 0.01, "error", 4), (None, 9.0, "slow", 8)])
+def test_a_later_error_or_slow_root_keeps_what_is_left_of_a_trace_dropped_early(
+        error_at: int | None, seconds: float, reason: str, first: int) -> None:
+    rig = Rig(ratio=0.0, max_spans_per_trace=5)
+    long_trace(rig, DROP_ID, 12, error_at=error_at, seconds=seconds)
+    spans = rig.exported()
+    # Dropped early at c4's start (root + c0..c3 tracked): c0..c3 are gone. The rest is watched in
+    # windows of the same bound: an error keeps its window and everything after it; a slow root is
+    # known only at its end, so only the last window (c8..c11) and the root are left to keep.
+    assert sorted(spans) == sorted([f"c{i}" for i in range(first, 12)] + ["root"])
+    assert {(s.attributes[R], s.attributes[semconv.CRM_SAMPLING_PARTIAL]) for s in spans.values()} == {  # type: ignore[index]
+        (reason, True)}
+    assert rig.processor.stats()["partial"] == {reason: 1}
+    assert rig.metric(semconv.CRM_SAMPLER_PARTIAL_TRACES) == {((R, reason),): 1}
+    assert rig.processor.stats()["traces"] == {"dropped": 1}, "the trace's own decision, counted once"
+    assert rig.processor.decision_for(DROP_ID) is True
+    assert rig.processor.stats()["buffer_spans"] == 0
+
+
+def test_the_rest_of_an_ok_trace_dropped_early_is_dropped_and_late_spans_follow() -> None:
+    rig = Rig(ratio=0.0, max_spans_per_trace=5)
+    long_trace(rig, DROP_ID, 30)
+    assert rig.names() == []
+    assert rig.processor.stats()["partial"] == {}
+    assert rig.processor.stats()["buffer_spans"] == rig.processor.stats()["buffer_traces"] == 0
+    assert rig.processor.decision_for(DROP_ID) is False
+
+
+def test_a_rule_without_errors_does_not_keep_a_partial_trace_for_an_error() -> None:
+    rig = ruled_rig([{"name": "batch", "operation": "root", "ratio": 0, "errors": False}], ratio=0.0,
+                    max_spans_per_trace=5)
+    long_trace(rig, DROP_ID, 10, error_at=8)
+    assert rig.names() == []
+    long_trace(rig, DROP_ID + 1, 10, seconds=9.0)
+    assert {s.attributes[semconv.CRM_SAMPLING_RULE] for s in rig.exporter.get_finished_spans()} == {"batch"}  # type: ignore[index]
+
+
+def test_age_bound_watches_the_rest_once_and_pressure_evictions_never() -> None:
+    rig = Rig(ratio=0.0, max_trace_age_s=10.0)
+    rig.ids.next.append(DROP_ID)
+    root = rig.tracer.start_span("root")
+    rig.tracer.start_span("early", context=trace.set_span_in_context(root)).end()
+    rig.clock.now += 11
+    rig.tracer.start_span("trigger").end()  # ends another trace: the age check drops DROP_ID early
+    assert rig.processor.decision_for(DROP_ID) is None, "still watched: may yet be kept"
+    failing = rig.tracer.start_span("late", context=trace.set_span_in_context(root))
+    failing.set_status(Status(StatusCode.ERROR))
+    failing.end()
+    root.end()
+    assert rig.names() == ["late", "root"]
+    assert rig.processor.stats()["partial"] == {"error": 1}
+    # a watched rest that outlives the age bound again is dropped for good (a span may never end)
+    rig.ids.next.append(DROP_ID + 1)
+    leaked = rig.tracer.start_span("leaked")
+    for _ in range(3):
+        rig.clock.now += 11
+        rig.tracer.start_span("tick").end()
+    assert rig.processor.stats()["buffer_traces"] == 0
+    assert rig.processor.stats()["evictions"]["max_age"] == 3  # DROP_ID, then leaked twice: no more
+    leaked.end()
+    pressure = Rig(ratio=0.0, max_traces=1)
+    pressure.ids.next += [DROP_ID, DROP_ID + 1]
+    first = pressure.tracer.start_span("first")
+    pressure.tracer.start_span("second").end()  # forces "first" out: memory pressure, not watched
+    assert pressure.processor.decision_for(DROP_ID) is False
+    first.set_status(Status(StatusCode.ERROR))
+    first.end()
+    assert pressure.names() == []
+
+
+# --- the decision accessor --------------------------------------------------------------------------------
+
+def test_decision_for_is_none_until_the_local_part_is_decided() -> None:
+    rig = Rig(decision_cache_size=2)
+    rig.ids.next.append(KEEP_ID)
+    root = rig.tracer.start_span("root")
+    assert rig.processor.decision_for(KEEP_ID) is None, "undecided"
+    root.end()
+    assert rig.processor.decision_for(KEEP_ID) is True
+    rig.trace(DROP_ID)
+    assert rig.processor.decision_for(DROP_ID) is False
+    assert rig.processor.decision_for(12345) is None, "never seen"
+    rig.trace(DROP_ID + 1)
+    rig.trace(DROP_ID + 2)
+    assert rig.processor.decision_for(KEEP_ID) is None, "forgotten (ring of 2)"
+
+
+def test_decisions_are_remembered_for_four_times_max_traces_at_least_1024() -> None:
+    def ring(max_traces: int) -> int:
+        processor = TailSamplingProcessor(SimpleSpanProcessor(InMemorySpanExporter()), SamplingPolicy(),
+                                          max_traces=max_traces, max_spans_per_trace=10, max_spans=100,
+                                          max_trace_age_s=60)
+        return len(processor._ring)
+
+    assert (ring(10), ring(5000)) == (1024, 20000)
+
+
+def test_entry_facts_read_only_the_fields_rules_use_from_live_or_plain_spans() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_crm._internal.sampling.spans import entry_facts
+
+    attributes = {"http.route": "/x", "http.request.method": "GET", "crm.tenant.id": 42}
+    plain = ReadableSpan("GET /x", attributes=attributes, resource=Resource({"service.name": "crm"}))
+    live = TracerProvider(resource=Resource({"service.name": "crm"})).get_tracer("t").start_span(
+        "GET /x", attributes=attributes)
+    every = frozenset({"route", "method", "tenant", "operation", "service"})
+    for span in (plain, live):
+        facts = entry_facts(span, True, 1.5, every)
+        assert (facts.route, facts.method, facts.tenant, facts.operation, facts.service) == (
+            "/x", "GET", "42", "GET /x", "crm")
+        assert (facts.has_error, facts.root_duration_s) == (True, 1.5)
+        assert entry_facts(span, False, None, frozenset({"tenant"})).route is None, "not read: no rule uses it"
+    assert entry_facts(None, True, None, every).route is None

@@ -8,25 +8,34 @@ How a trace is followed
     A trace's *local part* starts at a span whose parent is ``None`` or remote; traces continuing a remote
     parent are buffered like locally rooted ones. Every started span of the part is tracked until it ends
     (several local roots of one trace share the set), so a child ending after its root is waited for.
-    When the last tracked span ends, the ``SamplingPolicy`` decides: errors (ERROR status or an
-    ``exception`` event) and slow local roots (``>= slow_seconds``) are kept, other traces are kept iff the
-    SDK's ``TraceIdRatioBased`` formula keeps the trace id, so every service agrees on ok traces.
+    When the last tracked span ends, the ``SamplingPolicy`` decides on the trace's ``TraceFacts``: errors
+    (ERROR status or an ``exception`` event), the longest local root's duration, and — when rules are
+    configured — the entry span's route, method, tenant, name and service (the first local root's fields
+    at decision time). See ``policy.py`` for the rules.
 
 After the decision
     Decisions are remembered in a bounded ring (trace id -> decision). A span that starts or ends after
     its trace was decided follows the decision, so a dropped trace never leaks late spans. A new *local
     root* of a trace that was dropped opens a new buffer (a later fan-in may still error or be slow); of a
     kept trace it is simply kept. A span ending whose decision was forgotten (ring overwritten) is dropped
-    and counted as eviction ``late_unknown``.
+    and counted as eviction ``late_unknown``. ``decision_for(trace_id)`` answers kept / dropped / not yet.
 
 Bounds (memory stays bounded whatever the load; every forced decision is counted by reason)
     ``max_traces`` undecided traces (the oldest is decided early), ``max_spans_per_trace`` spans tracked
-    per trace (started or ended; the trace is decided early, later spans follow), ``max_spans`` spans
-    tracked overall (oldest traces decided early) and ``max_trace_age_s`` (checked on span end at O(1)
-    cost and at flush). A forced decision uses the policy with what the trace has so far.
+    per trace (started or ended; the trace is decided early), ``max_spans`` spans tracked overall (oldest
+    traces decided early) and ``max_trace_age_s`` (checked on span end at O(1) cost and at flush). A forced
+    decision uses the policy with what the trace has so far.
 
-Kept spans reach the downstream processor as a copy carrying ``crm.sampling.reason`` and
-``crm.sampling.weight`` (the copy is made only for kept spans; dropped spans are never copied).
+Long traces (partial keeps)
+    A trace dropped early by ``max_spans_per_trace`` or ``max_trace_age_s`` while some of its spans still
+    run is watched on: what ends after the early decision is buffered again (same bounds), and if an error
+    or a slow root shows up (as the matching rule allows) that remainder is kept, marked
+    ``crm.sampling.partial=true`` and counted in ``crm.sampler.partial_traces``; otherwise it is dropped.
+    Traces forced out by ``max_traces`` / ``max_spans`` (memory pressure) are not watched.
+
+Kept spans reach the downstream processor as a copy carrying ``crm.sampling.reason``,
+``crm.sampling.weight`` and, when a rule matched, ``crm.sampling.rule`` (the copy is made only for kept
+spans; dropped spans are never copied).
 
 ``force_flush``/``shutdown`` decide every buffered trace by the policy (spans still open then follow
 that decision). Spans end on any thread: state changes under one lock, held briefly; kept spans are
@@ -39,104 +48,30 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
-from otel_crm._internal import forks, safety, semconv
-from otel_crm._internal.sdk_compat import SPAN_FIELDS_DIRECT
+from otel_crm._internal import forks, safety
+from otel_crm._internal.sampling.policy import Decision, SamplingPolicy, TraceFacts
+from otel_crm._internal.sampling.selfmetrics import create_instruments
+from otel_crm._internal.sampling.spans import FAST, annotate, entry_facts
 
-__all__ = ["Decision", "SamplingPolicy", "TailSamplingProcessor"]
+__all__ = ["Eviction", "TailSamplingProcessor"]
 
-_TRACE_ID_LIMIT = (1 << 64) - 1  # the low 64 bits, as in opentelemetry.sdk.trace.sampling
 _COMPONENT = "sampler"
 _SAMPLED = 0x01  # TraceFlags.SAMPLED
 _ERROR_CODE = StatusCode.ERROR
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Outcome for one trace: kept or not, why, and how many traces a kept one stands for."""
-
-    keep: bool
-    reason: str  # error | slow | ratio | all | dropped
-    weight: float  # 1/ratio for a ratio keep, 1 otherwise (0 when dropped)
-
-
-_ERROR = Decision(True, "error", 1.0)
-_SLOW = Decision(True, "slow", 1.0)
-_ALL = Decision(True, "all", 1.0)
-_DROPPED = Decision(False, "dropped", 0.0)
-
-
-@dataclass(frozen=True)
-class SamplingPolicy:
-    """Keep errors, slow traces and a trace-id ratio of the rest (the SDK's ``TraceIdRatioBased`` rule)."""
-
-    ratio: float = 0.1
-    slow_seconds: float = 2.0
-    keep_all: bool = False
-    _bound: int = field(init=False, repr=False, compare=False)
-    _by_ratio: Decision = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"sampling ratio must be within 0..1, got {self.ratio!r}")
-        if self.slow_seconds < 0:
-            raise ValueError(f"slow_seconds must be >= 0, got {self.slow_seconds!r}")
-        # Same bound as TraceIdRatioBased.get_bound_for_rate: round(rate * 2**64).
-        object.__setattr__(self, "_bound", round(self.ratio * (_TRACE_ID_LIMIT + 1)))
-        weight = 1.0 / self.ratio if self.ratio > 0 else 0.0
-        object.__setattr__(self, "_by_ratio", Decision(True, "ratio", weight))
-
-    def decide(self, trace_id: int, *, has_error: bool, root_duration_s: float | None) -> Decision:
-        if self.keep_all:
-            return _ALL
-        if has_error:
-            return _ERROR
-        if root_duration_s is not None and root_duration_s >= self.slow_seconds:
-            return _SLOW
-        if trace_id & _TRACE_ID_LIMIT < self._bound:
-            return self._by_ratio
-        return _DROPPED
-
-
-class _KeptSpan(ReadableSpan):
-    """A kept span's copy with the sampling attributes merged in (keeps the original dropped count)."""
-
-    _crm_dropped_attributes: int
-
-    @property
-    def dropped_attributes(self) -> int:
-        return self._crm_dropped_attributes
-
-
-def _annotate(span: ReadableSpan, decision: Decision) -> ReadableSpan:
-    # ReadableSpan is read-only and its attributes are shared with the live span (and other processors):
-    # copy the object's fields (0.8 µs, vs 2.6 µs for ReadableSpan(...) or copy.copy) with new attributes.
-    kept = object.__new__(_KeptSpan)
-    fields = span.__dict__.copy()
-    attributes: Any = fields.get("_attributes")
-    merged = dict(getattr(attributes, "_dict", attributes)) if attributes else {}  # BoundedAttributes
-    merged[semconv.CRM_SAMPLING_REASON] = decision.reason
-    merged[semconv.CRM_SAMPLING_WEIGHT] = decision.weight
-    fields["_attributes"] = merged
-    fields["_crm_dropped_attributes"] = span.dropped_attributes
-    kept.__dict__ = fields
-    return kept
-
-
-# Whether the hot path may read the span fields directly: see sdk_compat.SPAN_FIELDS_DIRECT.
-_FAST = SPAN_FIELDS_DIRECT
+_FAST = FAST  # see spans._fast_path_works; a module global so a test can take the portable path
+Eviction = Literal["max_traces", "max_spans", "max_spans_per_trace", "max_age", "late_unknown"]
 
 
 class _Trace:
-    __slots__ = ("born", "error", "open", "root_s", "spans")
+    __slots__ = ("born", "entry", "error", "open", "partial", "root_s", "spans")
 
     def __init__(self, born: float) -> None:
         self.born = born
@@ -144,6 +79,8 @@ class _Trace:
         self.spans: list[ReadableSpan] = []  # ended, buffered
         self.error = False
         self.root_s: float | None = None  # longest local root seen
+        self.entry: ReadableSpan | None = None  # the first local root (read when rules need it)
+        self.partial = False  # the rest of a trace dropped early (see "Long traces")
 
 
 _Batch = list[tuple[list[ReadableSpan], Decision]]
@@ -160,6 +97,8 @@ class TailSamplingProcessor(SpanProcessor):
             raise ValueError("sampler bounds must be positive")
         self._downstream = downstream
         self._policy = policy
+        self._wants_entry = policy.uses_entry
+        self._entry_fields = policy.entry_fields
         self._max_traces = max_traces
         self._max_per_trace = max_spans_per_trace
         self._max_spans = max_spans
@@ -173,8 +112,9 @@ class TailSamplingProcessor(SpanProcessor):
         self._n_kept = 0  # spans
         self._n_dropped = 0
         self._n_evictions: dict[str, int] = {}
+        self._n_partial: dict[str, int] = {}
         if meter is not None:
-            self._create_instruments(meter)
+            create_instruments(meter, weakref.ref(self))
         # The bound method is held weakly: the hook goes away with this processor.
         forks.register(f"sampling: tail sampler {id(self)}", after_in_child=self._reset)
 
@@ -213,9 +153,12 @@ class TailSamplingProcessor(SpanProcessor):
                         trace = self._traces[trace_id] = _Trace(self._clock())
                 elif len(trace.open) + len(trace.spans) >= self._max_per_trace:
                     out = self._force(trace_id, trace, "max_spans_per_trace", out)
-                    trace = None  # this span follows the early decision
+                    # this span follows the early decision, or joins what is watched after a drop
+                    trace = self._traces.get(trace_id)
                 if trace is not None:
                     trace.open.add(context[1])
+                    if self._wants_entry and trace.entry is None and (parent is None or parent[2]):
+                        trace.entry = span
                     self._held += 1
                     if self._held > self._max_spans:
                         while self._held > self._max_spans and self._traces:
@@ -281,10 +224,18 @@ class TailSamplingProcessor(SpanProcessor):
         self._n_dropped += 1
         return None
 
-    def _force(self, trace_id: int, trace: _Trace, eviction: str | None, out: _Batch | None) -> _Batch | None:
+    def _facts(self, trace: _Trace) -> TraceFacts:
+        if self._wants_entry:
+            return entry_facts(trace.entry, trace.error, trace.root_s, self._entry_fields)
+        return TraceFacts(trace.error, trace.root_s)
+
+    def _force(self, trace_id: int, trace: _Trace, eviction: Eviction | None,
+               out: _Batch | None) -> _Batch | None:
         """Decide one buffered trace by the policy; its kept spans are appended to ``out``."""
         del self._traces[trace_id]
-        decision = self._policy.decide(trace_id, has_error=trace.error, root_duration_s=trace.root_s)
+        facts = self._facts(trace)
+        policy = self._policy
+        decision = policy.decide_partial(facts) if trace.partial else policy.decide(trace_id, facts)
         self._held -= len(trace.open) + len(trace.spans)
         decided = self._decided
         if trace_id not in decided:  # a re-decided trace keeps its ring slot: one slot per id
@@ -296,10 +247,17 @@ class TailSamplingProcessor(SpanProcessor):
             ring[position] = trace_id
             self._ring_pos = (position + 1) % self._cache_size
         decided[trace_id] = decision
-        counts = self._n_traces
-        counts[decision.reason] = counts.get(decision.reason, 0) + 1
+        # A watched remainder's decision is a second one for the trace: counted apart when it keeps.
+        counts = self._n_partial if trace.partial else self._n_traces
+        if decision.keep or not trace.partial:
+            counts[decision.reason] = counts.get(decision.reason, 0) + 1
         if eviction is not None:
             self._n_evictions[eviction] = self._n_evictions.get(eviction, 0) + 1
+        # Watch the rest of a trace dropped early while spans still run; not after memory pressure, nor
+        # twice for age (a span that never ends would be watched forever).
+        if not decision.keep and trace.open and (eviction == "max_spans_per_trace" or (
+                eviction == "max_age" and not trace.partial)):
+            self._watch(trace_id, trace)
         if decision.keep:
             self._n_kept += len(trace.spans)
             if trace.spans:
@@ -310,7 +268,15 @@ class TailSamplingProcessor(SpanProcessor):
             self._n_dropped += len(trace.spans)
         return out
 
-    def _evict_oldest(self, reason: str, out: _Batch | None) -> _Batch | None:
+    def _watch(self, trace_id: int, trace: _Trace) -> None:
+        """Follow what is left of a trace dropped early: its running spans and any new ones."""
+        rest = _Trace(self._clock())
+        rest.open = trace.open  # still running: they end into the new buffer
+        rest.entry, rest.error, rest.root_s, rest.partial = trace.entry, trace.error, trace.root_s, True
+        self._traces[trace_id] = rest
+        self._held += len(rest.open)
+
+    def _evict_oldest(self, reason: Eviction, out: _Batch | None) -> _Batch | None:
         trace_id = next(iter(self._traces))
         return self._force(trace_id, self._traces[trace_id], reason, out)
 
@@ -341,12 +307,25 @@ class TailSamplingProcessor(SpanProcessor):
         on_end = self._downstream.on_end
         for spans, decision in out:
             for span in spans:
-                on_end(_annotate(span, decision))
+                on_end(annotate(span, decision))
 
     @staticmethod
     def _fail(exc: Exception) -> None:
         with safety.guard(_COMPONENT):  # records it; re-raises only under pytest
             raise exc
+
+    # --- the final decision of a trace ---------------------------------------------------------------
+
+    def decision_for(self, trace_id: int) -> bool | None:
+        """True if the trace was kept, False if dropped, None while undecided or forgotten.
+
+        Lock-free (two dict reads): cheap enough for every request's access line. "Undecided" includes
+        the rest of a trace dropped early and still watched (it may yet be kept, as a partial trace).
+        """
+        if trace_id in self._traces:
+            return None
+        decision = self._decided.get(trace_id)
+        return None if decision is None else decision.keep
 
     # --- flush / shutdown ---------------------------------------------------------------------------
 
@@ -383,39 +362,6 @@ class TailSamplingProcessor(SpanProcessor):
         """Counters and buffer sizes (what the self-metrics report); for tests and debugging."""
         with self._lock:
             return {"traces": dict(self._n_traces), "spans": {"kept": self._n_kept, "dropped": self._n_dropped},
-                    "evictions": dict(self._n_evictions), "buffer_traces": len(self._traces),
+                    "evictions": dict(self._n_evictions), "partial": dict(self._n_partial),
+                    "buffer_traces": len(self._traces),
                     "buffer_spans": self._held, "decisions_cached": len(self._decided)}
-
-    def _create_instruments(self, meter: Meter) -> None:
-        # Counted under the lock already held on the hot path, reported by callbacks: no per-span
-        # instrument call. Callbacks hold a weakref so the meter does not keep the processor alive.
-        ref = weakref.ref(self)
-
-        def observe(key: str, attribute: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-            def callback(_options: CallbackOptions) -> Sequence[Observation]:
-                processor = ref()
-                if processor is None:
-                    return []
-                value = processor.stats()[key]
-                if isinstance(value, int):
-                    return [Observation(value)]
-                return [Observation(count, {attribute: name}) for name, count in value.items()]
-            return callback
-
-        meter.create_observable_counter(
-            semconv.CRM_SAMPLER_TRACES, [observe("traces", semconv.CRM_SAMPLING_REASON)], unit="{trace}",
-            description="Traces decided by the tail sampler, by reason (dropped included).")
-        meter.create_observable_counter(
-            semconv.CRM_SAMPLER_SPANS, [observe("spans", semconv.CRM_SAMPLING_DECISION)], unit="{span}",
-            description="Spans that went through the tail sampler, kept or dropped.")
-        meter.create_observable_counter(
-            semconv.CRM_SAMPLER_EVICTIONS, [observe("evictions", semconv.CRM_SAMPLING_REASON)],
-            unit="{eviction}", description="Traces decided early (late_unknown: spans of a forgotten trace), "
-                                        "by bound: max_traces, max_spans, max_spans_per_trace, max_age, "
-                                        "late_unknown.")
-        meter.create_observable_gauge(
-            semconv.CRM_SAMPLER_BUFFER_TRACES, [observe("buffer_traces", "")], unit="{trace}",
-            description="Undecided traces held by the tail sampler.")
-        meter.create_observable_gauge(
-            semconv.CRM_SAMPLER_BUFFER_SPANS, [observe("buffer_spans", "")], unit="{span}",
-            description="Spans tracked by the tail sampler (open and buffered).")
