@@ -1,13 +1,10 @@
 """`/metrics` for a prefork server: the process that owns the port serves the sum of every process.
 
-Under gunicorn `configure()` runs in the master, which binds the Prometheus port, while forked
-workers do the work. So, when Prometheus scrapes, the *owner* asks every *member* (a forked child,
-or a process that found the port owned) for a snapshot over its Unix socket in a private
-rendezvous directory (one `<pid>.sock` per live process, plus `owner.sock`), and merges: counters,
-histograms (bucket by bucket) and summaries summed; gauges per process under a `worker` label;
-info metrics once. A member that exits pushes its final counts to the owner first; the counts of
-exited processes are kept in a retired sum, so totals never go down. Pulling at scrape time keeps
-snapshots exact with nothing written per measurement. See docs/metrics.md.
+Under gunicorn the master binds the port while forked workers do the work. At scrape time the
+*owner* asks every *member* for a snapshot over its Unix socket in a private rendezvous directory
+and merges: counters, histograms (bucket by bucket) and summaries summed; gauges per process under
+a `worker` label; info metrics once. An exiting member pushes its final counts to the owner first
+(kept in a retired sum: totals never go down). Nothing is written per measurement. docs/metrics.md.
 """
 
 from __future__ import annotations
