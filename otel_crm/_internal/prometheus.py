@@ -396,6 +396,5 @@ _started: list[Endpoint] = []  # fork hooks hold endpoints weakly (forks.py): ke
 
 
 def start_endpoint(host: str, port: int, registry: Any = None) -> Endpoint:
-    endpoint = Endpoint(host, port, registry).start()
-    _started.append(endpoint)
-    return endpoint
+    _started.append(Endpoint(host, port, registry).start())
+    return _started[-1]
