@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk._logs import LoggerProvider
@@ -20,12 +20,10 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_crm._internal.safety import report_internal_error
+from otel_crm._internal.sampling.tail import TailSamplingProcessor
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings, resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler
-
-if TYPE_CHECKING:  # the sampling package imports settings and more: only the type is needed here
-    from otel_crm._internal.sampling.tail import TailSamplingProcessor
 
 __all__ = ["Origin", "Runtime", "clear_current_runtime", "current_runtime", "global_tracer_provider_unset",
            "installed_runtime", "set_current_runtime"]
