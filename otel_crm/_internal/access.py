@@ -95,6 +95,17 @@ class AccessLine:
         self._status = status
         self._span = trace.get_current_span()
 
+    def server_span_context(self) -> trace.SpanContext:
+        """The request's server span (the first SERVER span started in it, else the span current
+        at response start) for the `traceresponse` header: after `response_started`. The captured
+        span comes first because the span current when an ASGI response starts may be the
+        instrumentation's `http send` child."""
+        spans = self._spans
+        if spans:
+            return spans[0].get_span_context()
+        span = self._span
+        return span.get_span_context() if span is not None else trace.INVALID_SPAN_CONTEXT
+
     def close(self) -> None:
         """Stop capturing server spans for this request (the holder keeps what it caught)."""
         _server_spans.reset(self._token)

@@ -24,7 +24,7 @@ from otel_crm._internal.scrub_patterns import ScrubCallback
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantLabeler
-from otel_crm._internal.traces import create_tracer_provider
+from otel_crm._internal.traces import build_tracing
 
 __all__ = ["compose"]
 
@@ -42,13 +42,14 @@ def compose(settings: Settings, *, span_exporter: SpanExporter | None = None,
     meter = meter_provider.get_meter("otel_crm", distro_version())
     scrubber = Scrubber.from_settings(settings, callback=scrub_callback)
     labeler = _tenant_labeler(settings, meter)
-    tracer_provider = create_tracer_provider(settings, resource, meter=meter, tenant_label=labeler.label,
-                                             scrubber=scrubber, exporter=span_exporter)
+    tracer_provider, tail_sampler = build_tracing(settings, resource, meter=meter, tenant_label=labeler.label,
+                                                  scrubber=scrubber, exporter=span_exporter)
     logger_provider = create_logger_provider(
         settings, resource, scrubber=scrubber, meter=meter,
         downstream=SimpleLogRecordProcessor(log_exporter) if log_exporter is not None else None)
     return Runtime(settings=settings, tracer_provider=tracer_provider, meter_provider=meter_provider,
-                   logger_provider=logger_provider, tenant_labeler=labeler, scrubber=scrubber, origin=origin)
+                   logger_provider=logger_provider, tenant_labeler=labeler, scrubber=scrubber, origin=origin,
+                   tail_sampler=tail_sampler)
 
 
 def _tenant_labeler(settings: Settings, meter: Meter) -> TenantLabeler:

@@ -20,6 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_crm._internal import semconv
 from otel_crm._internal.access import ACCESS_LOGGER, install_access_line, uninstall_access_line
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.stdout import stdout_handler
@@ -34,7 +35,8 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 class TenantLogProcessor(LogRecordProcessor):
-    """Adds crm.tenant.id (and user.id when allowed) to records emitted inside a tenant context.
+    """Adds crm.tenant.id (and user.id when allowed) to records emitted inside a tenant context,
+    and crm.trace.sampled to records of a trace whose final sampling decision is known.
 
     on_emit runs on the emitting thread, so the current context is the request's.
     """
@@ -43,11 +45,17 @@ class TenantLogProcessor(LogRecordProcessor):
         self._capture_user_id = capture_user_id
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
+        record = log_record.log_record
+        attributes = record.attributes
+        if attributes is None:
+            return
+        trace_id = record.trace_id
+        if trace_id:  # the trace's final decision, only once known (never a guess while undecided)
+            sampled = current_runtime().trace_sampled(trace_id, bool((record.trace_flags or 0) & 1))
+            if sampled is not None:
+                attributes[semconv.CRM_TRACE_SAMPLED] = sampled  # type: ignore[index]
         tenant = current_tenant()
         if tenant is None:
-            return
-        attributes = log_record.log_record.attributes
-        if attributes is None:
             return
         attributes[semconv.CRM_TENANT_ID] = tenant.id  # type: ignore[index]
         if self._capture_user_id and tenant.user_id:

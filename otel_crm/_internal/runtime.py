@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_crm._internal.safety import report_internal_error
+from otel_crm._internal.sampling.tail import TailSamplingProcessor
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings, resolve_settings
 from otel_crm._internal.tenancy import TenantLabeler
@@ -45,6 +46,7 @@ class Runtime:
     tenant_labeler: TenantLabeler | None = None
     scrubber: Scrubber | None = None  # None: scrub_mode=off
     origin: Origin = "environment"
+    tail_sampler: TailSamplingProcessor | None = None  # tail mode: the trace's final decision
     _cache: dict[str, object] = field(default_factory=dict)
     _shut_down: bool = False
 
@@ -55,6 +57,20 @@ class Runtime:
     def meter(self, name: str = "otel_crm") -> metrics.Meter:
         provider = self.meter_provider or metrics.get_meter_provider()
         return provider.get_meter(name)
+
+    def trace_sampled(self, trace_id: int, sampled_flag: bool) -> bool | None:
+        """The final sampling decision of a trace of this runtime's provider, or None while it is
+        not known (tail mode: until the trace's local part ended) or not ours to tell (nothing
+        composed: the global provider may be anyone's). Head mode: the sampled flag; off and
+        collector modes: everything is exported (in collector mode, to the collector's sampler)."""
+        if self.tracer_provider is None:
+            return None
+        tail = self.tail_sampler
+        if tail is not None:
+            return tail.decision_for(trace_id) if sampled_flag else False
+        if self.settings.sampling_mode == "head":
+            return sampled_flag
+        return True
 
     def cached(self, key: str, factory: Callable[[], _T]) -> _T:
         """Instruments and other per-runtime singletons, built once."""

@@ -111,6 +111,7 @@ CRM_SAMPLING_WEIGHT: Final = "crm.sampling.weight"
 CRM_SAMPLING_DECISION: Final = "crm.sampling.decision"
 CRM_SAMPLING_RULE: Final = "crm.sampling.rule"
 CRM_SAMPLING_PARTIAL: Final = "crm.sampling.partial"
+CRM_TRACE_SAMPLED: Final = "crm.trace.sampled"
 CRM_WORKFLOW_NAME: Final = "crm.workflow.name"
 CRM_WORKFLOW_EXECUTION_ID: Final = "crm.workflow.execution_id"
 CRM_WORKFLOW_TRIGGER: Final = "crm.workflow.trigger"
@@ -193,6 +194,8 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
                         "Name of the sampling rule that matched the trace (absent: no rule matched)."),
     CRM_SAMPLING_PARTIAL: ("kept spans", "true: the rest of a trace dropped early, kept for a later error or "
                                          "slow root (spans ended before the early decision are gone)."),
+    CRM_TRACE_SAMPLED: ("log records", "The final sampling decision of the record's trace (true: kept); absent "
+                                       "while undecided (tail mode: until the request's local root ended)."),
     CRM_WORKFLOW_NAME: ("workflow spans, metrics", "Workflow name."),
     CRM_WORKFLOW_EXECUTION_ID: ("workflow spans only", "One run's id (never on metrics)."),
     CRM_WORKFLOW_TRIGGER: ("workflow spans", "What started the run (api, schedule, webhook…)."),

@@ -174,6 +174,9 @@ class Settings:
     access_log: bool = setting(
         "OTEL_CRM_ACCESS_LOG", default=True,
         doc="One JSON line per request (method, path, status_code, latency_ms) on stdout.")
+    trace_response_header: bool = setting(
+        "OTEL_CRM_TRACE_RESPONSE_HEADER", default=True,
+        doc="`traceresponse` and `Server-Timing: traceparent` headers (the trace id) on every HTTP response.")
     log_level: LogLevel = setting(
         "OTEL_CRM_LOG_LEVEL", "OTEL_PYTHON_LOG_LEVEL", default="info",
         doc="Lowest level sent to stdout and OTLP.")

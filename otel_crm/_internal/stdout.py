@@ -2,7 +2,8 @@
 handler that writes them without a syscall per line.
 
 Every JSON line carries `timestamp` (ISO-8601 UTC, ms), `level`, `message`, `logger`, `service`,
-`environment`, and — when known — `correlation_id` (the trace id), `span_id`, `tenant_id`,
+`environment`, and — when known — `correlation_id` (the trace id), `span_id`, `trace_sampled`
+(the trace's final sampling decision: absent while undecided, see `Runtime.trace_sampled`), `tenant_id`,
 `user_id` (only with capture_user_id), the request fields of the access line (`method`, `path`,
 `status_code`, `latency_ms`) and `exception_type` / `exception_message` / `stack_trace`.
 
@@ -24,6 +25,7 @@ from typing import IO, Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import current_tenant
 
@@ -97,6 +99,10 @@ class JsonFormatter(logging.Formatter):
         if span_context.is_valid:
             payload["correlation_id"] = format(span_context.trace_id, "032x")
             payload["span_id"] = format(span_context.span_id, "016x")
+            # Only a known decision: a record written while the trace is undecided claims none.
+            sampled = current_runtime().trace_sampled(span_context.trace_id, bool(span_context.trace_flags & 1))
+            if sampled is not None:
+                payload["trace_sampled"] = sampled
         tenant = current_tenant()
         if tenant is not None:
             payload["tenant_id"] = tenant.id

@@ -30,13 +30,13 @@ from otel_crm._internal import semconv
 from otel_crm._internal.access import ServerSpanCapture
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
-from otel_crm._internal.sampling import head_sampler, sampling_processor
+from otel_crm._internal.sampling import TailSamplingProcessor, head_sampler, sampling_processor
 from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantSpanProcessor
 
-__all__ = ["CountingBatchSpanProcessor", "create_tracer_provider"]
+__all__ = ["CountingBatchSpanProcessor", "build_tracing", "create_tracer_provider"]
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
@@ -90,6 +90,16 @@ def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Met
                            downstream: SpanProcessor | None = None) -> TracerProvider:
     """Build the tracer provider. `exporter` takes every kept span instead of the configured
     exporters (otel_crm.testing); `downstream` replaces the whole export chain (unit tests)."""
+    return build_tracing(settings, resource, meter=meter, tenant_label=tenant_label, scrubber=scrubber,
+                         exporter=exporter, downstream=downstream)[0]
+
+
+def build_tracing(settings: Settings, resource: Resource, *, meter: Meter | None = None,
+                  tenant_label: Any = None, scrubber: Scrubber | None = None,
+                  exporter: SpanExporter | None = None, downstream: SpanProcessor | None = None,
+                  ) -> tuple[TracerProvider, TailSamplingProcessor | None]:
+    """The tracer provider and, in tail mode, its tail sampler (the runtime asks it for a trace's
+    final decision: `trace_sampled` on log lines)."""
     service = resource.attributes.get(semconv.SERVICE_NAME)
     sampler = head_sampler(settings, str(service) if service is not None else None)
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
@@ -98,6 +108,10 @@ def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Met
     if meter is not None:
         provider.add_span_processor(RedMetricsProcessor(meter, tenant_label or (lambda _m, t: t)))
     chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber, exporter)
+    tail: TailSamplingProcessor | None = None
     if chain is not None:
-        provider.add_span_processor(sampling_processor(settings, chain, meter))
-    return provider
+        processor = sampling_processor(settings, chain, meter)
+        if isinstance(processor, TailSamplingProcessor):
+            tail = processor
+        provider.add_span_processor(processor)
+    return provider, tail

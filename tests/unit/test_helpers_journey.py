@@ -98,7 +98,8 @@ def test_a_milestone_emits_the_event_in_the_current_trace(telemetry: CapturedTel
         "crm.journey.milestone.stage_duration": 240.0, "crm.journey.milestone.target": 900.0,
         "crm.journey.milestone.over_target": True, "crm.journey.completed": False,
         "crm.journey.subject.id": "[HASH:" + hmac.new(b"pepper", b"user-42", hashlib.sha256).hexdigest()[:16] + "]",
-        "crm.tenant.id": "acme", "plan": "trial"}
+        "crm.tenant.id": "acme", "plan": "trial",
+        "crm.trace.sampled": True}  # sampling off: every trace is exported
 
 
 def test_the_same_attributes_go_on_the_current_span(telemetry: CapturedTelemetry) -> None:

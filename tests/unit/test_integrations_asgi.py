@@ -42,3 +42,45 @@ def test_asgi_middleware_tenant_and_access_log() -> None:
     assert access["crm.tenant.id"] == "acme" and access["status_code"] == 201  # type: ignore[index]
     assert "user.id" not in access  # type: ignore[operator]
     assert current_tenant() is None
+
+
+def _asgi_run(runtime: Any, headers: list[tuple[bytes, bytes]]
+              ) -> tuple[list[dict[str, Any]], Any]:
+    """An ASGI app that opens its SERVER span and starts the response inside a child span (as the
+    ASGI instrumentation's `http send` span does): the header must name the server span."""
+    from opentelemetry.trace import SpanKind
+
+    server_spans: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        tracer = runtime.tracer("test")
+        with tracer.start_as_current_span("GET /x", kind=SpanKind.SERVER) as server:
+            server_spans.append(server)
+            with tracer.start_as_current_span("GET /x http send"):
+                await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(TenantASGIMiddleware(app)({"type": "http", "method": "GET", "path": "/x", "headers": []},
+                                          None, send))
+    return sent, server_spans[0].get_span_context()
+
+
+def test_an_asgi_app_gets_the_trace_id_headers_of_its_server_span() -> None:
+    with capture_telemetry() as telemetry:
+        sent, server = _asgi_run(telemetry.runtime, [(b"server-timing", b"db;dur=3")])
+    value = f"00-{server.trace_id:032x}-{server.span_id:016x}-01".encode()
+    headers = dict(sent[0]["headers"])
+    assert headers[b"traceresponse"] == value
+    assert headers[b"server-timing"] == b'db;dur=3, traceparent;desc="' + value + b'"'
+    assert sent[1]["body"] == b"ok"
+
+
+def test_asgi_trace_response_header_off() -> None:
+    with capture_telemetry(trace_response_header=False) as telemetry:
+        sent, _ = _asgi_run(telemetry.runtime, [])
+    assert sent[0]["headers"] == []

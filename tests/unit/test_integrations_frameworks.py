@@ -150,3 +150,121 @@ def test_django_wsgi_and_asgi_handlers_open_the_tenant_context() -> None:
     outcome = json.loads(outcome_line)
     assert outcome["wsgi_status"].startswith("200") and outcome["wsgi"] == {"tenant": "acme"}
     assert outcome["asgi"] == {"tenant": "globex"}
+
+
+def test_patched_flask_responses_carry_the_server_spans_trace_id(crm_propagator: None) -> None:
+    """Flask test client through the no-code patch and the real Flask instrumentation: the header
+    names the server span (a remote parent's trace id is kept), the access line the same trace."""
+
+    class TracedFlask(Flask):
+        pass
+
+    _patch_call(TracedFlask, TenantExtractor(resolve_settings({}), Flask.request_class))
+    with capture_telemetry() as telemetry:
+        app = TracedFlask("traced")
+
+        @app.get("/ping")
+        def ping() -> Any:
+            return "pong", 200, {"Server-Timing": "app;dur=1"}
+
+        FlaskInstrumentor().instrument_app(app)
+        try:
+            traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+            response = app.test_client().get("/ping", headers={"traceparent": traceparent})
+        finally:
+            FlaskInstrumentor().uninstrument_app(app)
+        spans = telemetry.spans()
+        if not any(s.kind is trace.SpanKind.SERVER for s in spans):
+            pytest.skip("another tracer provider was installed globally first in this process")
+        server = next(s for s in spans if s.kind is trace.SpanKind.SERVER)
+        access = next(r for r in telemetry.logs() if (r.log_record.attributes or {}).get("path") == "/ping")
+    value = f"00-{'ab' * 16}-{server.context.span_id:016x}-01"
+    assert response.headers["traceresponse"] == value
+    assert response.headers.getlist("Server-Timing") == [f'app;dur=1, traceparent;desc="{value}"']
+    assert access.log_record.trace_id == int("ab" * 16, 16)
+    assert access.log_record.attributes["crm.trace.sampled"] is True  # type: ignore[index]
+
+
+_DJANGO_HEADERS_SCRIPT = r'''
+import asyncio, json
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+from opentelemetry import trace
+
+def view(request):
+    if trace.get_current_span().get_span_context().is_valid:
+        return HttpResponse("ok")
+    # The Django instrumentation traces ASGI requests only with opentelemetry-instrumentation-asgi
+    # installed (not a dependency): open the server span here as it would.
+    with trace.get_tracer("test").start_as_current_span("GET ping", kind=trace.SpanKind.SERVER):
+        return HttpResponse("ok")
+
+settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], MIDDLEWARE=[], DATABASES={},
+                   INSTALLED_APPS=[], SECRET_KEY="x", LOGGING_CONFIG=None)
+urlpatterns = [path("ping", view)]
+
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from otel_crm.testing import capture_telemetry
+from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.integrations.frameworks import patch_frameworks
+
+with capture_telemetry(trace_response_header=(__import__("sys").argv[1] == "on")) as telemetry:
+    trace.set_tracer_provider(telemetry.runtime.tracer_provider)
+    DjangoInstrumentor().instrument()
+    django.setup()
+    patch_frameworks(resolve_settings({}), lambda name: name == "django")
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    wsgi_headers = []
+    b"".join(WSGIHandler()({"REQUEST_METHOD": "GET", "PATH_INFO": "/ping", "SERVER_NAME": "t",
+                            "SERVER_PORT": "80", "wsgi.input": __import__("io").BytesIO(),
+                            "wsgi.url_scheme": "http"},
+                           lambda status, headers, exc_info=None: wsgi_headers.extend(headers)))
+    asgi_headers = []
+
+    async def asgi():
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()
+        async def send(message):
+            if message["type"] == "http.response.start":
+                asgi_headers.extend([k.decode(), v.decode()] for k, v in message["headers"])
+        await ASGIHandler()({"type": "http", "method": "GET", "path": "/ping", "query_string": b"",
+                             "headers": [(b"host", b"t")], "scheme": "http", "server": ("t", 80)},
+                            receive, send)
+
+    asyncio.run(asgi())
+    servers = [f"{s.context.trace_id:032x}-{s.context.span_id:016x}" for s in telemetry.spans()
+               if s.kind is trace.SpanKind.SERVER]
+print(json.dumps({"wsgi": [list(h) for h in wsgi_headers], "asgi": asgi_headers, "servers": servers}))
+'''
+
+
+@pytest.mark.parametrize("switch", ["on", "off"])
+def test_django_wsgi_and_asgi_responses_carry_the_trace_id(switch: str) -> None:
+    """Django's WSGI and ASGI handlers under the real Django instrumentation, in a subprocess
+    (Django's settings are process-wide). Django's test client bypasses both handlers (it calls
+    the request handler directly), so the handlers are called as a server calls them."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _DJANGO_HEADERS_SCRIPT, switch], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(outcome["servers"]) == 2
+    for (kind, headers), server in zip((("wsgi", outcome["wsgi"]), ("asgi", outcome["asgi"])),
+                                       outcome["servers"], strict=True):
+        found = {name.lower(): value for name, value in headers}
+        if switch == "off":
+            assert "traceresponse" not in found and "server-timing" not in found, kind
+            continue
+        assert found["traceresponse"] == f"00-{server}-01", kind
+        assert found["server-timing"] == f'traceparent;desc="00-{server}-01"', kind

@@ -3,6 +3,7 @@ leaked after the request, the access line with the real status."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -63,3 +64,87 @@ def test_a_generator_app_keeps_its_tenant_and_logs_its_real_status(caplog) -> No
     assert _current() is None
     access = [r for r in caplog.records if r.name == "otel_crm.access"]
     assert len(access) == 1 and access[0].status_code == 201
+
+
+def _server_app(runtime: Any, extra_headers: list[tuple[str, str]] | None = None) -> Any:
+    """A bare WSGI app that opens its own SERVER span (what a WSGI instrumentation does)."""
+    from opentelemetry.trace import SpanKind
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        with runtime.tracer("test").start_as_current_span("GET /x", kind=SpanKind.SERVER):
+            logging.getLogger("crm").info("inside the request")
+            start_response("200 OK", [("Content-Type", "text/plain"), *(extra_headers or [])])
+            return [b"ok"]
+
+    return app
+
+
+def _call(middleware: Any) -> list[tuple[str, str]]:
+    seen: list[list[tuple[str, str]]] = []
+    body = middleware({"REQUEST_METHOD": "GET", "PATH_INFO": "/x"},
+                      lambda status, headers, exc_info=None: seen.append(headers))
+    assert list(body) == [b"ok"]
+    return seen[0]
+
+
+def test_a_bare_wsgi_app_gets_the_trace_id_headers_of_its_server_span() -> None:
+    with capture_telemetry() as telemetry:
+        headers = dict(_call(TenantWSGIMiddleware(_server_app(telemetry.runtime, [("Server-Timing", "db;dur=3")]))))
+        server = telemetry.spans()[0]
+    value = f"00-{server.context.trace_id:032x}-{server.context.span_id:016x}-01"
+    assert headers["traceresponse"] == value
+    assert headers["Server-Timing"] == f'db;dur=3, traceparent;desc="{value}"'
+
+
+def test_trace_response_header_false_turns_both_headers_off() -> None:
+    with capture_telemetry(trace_response_header=False) as telemetry:
+        names = {name.lower() for name, _ in _call(TenantWSGIMiddleware(_server_app(telemetry.runtime)))}
+    assert names == {"content-type"}
+
+
+def _json_access_lines(run: Any) -> list[dict[str, Any]]:
+    """The JSON access lines written while `run()` runs (the ordinary logging path)."""
+    import io
+    import json
+
+    from otel_crm._internal.stdout import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(service="s", environment="test"))
+    access_logger = logging.getLogger("otel_crm.access")
+    access_logger.addHandler(handler)
+    level = access_logger.level
+    access_logger.setLevel(logging.INFO)
+    try:
+        run()
+    finally:
+        access_logger.removeHandler(handler)
+        access_logger.setLevel(level)
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(("ratio", "kept"), [(0.0, False), (1.0, True)])
+def test_the_access_line_carries_the_final_tail_decision(ratio: float, kept: bool) -> None:
+    """Tail mode: the records written inside the request (trace undecided) claim nothing; the
+    access line, written after the server span ended, carries the decision, on stdout (JSON) and
+    as `crm.trace.sampled` on the log record."""
+    with capture_telemetry(sampling_mode="tail", sampling_ratio=ratio) as telemetry:
+        lines = _json_access_lines(lambda: _call(TenantWSGIMiddleware(_server_app(telemetry.runtime))))
+        records = {r.log_record.body: r.log_record.attributes or {} for r in telemetry.logs()}
+        exported = telemetry.spans()
+    assert len(exported) == (1 if kept else 0)
+    assert lines[0]["trace_sampled"] is kept and lines[0]["path"] == "/x"
+    assert records["GET /x 200"]["crm.trace.sampled"] is kept
+    assert "crm.trace.sampled" not in records["inside the request"]
+
+
+@pytest.mark.parametrize(("ratio", "kept"), [(0.0, False), (1.0, True)])
+def test_head_mode_records_carry_the_head_decision_from_the_start(ratio: float, kept: bool) -> None:
+    with capture_telemetry(sampling_mode="head", sampling_ratio=ratio) as telemetry:
+        lines = _json_access_lines(lambda: _call(TenantWSGIMiddleware(_server_app(telemetry.runtime))))
+        records = {r.log_record.body: r.log_record.attributes or {} for r in telemetry.logs()}
+        headers = dict(_call(TenantWSGIMiddleware(_server_app(telemetry.runtime))))
+    assert lines[0]["trace_sampled"] is kept
+    assert records["inside the request"]["crm.trace.sampled"] is kept
+    assert headers["traceresponse"].endswith("-01" if kept else "-00")

@@ -84,3 +84,28 @@ def test_one_global_only() -> None:
     assert globals_of_type == ["_current"]
     with pytest.raises(ImportError):
         __import__("otel_crm._internal.config")
+
+
+def test_trace_sampled_per_mode() -> None:
+    """Off and collector: everything is exported (true); head: the flag; nothing composed: no claim;
+    tail: the tail sampler's answer (None while undecided)."""
+    from otel_crm._internal.runtime import Runtime
+    from otel_crm._internal.settings import resolve_settings
+    from otel_crm.testing import capture_telemetry
+
+    for mode in ("off", "collector"):
+        with capture_telemetry(sampling_mode=mode) as telemetry:
+            assert telemetry.runtime.trace_sampled(1, True) is True
+    with capture_telemetry(sampling_mode="head") as telemetry:
+        assert telemetry.runtime.tail_sampler is None
+        assert telemetry.runtime.trace_sampled(1, True) is True
+        assert telemetry.runtime.trace_sampled(1, False) is False
+    assert Runtime(settings=resolve_settings({})).trace_sampled(1, True) is None
+    with capture_telemetry(sampling_mode="tail", sampling_ratio=1.0) as telemetry:
+        runtime = telemetry.runtime
+        assert runtime.tail_sampler is not None
+        with runtime.tracer("t").start_as_current_span("root") as root:
+            trace_id = root.get_span_context().trace_id
+            assert runtime.trace_sampled(trace_id, True) is None  # undecided: no claim
+        assert runtime.trace_sampled(trace_id, True) is True
+        assert runtime.trace_sampled(trace_id, False) is False  # an unsampled span is never exported

@@ -1,5 +1,5 @@
 """Tenant context and access line around any ASGI app (HTTP and websocket scopes get the tenant
-context; HTTP requests get the access line)."""
+context; HTTP requests get the access line and the trace id response headers, `trace_response.py`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from opentelemetry import context
 
 from otel_crm._internal.access import AccessLine
 from otel_crm._internal.integrations.extractor import TenantExtractor, default_extractor
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.safety import guard
 from otel_crm._internal.tenancy import context_with_tenant
+from otel_crm._internal.trace_response import asgi_trace_headers
 
 __all__ = ["TenantASGIMiddleware"]
 
@@ -49,9 +51,18 @@ class TenantASGIMiddleware:
             if tenant is not None:
                 token = context.attach(context_with_tenant(tenant))
 
+        trace_headers = current_runtime().settings.trace_response_header
+
         async def capturing_send(message: Message) -> None:
             if message.get("type") == "http.response.start":
                 access.response_started(message.get("status", 500))
+                if trace_headers:
+                    try:
+                        message["headers"] = asgi_trace_headers(message.get("headers") or (),
+                                                                access.server_span_context())
+                    except Exception:
+                        with guard("trace_response"):
+                            raise
             await send(message)
 
         try:

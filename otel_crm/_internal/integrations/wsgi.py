@@ -1,4 +1,5 @@
-"""Tenant context and access line around any WSGI app.
+"""Tenant context, access line and the trace id response headers (`trace_response.py`) around
+any WSGI app.
 
 The tenant context is opened *outside* the framework's server span when we wrap the app itself
 (`frameworks.py` wraps `Flask.__call__` and Django's WSGI handler), so the server span, every
@@ -15,8 +16,10 @@ from opentelemetry import context
 
 from otel_crm._internal.access import AccessLine
 from otel_crm._internal.integrations.extractor import TenantExtractor, default_extractor
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.safety import guard
 from otel_crm._internal.tenancy import Tenant, context_with_tenant
+from otel_crm._internal.trace_response import wsgi_trace_headers
 
 __all__ = ["TenantWSGIMiddleware", "wsgi_call"]
 
@@ -52,8 +55,16 @@ def wsgi_call(app: WSGIApp, extractor: TenantExtractor, environ: dict[str, Any],
         with guard("tenant_extraction"):
             raise
 
+    trace_headers = current_runtime().settings.trace_response_header
+
     def capturing_start_response(status: str, headers: Any, exc_info: ExcInfo | None = None) -> Any:
         access.response_started(status)
+        if trace_headers:
+            try:
+                headers = wsgi_trace_headers(headers, access.server_span_context())
+            except Exception:
+                with guard("trace_response"):
+                    raise
         return start_response(status, headers, exc_info)
 
     lazy = False
