@@ -37,7 +37,7 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
-from otel_crm._internal import scrub_decode
+from otel_crm._internal import regex_compat, scrub_decode
 from otel_crm._internal import scrub_patterns as sp
 from otel_crm._internal.safety import guard
 from otel_crm._internal.scrub_patterns import DENIED_KEYS, KEEP, REDACT, ScrubCallback, ScrubMatch
@@ -146,14 +146,14 @@ class Scrubber:
     def _variant(self, mask: int) -> re.Pattern[str]:
         branches = [f"(?P<{name}>{spec[4]})" for name, spec in sp.SPECS.items() if spec[0] & mask
                     and (not mask & sp.PERCENT_ONLY or name in sp.PERCENT_SPECS)]
-        regex = re.compile("|".join(branches), re.ASCII)
+        regex = regex_compat.compile("|".join(branches), re.ASCII)
         self._variants[mask] = regex
         return regex
 
     def _singles(self, regex: re.Pattern[str]) -> list[re.Pattern[str]]:
         """The patterns of an alternation (a variant), each compiled on its own (cached)."""
         return [self._alone.get(name) or self._alone.setdefault(
-                    name, re.compile(f"(?P<{name}>{sp.SPECS[name][4]})", re.ASCII))
+                    name, regex_compat.compile(f"(?P<{name}>{sp.SPECS[name][4]})", re.ASCII))
                 for name in regex.groupindex if name in sp.SPECS]
 
     def _sub(self, regex: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]) -> str:

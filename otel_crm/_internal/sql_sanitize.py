@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import re
 
+from otel_crm._internal import regex_compat
+
 __all__ = ["sanitize_sql"]
 
 _MYSQL = frozenset({"mysql", "mariadb"})
@@ -48,7 +50,7 @@ _KEEP, _COMMENT, _LITERAL = 0, 1, 2  # when two readings overlap, the higher one
 def _regions(string: str, double_quoted: str) -> re.Pattern[str]:
     # Every region starts with one of a few characters, consumed first so the regex engine can
     # skip ahead to them in C; a lookbehind on that character then picks the kind.
-    return re.compile(
+    return regex_compat.compile(
         r"""[-/#$`'"]"""
         r"(?:(?<=-)(?P<line>-[^\n]*+)"
         # A block comment without a nested "/*" ends at its "*/"; with one (PostgreSQL nests,
@@ -63,19 +65,19 @@ def _regions(string: str, double_quoted: str) -> re.Pattern[str]:
 
 _STANDARD = _regions(r"(?:[^']++|'')*+(?:'|\Z)", r'(?:[^"]++|"")*+(?:"|\Z)')
 _BACKSLASH = _regions(r"(?:[^'\\]++|''|\\(?s:.)?)*+(?:'|\Z)", r'(?:[^"\\]++|""|\\(?s:.)?)*+(?:"|\Z)')
-_PREFIX = re.compile(r"(?<![\w$@#])(?i:[enbxr]|u&|_[a-z0-9]{1,32})\Z")  # E'', N'', X'', _utf8''
+_PREFIX = regex_compat.compile(r"(?<![\w$@#])(?i:[enbxr]|u&|_[a-z0-9]{1,32})\Z")  # E'', N'', X'', _utf8''
 # Numbers (a sign folded in right after an operator, or an operator and one space) and booleans,
 # in code; again one leading character class, then lookbehinds.
 _OPERATOR = r"[=<>(,*/%+\-|&^~!]"
-_VALUES = re.compile(
+_VALUES = regex_compat.compile(
     r"[-+0-9.TtFf]"
     rf"(?:(?<=[-+])(?:(?<={_OPERATOR}[-+])|(?<={_OPERATOR} [-+]))(?=\.?[0-9])"
     r"(?:[0-9][\w.]*+|\.[0-9][\w.]*+)(?:(?<=[eE])[-+][0-9][\w.]*+)?"
     r"|(?<![\w$@#?:.][0-9.])(?:(?<=[0-9])[\w.]*+|(?<=\.)[0-9][\w.]*+)(?:(?<=[eE])[-+][0-9][\w.]*+)?"
     r"|(?<![\w$@#.][Tt])(?<=[Tt])(?i:rue)(?![\w$@#])|(?<![\w$@#.][Ff])(?<=[Ff])(?i:alse)(?![\w$@#]))")
-_IN_LIST = re.compile(r"(?<![\w$])(?P<kw>(?i:IN))\s*+\(\s*+\x00(?:\s*+,\s*+\x00)++\s*+\)")
-_LIKE_BEFORE = re.compile(r"(?<![\w$])(?i:I?LIKE)\Z")
-_CONTROL = re.compile(r"[\x00-\x1f]")
+_IN_LIST = regex_compat.compile(r"(?<![\w$])(?P<kw>(?i:IN))\s*+\(\s*+\x00(?:\s*+,\s*+\x00)++\s*+\)")
+_LIKE_BEFORE = regex_compat.compile(r"(?<![\w$])(?i:I?LIKE)\Z")
+_CONTROL = regex_compat.compile(r"[\x00-\x1f]")
 _CODE_ONLY = " \t\r\n,()=;"  # a gap made only of these holds no value
 
 
