@@ -25,10 +25,13 @@ from otel_crm._internal.settings import Settings
 from otel_crm._internal.stdout import stdout_handler
 from otel_crm._internal.tenancy import current_tenant
 
-__all__ = ["CountingBatchLogRecordProcessor", "TenantLogProcessor", "create_logger_provider",
+__all__ = ["LOCAL_ONLY", "CountingBatchLogRecordProcessor", "TenantLogProcessor", "create_logger_provider",
            "install_log_handlers", "remove_log_handlers"]
 
 _MARK = "_otel_crm_handler"
+# A record carrying this attribute (`extra={LOCAL_ONLY: True}`) is not exported over OTLP: the
+# exit line, written after the logs pipeline shut down.
+LOCAL_ONLY = "otel_crm_local_only"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -88,7 +91,7 @@ def _otlp_handler(level: int, logger_provider: LoggerProvider) -> logging.Handle
 def _not_access_log(record: logging.LogRecord) -> bool:
     # The access line repeats what the server span already carries (method, route, status,
     # duration, trace id): it goes to stdout for grep-ability, not a second time over OTLP.
-    return record.name != ACCESS_LOGGER
+    return record.name != ACCESS_LOGGER and not getattr(record, LOCAL_ONLY, False)
 
 
 class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
