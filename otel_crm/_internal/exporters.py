@@ -218,6 +218,9 @@ class _ExitDropping:
 class _ForkSafeBatchExporter(_ExitDropping):
     """Span and log exporters share one interface: export(batch), shutdown(), force_flush()."""
 
+    _success: Any
+    _failure: Any
+
     def __init__(self, build: Callable[[], Any]):
         self._exporter = _PerProcess(build)
 

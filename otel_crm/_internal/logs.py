@@ -20,6 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from otel_crm._internal import semconv
 from otel_crm._internal.access import ACCESS_LOGGER, install_access_line, uninstall_access_line
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
+from otel_crm._internal.framework_logs import mute_server_request_lines, unmute_server_request_lines
 from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.stdout import stdout_handler
@@ -144,6 +145,8 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
         setattr(handler, _MARK, True)
         root.addHandler(handler)
     install_access_line(settings, root, added, stdout)
+    if stdout is not None and settings.access_log:  # ours replaces the dev servers' request line
+        mute_server_request_lines()
     # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
     if added and root.level == logging.WARNING and level < logging.WARNING:
         root.setLevel(level)
@@ -155,6 +158,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
 
 def remove_log_handlers(root: logging.Logger | None = None) -> None:
     uninstall_access_line()
+    unmute_server_request_lines()
     root = root or logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):
