@@ -19,6 +19,7 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
 from otel_crm._internal.access import ACCESS_LOGGER, install_access_line, uninstall_access_line
+from otel_crm._internal.basic_config import install_basic_config_hook, uninstall_basic_config_hook
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.framework_logs import mute_server_request_lines, unmute_server_request_lines
 from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
@@ -147,6 +148,8 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     install_access_line(settings, root, added, stdout)
     if stdout is not None and settings.access_log:  # ours replaces the dev servers' request line
         mute_server_request_lines()
+    if stdout is not None:  # the app's basicConfig() would otherwise do nothing
+        install_basic_config_hook(stdout, added)
     # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
     if added and root.level == logging.WARNING and level < logging.WARNING:
         root.setLevel(level)
@@ -159,6 +162,7 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
 def remove_log_handlers(root: logging.Logger | None = None) -> None:
     uninstall_access_line()
     unmute_server_request_lines()
+    uninstall_basic_config_hook()
     root = root or logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):

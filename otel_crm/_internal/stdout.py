@@ -120,8 +120,9 @@ class JsonFormatter(logging.Formatter):
 class ScrubbingTextFormatter(logging.Formatter):
     """The text format, scrubbed like the JSON one: nothing leaves the process unscrubbed."""
 
-    def __init__(self, fmt: str = TEXT_FORMAT, *, scrub: Scrub | None = None):
-        super().__init__(fmt)
+    def __init__(self, fmt: str = TEXT_FORMAT, datefmt: str | None = None, style: Any = "%", *,
+                 scrub: Scrub | None = None):
+        super().__init__(fmt, datefmt, style)
         self._scrub = scrub
 
     def format(self, record: logging.LogRecord) -> str:
@@ -136,8 +137,9 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     flush_interval = 0.5
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, *, scrub: Scrub | None = None):
         super().__init__(stream)
+        self.scrub = scrub  # for a format the app sets later (basic_config.py)
         self._last_flush = time.monotonic()
         self._timer: threading.Timer | None = None
 
@@ -181,7 +183,7 @@ def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None
     `log_format=none`. The caller attaches it to the root logger."""
     if settings.log_format == "none":
         return None
-    handler = LazyFlushStreamHandler(sys.stdout)
+    handler = LazyFlushStreamHandler(sys.stdout, scrub=scrub)
     handler.setLevel(level)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(service=settings.service_name, environment=settings.environment,
