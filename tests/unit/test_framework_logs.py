@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from werkzeug._internal import _log as werkzeug_log
 
+from otel_crm._internal.access import ACCESS_LOGGER
 from otel_crm._internal.framework_logs import mute_server_request_lines, unmute_server_request_lines
 from otel_crm._internal.logs import install_log_handlers, remove_log_handlers
 from otel_crm._internal.settings import resolve_settings
@@ -59,9 +60,14 @@ def test_muted_only_while_our_access_line_is_on(seen: _Seen) -> None:
         werkzeug_log("info", '127.0.0.1 - - [x] "%s" %s %s', "GET / HTTP/1.1", "200", "-")
 
     root = logging.Logger("isolated-root-fw")
-    install_log_handlers(resolve_settings({}, logs_exporter=["none"], access_log=False), None, root=root)
-    request_line()
-    remove_log_handlers(root)
+    access = logging.getLogger(ACCESS_LOGGER)
+    before = access.level
+    try:
+        install_log_handlers(resolve_settings({}, logs_exporter=["none"], access_log=False), None, root=root)
+        request_line()
+        remove_log_handlers(root)
+    finally:
+        access.setLevel(before)  # access_log=False mutes the (global) access logger
     install_log_handlers(resolve_settings({}, logs_exporter=["none"]), None, root=root)
     request_line()
     remove_log_handlers(root)
