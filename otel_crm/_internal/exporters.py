@@ -231,6 +231,8 @@ class _ForkSafeBatchExporter(_ExitDropping):
         result = self._exporter.current().export(batch)
         if result == self._success:
             self.succeeded = True
+        elif self._dropping:  # a batch in flight (retrying) when the exit found no collector
+            exit_drop.count(self.signal, len(batch))
         return result
 
     def shutdown(self) -> None:
@@ -272,6 +274,8 @@ class ForkSafeMetricExporter(_ExitDropping, MetricExporter):
             metrics_data, timeout_millis=timeout_millis, **kwargs)
         if result is MetricExportResult.SUCCESS:
             self.succeeded = True
+        elif self._dropping:
+            exit_drop.count(self.signal, _data_points(metrics_data))
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

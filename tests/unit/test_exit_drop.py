@@ -89,3 +89,21 @@ def test_a_reachable_endpoint_keeps_the_ordinary_flush() -> None:
     span.end()
     assert exporter.export([span]) is SpanExportResult.SUCCESS
     assert exit_drop.summary() is None
+
+
+def test_a_batch_in_flight_when_the_exit_found_no_collector_is_counted() -> None:
+    span = TracerProvider().get_tracer("t").start_span("s")
+    span.end()
+    exporter: ForkSafeSpanExporter
+
+    class Retrying(SpanExporter):
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            exporter.drop_from_now()  # the exit hook runs while this batch is retrying
+            return SpanExportResult.FAILURE
+
+    exporter = ForkSafeSpanExporter(Retrying)
+    exporter.endpoint = "127.0.0.1:9"
+    exit_drop.register(exporter)
+    assert exporter.export([span, span, span]) is SpanExportResult.FAILURE
+    exit_drop.prepare([])  # marks nothing; the line lists only unreachable endpoints
+    assert exit_drop._dropped == {"traces": 3}
