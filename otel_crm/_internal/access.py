@@ -16,7 +16,6 @@ handler filters it out (`logs.py`); stdout, and any handler the host adds, get i
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
+from otel_crm._internal.request_span import server_spans
 from otel_crm._internal.safety import guard
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.stdout import JsonFormatter, LazyFlushStreamHandler
@@ -37,12 +37,8 @@ __all__ = ["ACCESS_LOGGER", "AccessLine", "ServerSpanCapture", "access_fast_path
 ACCESS_LOGGER = "otel_crm.access"
 access_log = logging.getLogger(ACCESS_LOGGER)  # getLogger() takes logging's module lock: once
 
-# Set by AccessLine for one request: the first SERVER span started in it lands here, so the
-# access line can carry its trace id even when the framework ended and detached it (Django does,
-# before the WSGI handler calls start_response). A plain ContextVar: instrumentations replace the
-# OpenTelemetry context wholesale when they extract, this survives that.
-_server_spans: contextvars.ContextVar[list[Span] | None] = contextvars.ContextVar(
-    "otel_crm_request_server_span", default=None)
+# The request's server span holder (see request_span.py: stdout lines use it too).
+_server_spans = server_spans
 
 
 class ServerSpanCapture(SpanProcessor):

@@ -9,11 +9,11 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_crm._internal import forks, sdk_compat, semconv
+from otel_crm._internal import exit_drop, forks, sdk_compat, semconv
 from otel_crm._internal.safety import telemetry_dropped_counter
 from otel_crm._internal.settings import Settings
 
@@ -27,11 +27,16 @@ def otlp_exporter(settings: Settings, signal: str) -> Any:
     def build() -> Any:
         return _build_otlp_exporter(settings, signal)
 
+    exporter: Any
     if signal == "traces":
-        return ForkSafeSpanExporter(build)
-    if signal == "metrics":
-        return ForkSafeMetricExporter(build)
-    return ForkSafeLogExporter(build)
+        exporter = ForkSafeSpanExporter(build)
+    elif signal == "metrics":
+        exporter = ForkSafeMetricExporter(build)
+    else:
+        exporter = ForkSafeLogExporter(build)
+    exporter.endpoint = settings.endpoint_for(signal)
+    exit_drop.register(exporter)
+    return exporter
 
 
 def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
@@ -188,31 +193,73 @@ class _PerProcess:
             self._exporter.shutdown(**kwargs)
 
 
-class _ForkSafeBatchExporter:
+class _ExitDropping:
+    """The exit side of an exporter (`exit_drop`): whether an export ever succeeded, and dropping
+    (counted) instead of sending once the endpoint was found unreachable at exit."""
+
+    signal = ""
+    endpoint = ""
+    succeeded = False
+    _dropping = False
+    _closed = False
+    _exporter: _PerProcess
+
+    def drop_from_now(self) -> None:
+        self._dropping = True
+        # Wakes an export sleeping between retries (the gRPC exporter waits on its shutdown event).
+        self._close()
+
+    def _close(self, **kwargs: Any) -> None:
+        if not self._closed:  # the SDK warns on a second shutdown()
+            self._closed = True
+            self._exporter.shutdown(**kwargs)
+
+
+class _ForkSafeBatchExporter(_ExitDropping):
     """Span and log exporters share one interface: export(batch), shutdown(), force_flush()."""
+
+    _success: Any
+    _failure: Any
 
     def __init__(self, build: Callable[[], Any]):
         self._exporter = _PerProcess(build)
 
     def export(self, batch: Sequence[Any]) -> Any:
-        return self._exporter.current().export(batch)
+        if self._dropping:
+            exit_drop.count(self.signal, len(batch))
+            return self._failure
+        result = self._exporter.current().export(batch)
+        if result == self._success:
+            self.succeeded = True
+        elif self._dropping:  # a batch in flight (retrying) when the exit found no collector
+            exit_drop.count(self.signal, len(batch))
+        return result
 
     def shutdown(self) -> None:
-        self._exporter.shutdown()
+        self._close()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return bool(self._exporter.current().force_flush(timeout_millis))
 
 
 class ForkSafeSpanExporter(_ForkSafeBatchExporter, SpanExporter):
-    pass
+    signal = "traces"
+    _success, _failure = SpanExportResult.SUCCESS, SpanExportResult.FAILURE
 
 
 class ForkSafeLogExporter(_ForkSafeBatchExporter, LogRecordExporter):
-    pass
+    signal = "logs"
+    _success, _failure = LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
 
 
-class ForkSafeMetricExporter(MetricExporter):
+def _data_points(metrics_data: MetricsData) -> int:
+    return sum(len(metric.data.data_points) for resource in metrics_data.resource_metrics
+               for scope in resource.scope_metrics for metric in scope.metrics)
+
+
+class ForkSafeMetricExporter(_ExitDropping, MetricExporter):
+    signal = "metrics"
+
     def __init__(self, build: Callable[[], MetricExporter]):
         self._exporter = _PerProcess(build)
         temporality, aggregation = sdk_compat.metric_exporter_preferences(self._exporter.current())
@@ -220,15 +267,22 @@ class ForkSafeMetricExporter(MetricExporter):
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
                **kwargs: Any) -> MetricExportResult:
+        if self._dropping:
+            exit_drop.count(self.signal, _data_points(metrics_data))
+            return MetricExportResult.FAILURE
         result: MetricExportResult = self._exporter.current().export(
             metrics_data, timeout_millis=timeout_millis, **kwargs)
+        if result is MetricExportResult.SUCCESS:
+            self.succeeded = True
+        elif self._dropping:
+            exit_drop.count(self.signal, _data_points(metrics_data))
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         return bool(self._exporter.current().force_flush(timeout_millis=timeout_millis))
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._exporter.shutdown(timeout_millis=timeout_millis, **kwargs)
+        self._close(timeout_millis=timeout_millis, **kwargs)
 
 
 class QueueGuard:
@@ -245,6 +299,8 @@ class QueueGuard:
         self._lock = threading.Lock()
         self._attributes = {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "queue_full"}
         self._dropped = telemetry_dropped_counter(meter) if meter is not None else None
+        if self._dropped is not None:
+            exit_drop.set_counter(self._dropped)
         _queue_guards.add(self)
 
     def offer(self, item: Any, enqueue: Callable[[Any], None]) -> None:

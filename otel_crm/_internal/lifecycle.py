@@ -28,9 +28,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_crm._internal import forks, semconv
+from otel_crm._internal import exit_drop, forks, semconv
 from otel_crm._internal.compose import compose
-from otel_crm._internal.logs import install_log_handlers
+from otel_crm._internal.logs import LOCAL_ONLY, install_log_handlers
 from otel_crm._internal.propagation import install_propagator
 from otel_crm._internal.runtime import (
     Runtime,
@@ -38,6 +38,7 @@ from otel_crm._internal.runtime import (
     installed_runtime,
     set_current_runtime,
 )
+from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.scrub_patterns import ScrubCallback
 from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_resource
 from otel_crm._internal.settings import resolve_settings
@@ -116,6 +117,19 @@ def quiet_exporter_logs() -> None:
 _installed = False
 
 
+def _exit_shutdown(shutdown: Callable[[], Any]) -> Callable[[], None]:
+    """The exit flush: endpoints that refuse connections get no flush attempt (their exporters
+    drop and count instead, `exit_drop`), the others the ordinary one."""
+    def run() -> None:
+        try:
+            exit_drop.prepare()
+        except Exception as exc:
+            report_internal_error("shutdown", exc, raise_in_tests=False)
+        shutdown()
+
+    return run
+
+
 def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
     """Flush and shut down at interpreter exit and on SIGTERM, each bounded by `timeout`.
 
@@ -134,7 +148,10 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
             if state["done"]:
                 return
             state["done"] = True
-        run_with_deadline(shutdown, timeout, "shutdown")
+        run_with_deadline(_exit_shutdown(shutdown), timeout, "shutdown")
+        line = exit_drop.summary()
+        if line is not None:  # stdout only: the logs pipeline is shut down by now
+            _log.warning(line, extra={LOCAL_ONLY: True})
 
     atexit.register(once)
     if threading.current_thread() is not threading.main_thread():

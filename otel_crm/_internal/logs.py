@@ -19,17 +19,22 @@ from opentelemetry.sdk.resources import Resource
 
 from otel_crm._internal import semconv
 from otel_crm._internal.access import ACCESS_LOGGER, install_access_line, uninstall_access_line
+from otel_crm._internal.basic_config import install_basic_config_hook, uninstall_basic_config_hook
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
+from otel_crm._internal.framework_logs import mute_server_request_lines, unmute_server_request_lines
 from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.stdout import stdout_handler
 from otel_crm._internal.tenancy import current_tenant
 
-__all__ = ["CountingBatchLogRecordProcessor", "TenantLogProcessor", "create_logger_provider",
+__all__ = ["LOCAL_ONLY", "CountingBatchLogRecordProcessor", "TenantLogProcessor", "create_logger_provider",
            "install_log_handlers", "remove_log_handlers"]
 
 _MARK = "_otel_crm_handler"
+# A record carrying this attribute (`extra={LOCAL_ONLY: True}`) is not exported over OTLP: the
+# exit line, written after the logs pipeline shut down.
+LOCAL_ONLY = "otel_crm_local_only"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 
@@ -96,7 +101,7 @@ def _otlp_handler(level: int, logger_provider: LoggerProvider) -> logging.Handle
 def _not_access_log(record: logging.LogRecord) -> bool:
     # The access line repeats what the server span already carries (method, route, status,
     # duration, trace id): it goes to stdout for grep-ability, not a second time over OTLP.
-    return record.name != ACCESS_LOGGER
+    return record.name != ACCESS_LOGGER and not getattr(record, LOCAL_ONLY, False)
 
 
 class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
@@ -149,6 +154,10 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
         setattr(handler, _MARK, True)
         root.addHandler(handler)
     install_access_line(settings, root, added, stdout)
+    if stdout is not None and settings.access_log:  # ours replaces the dev servers' request line
+        mute_server_request_lines()
+    if stdout is not None:  # the app's basicConfig() would otherwise do nothing
+        install_basic_config_hook(stdout, added)
     # Python's root logger defaults to WARNING; lower it only if nobody has touched it.
     if added and root.level == logging.WARNING and level < logging.WARNING:
         root.setLevel(level)
@@ -160,6 +169,8 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
 
 def remove_log_handlers(root: logging.Logger | None = None) -> None:
     uninstall_access_line()
+    unmute_server_request_lines()
+    uninstall_basic_config_hook()
     root = root or logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):

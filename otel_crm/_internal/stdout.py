@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -22,15 +23,15 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
-from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
+from otel_crm._internal.request_span import request_span_context
 from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import current_tenant
 
 __all__ = ["REQUEST_FIELDS", "TEXT_FORMAT", "JsonFormatter", "LazyFlushStreamHandler", "ScrubbingTextFormatter",
-           "stdout_handler"]
+           "stdout_handler", "strip_ansi"]
 
 # The extras a log record may carry into a JSON line (the access line passes them as `extra=`).
 REQUEST_FIELDS = ("method", "path", "status_code", "latency_ms")
@@ -41,6 +42,13 @@ Scrub = Callable[[str], str]
 # access line): build each encoder once; they hold no state between calls, so threads share them.
 _encode_line = json.JSONEncoder(ensure_ascii=False).encode
 _encode_record = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# ANSI escape sequences (werkzeug colours its request and startup lines for a terminal): a log
+# line is searched and parsed, never displayed as-is, so they go.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,7 +63,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         payload = self._payload(record.created, record.levelname.lower(), record.getMessage(), record.name,
-                                trace.get_current_span().get_span_context())
+                                request_span_context())
         for key in REQUEST_FIELDS:
             value = record.__dict__.get(key)
             if value is not None:
@@ -111,18 +119,20 @@ class JsonFormatter(logging.Formatter):
         return payload
 
     def _clean(self, text: str) -> str:
+        text = strip_ansi(text)
         return self._scrub(text) if self._scrub is not None else text
 
 
 class ScrubbingTextFormatter(logging.Formatter):
     """The text format, scrubbed like the JSON one: nothing leaves the process unscrubbed."""
 
-    def __init__(self, fmt: str = TEXT_FORMAT, *, scrub: Scrub | None = None):
-        super().__init__(fmt)
+    def __init__(self, fmt: str = TEXT_FORMAT, datefmt: str | None = None, style: Any = "%", *,
+                 scrub: Scrub | None = None):
+        super().__init__(fmt, datefmt, style)
         self._scrub = scrub
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = strip_ansi(super().format(record))
         return self._scrub(text) if self._scrub is not None else text
 
 
@@ -133,8 +143,9 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     flush_interval = 0.5
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, *, scrub: Scrub | None = None):
         super().__init__(stream)
+        self.scrub = scrub  # for a format the app sets later (basic_config.py)
         self._last_flush = time.monotonic()
         self._timer: threading.Timer | None = None
 
@@ -178,7 +189,7 @@ def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None
     `log_format=none`. The caller attaches it to the root logger."""
     if settings.log_format == "none":
         return None
-    handler = LazyFlushStreamHandler(sys.stdout)
+    handler = LazyFlushStreamHandler(sys.stdout, scrub=scrub)
     handler.setLevel(level)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(service=settings.service_name, environment=settings.environment,

@@ -135,3 +135,29 @@ def test_lazy_flush_flushes_warnings_at_once_and_info_lines_soon_after() -> None
     wait_until(lambda: stream.flushes == 1, 5, "the timer's flush of the idle handler's info lines")
     logger.warning("three")
     assert stream.flushes == 2, "a warning is flushed at once"
+
+
+def test_ansi_escapes_are_stripped_from_json_and_text_lines() -> None:
+    record = logging.LogRecord("werkzeug", logging.INFO, __file__, 1, '"%s" %s',
+                               ("\x1b[33mGET /x HTTP/1.1\x1b[0m", "\x1b[1m\x1b[31m404\x1b[0m"), None)
+    line = json.loads(JsonFormatter(service="s", environment="e").format(record))
+    assert line["message"] == '"GET /x HTTP/1.1" 404'
+    text = ScrubbingTextFormatter("%(message)s").format(record)
+    assert text == '"GET /x HTTP/1.1" 404'
+
+
+def test_a_line_inside_a_request_whose_server_span_was_detached_keeps_its_trace() -> None:
+    from otel_crm._internal.request_span import server_spans
+
+    logger = logging.getLogger("test.detached")
+    formatter = JsonFormatter(service="crm", environment="prod")
+    span = TracerProvider().get_tracer("t").start_span("GET /x", kind=trace.SpanKind.SERVER)
+    span.end()  # Django's instrumentation ends and detaches it before `Not Found: /x` is logged
+    token = server_spans.set([span])  # type: ignore[list-item]
+    try:
+        line = _formatted(logger, formatter, lambda: logger.warning("Not Found: /x"))
+    finally:
+        server_spans.reset(token)
+    assert line["correlation_id"] == format(span.get_span_context().trace_id, "032x")
+    outside = _formatted(logger, formatter, lambda: logger.warning("after the request"))
+    assert "correlation_id" not in outside
