@@ -56,7 +56,7 @@ install() { # python venv
   "$1" -m venv "$2"
   local t0=$SECONDS
   if timeout "$STEP_TIMEOUT" "$2/bin/python" -m pip install -q --no-compile "$wheel[$EXTRAS]" opentelemetry-distro \
-      pytest pytest-asyncio >"$2.install.log" 2>&1; then
+      pytest pytest-asyncio pyyaml >"$2.install.log" 2>&1; then
     echo "$((SECONDS - t0))" >"$2.install.ok"
   else
     echo "$((SECONDS - t0))" >"$2.install.failed"
