@@ -24,8 +24,9 @@ from typing import IO, Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
+from otel_crm._internal import semconv
 from otel_crm._internal.settings import Settings
-from otel_crm._internal.tenancy import current_tenant
+from otel_crm._internal.tenancy import TenantForm, current_tenant, tenant_form
 
 __all__ = ["REQUEST_FIELDS", "TEXT_FORMAT", "JsonFormatter", "LazyFlushStreamHandler", "ScrubbingTextFormatter",
            "stdout_handler"]
@@ -43,8 +44,9 @@ _encode_record = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, *, service: str, environment: str, capture_user_id: bool = False,
-                 scrub: Scrub | None = None):
+                 scrub: Scrub | None = None, tenant: TenantForm | None = None):
         super().__init__()
+        self._tenant = tenant or tenant_form(None)
         self._service = service
         self._environment = environment
         self._capture_user_id = capture_user_id
@@ -99,9 +101,9 @@ class JsonFormatter(logging.Formatter):
             payload["span_id"] = format(span_context.span_id, "016x")
         tenant = current_tenant()
         if tenant is not None:
-            payload["tenant_id"] = tenant.id
+            payload["tenant_id"] = self._tenant(tenant.id)  # as on spans, logs and metrics
             if self._capture_user_id and tenant.user_id:
-                payload["user_id"] = tenant.user_id
+                payload["user_id"] = self._tenant(tenant.user_id, semconv.USER_ID)
         return payload
 
     def _clean(self, text: str) -> str:
@@ -167,7 +169,8 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
 
-def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None) -> LazyFlushStreamHandler | None:
+def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None,
+                   tenant: TenantForm | None = None) -> LazyFlushStreamHandler | None:
     """The stdout handler the settings ask for (JSON or text, scrubbed), or None for
     `log_format=none`. The caller attaches it to the root logger."""
     if settings.log_format == "none":
@@ -176,7 +179,8 @@ def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None
     handler.setLevel(level)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(service=settings.service_name, environment=settings.environment,
-                                           capture_user_id=settings.capture_user_id, scrub=scrub))
+                                           capture_user_id=settings.capture_user_id, scrub=scrub,
+                                           tenant=tenant))
     else:
         handler.setFormatter(ScrubbingTextFormatter(TEXT_FORMAT, scrub=scrub))
     return handler

@@ -309,7 +309,7 @@ def test_1000_tenants_make_at_most_limit_plus_one_series_and_overflow_is_counted
             tenants = {p.attributes.get("crm.tenant.id") for p in telemetry.metric_points(name)}
             assert len(tenants) <= limit + 1, (name, len(tenants))
             assert OTHER_TENANT in tenants
-        overflow = telemetry.metric_sum("crm.tenant.overflow", crm__metric__name="crm.requests")
+        overflow = telemetry.metric_sum("crm.metric.overflow", crm__metric__name="crm.requests")
         assert overflow == 1000 - limit
         # A tenant that got a slot keeps it; one that did not stays __other__.
         with tenant_context("t0000"), tracer.start_as_current_span("job"):
