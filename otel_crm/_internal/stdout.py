@@ -29,7 +29,7 @@ from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import TenantForm, current_tenant, tenant_form
 
 __all__ = ["REQUEST_FIELDS", "TEXT_FORMAT", "JsonFormatter", "LazyFlushStreamHandler", "ScrubbingTextFormatter",
-           "stdout_handler"]
+           "escape_controls", "stdout_handler"]
 
 # The extras a log record may carry into a JSON line (the access line passes them as `extra=`).
 REQUEST_FIELDS = ("method", "path", "status_code", "latency_ms")
@@ -110,8 +110,20 @@ class JsonFormatter(logging.Formatter):
         return self._scrub(text) if self._scrub is not None else text
 
 
+# CR, LF and every other control character (C0, DEL, C1, the Unicode line and paragraph separators)
+# as a visible escape: one record is one line, so a decoded %0A in a path cannot forge a second one.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES.update({0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: CR, LF and control characters escaped (``\\n``, ``\\r``, ``\\x1b``…)."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
 class ScrubbingTextFormatter(logging.Formatter):
-    """The text format, scrubbed like the JSON one: nothing leaves the process unscrubbed."""
+    """The text format, scrubbed like the JSON one (nothing leaves the process unscrubbed), one
+    line per record: CR, LF and control characters escaped, a stack trace included."""
 
     def __init__(self, fmt: str = TEXT_FORMAT, *, scrub: Scrub | None = None):
         super().__init__(fmt)
@@ -119,7 +131,7 @@ class ScrubbingTextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        return self._scrub(text) if self._scrub is not None else text
+        return escape_controls(self._scrub(text) if self._scrub is not None else text)
 
 
 class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
