@@ -265,7 +265,8 @@ class TenantLabeler(CardinalityGuard):
 
 class TenantForm:
     """The one outgoing form of a tenant (or user) id: the same on spans, log records, metric labels
-    and JSON lines. The scrubber's verdict for the `crm.tenant.id` key, cached per id (the hot path)."""
+    and JSON lines. The scrubber's verdict for the `crm.tenant.id` key (an id cut to the maximum
+    length: redacted whole), cached per id (the hot path)."""
 
     _CACHE_MAX = 4096
 
@@ -278,7 +279,11 @@ class TenantForm:
         if cached is not None:
             return cached
         form = tenant_id
-        if self._scrubber is not None:
+        if self._scrubber is not None and len(tenant_id) >= MAX_TENANT_ID_LENGTH:
+            # Cut by clean_tenant_id: what was cut may have been the part that made a secret
+            # recognisable (a JWT's signature), so the rest is not sent at all.
+            form = "[REDACTED:tenant-too-long]"
+        elif self._scrubber is not None:
             with guard("tenancy"):
                 form = "[REDACTED]"  # fail closed
                 form = str(self._scrubber.scrub_value(key, tenant_id))

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind
 
 import otel_crm
 from otel_crm._internal import semconv
@@ -162,7 +161,7 @@ def test_a_scanner_cannot_grow_the_metrics(monkeypatch: pytest.MonkeyPatch) -> N
         assert sum(p.value for p in requests) == SCANNER_PATHS + 2
         operations = _series(requests)[semconv.CRM_OPERATION_NAME]
         assert operations == {"GET /health", "GET"}, "an unrouted request is recorded under its method"
-        names = [name for name in telemetry._units if name.startswith("crm.")]  # noqa: SLF001
+        names = [name for name in telemetry._units if name.startswith("crm.")]
         assert {semconv.CRM_REQUESTS, semconv.CRM_REQUEST_DURATION} <= set(names)
         for name in names:
             points = telemetry.metric_points(name)
