@@ -395,13 +395,13 @@ def test_a_forked_worker_gets_its_own_tenant_budget() -> None:
 
 # --- hostile tenant ids: one outgoing form on every signal ---------------------------------------
 
-_JWT_HEADER = "eyJhbGciOiAiSFMyNTYiLCAidHlwIjogIkpXVCJ9"
-_JWT_PAYLOAD = "eyJzdWIiOiAiMTIzIiwgImVtYWlsIjogImphbmVAZXhhbXBsZS5jb20ifQ"
+_JWT_HEADER = "eyJhbGciOiJIUzI1NiJ9"  # a 103-character JWT: under the maximum length, found by the scrubber
+_JWT_PAYLOAD = "eyJlbWFpbCI6ImphbmVAZXhhbXBsZS5jb20ifQ"
 _JWT = f"{_JWT_HEADER}.{_JWT_PAYLOAD}.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 HOSTILE = {  # id -> what must not leave
     "jane.doe@example.com": "jane.doe@example.com",
     _JWT: _JWT_PAYLOAD,
-    _JWT * 2: _JWT_PAYLOAD[:20],  # over the maximum length: cut, and the cut JWT no longer parses
+    _JWT * 2: _JWT_PAYLOAD,  # over the maximum length: cut, and the cut JWT would no longer parse
     "acme-" + "x" * 295: "x" * 100,
     "acme\r\n2026-01-01 INFO forged\x1b[31m": "\n",
 }
@@ -435,3 +435,6 @@ def test_a_hostile_tenant_id_has_one_outgoing_form_on_every_signal(
         assert label == form and line["tenant_id"] == form
         assert secret not in str(form) and "\x1b" not in str(form)
         assert len(str(form)) <= MAX_TENANT_ID_LENGTH
+        if hostile.startswith(_JWT_HEADER):
+            cut = len(hostile) > MAX_TENANT_ID_LENGTH
+            assert form == ("[REDACTED:tenant-too-long]" if cut else "[REDACTED:secret]")
