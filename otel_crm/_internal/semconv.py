@@ -185,7 +185,8 @@ CRM_METRIC_OVERFLOW: Final = "crm.metric.overflow"
 CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_TENANT_ID: ("resource, spans, logs, metrics", "Tenant the work is done for (metrics: cardinality-guarded)."),
     CRM_TENANT_TIER: ("resource, spans", "Tenant's plan or tier."),
-    CRM_OPERATION_NAME: ("RED metrics", "Entry span's operation: `{method} {route}` or the job's span name."),
+    CRM_OPERATION_NAME: ("RED metrics", "Entry span's operation: `{method} {route}`, `{method}` for an unrouted "
+                                        "request (never its path), or the job's span name (scrubbed, budgeted)."),
     CRM_SAMPLING_REASON: ("kept spans", "Why the tail sampler kept the trace: error, slow, ratio or all."),
     CRM_SAMPLING_WEIGHT: ("kept spans", "How many traces this one stands for (1/ratio for a ratio keep)."),
     CRM_SAMPLING_DECISION: ("crm.sampler.spans", "kept or dropped."),
