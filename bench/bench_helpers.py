@@ -62,7 +62,7 @@ def _runtime(sampled: bool) -> Runtime:
     provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=100_000))
     return Runtime(settings=resolve_settings({}), tracer_provider=provider,
                          meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
-                         tenant_labeler=TenantLabeler(100))
+                         cardinality=TenantLabeler(100))
 
 
 def _arms(runtime: Runtime) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:

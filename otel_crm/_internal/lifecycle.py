@@ -238,8 +238,8 @@ def _register_fork_hooks(tracer_provider: TracerProvider, meter_provider: MeterP
     none of the others. Registered after the providers were built, so they run after the SDK's
     own (which renew the locks `update_resource` takes)."""
     forks.register("runtime: metric stores", after_in_child=lambda: restart_metrics_after_fork(meter_provider))
-    if runtime.tenant_labeler is not None:
-        forks.register("runtime: tenant budget", after_in_child=runtime.tenant_labeler.after_fork)
+    if runtime.cardinality is not None:
+        forks.register("runtime: metric budgets", after_in_child=runtime.cardinality.after_fork)
     for kind, provider in (("traces", tracer_provider), ("metrics", meter_provider), ("logs", logger_provider)):
         forks.register(f"runtime: process.pid ({kind})", after_in_child=_pid_updater(provider))
 

@@ -26,7 +26,7 @@ from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.scrub_pipeline import ScrubbingLogProcessor
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.stdout import stdout_handler
-from otel_crm._internal.tenancy import current_tenant
+from otel_crm._internal.tenancy import TenantForm, current_tenant, tenant_form
 
 __all__ = ["LOCAL_ONLY", "CountingBatchLogRecordProcessor", "TenantLogProcessor", "create_logger_provider",
            "install_log_handlers", "remove_log_handlers"]
@@ -46,8 +46,9 @@ class TenantLogProcessor(LogRecordProcessor):
     on_emit runs on the emitting thread, so the current context is the request's.
     """
 
-    def __init__(self, *, capture_user_id: bool = False):
+    def __init__(self, *, capture_user_id: bool = False, form: TenantForm | None = None):
         self._capture_user_id = capture_user_id
+        self._form = form or tenant_form(None)
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         record = log_record.log_record
@@ -62,9 +63,9 @@ class TenantLogProcessor(LogRecordProcessor):
         tenant = current_tenant()
         if tenant is None:
             return
-        attributes[semconv.CRM_TENANT_ID] = tenant.id  # type: ignore[index]
+        attributes[semconv.CRM_TENANT_ID] = self._form(tenant.id)  # type: ignore[index]
         if self._capture_user_id and tenant.user_id:
-            attributes[semconv.USER_ID] = tenant.user_id  # type: ignore[index]
+            attributes[semconv.USER_ID] = self._form(tenant.user_id, semconv.USER_ID)  # type: ignore[index]
 
     def shutdown(self) -> None:
         return None
@@ -119,7 +120,8 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
                            downstream: LogRecordProcessor | None = None, meter: Any = None) -> LoggerProvider:
     provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     # Processors run in order: tenant first, then scrubbing (mutates), then export.
-    provider.add_log_record_processor(TenantLogProcessor(capture_user_id=settings.capture_user_id))
+    provider.add_log_record_processor(TenantLogProcessor(capture_user_id=settings.capture_user_id,
+                                                         form=tenant_form(scrubber)))
     exporters: list[LogRecordProcessor] = []
     if downstream is not None:
         exporters.append(downstream)
@@ -147,7 +149,8 @@ def install_log_handlers(settings: Settings, logger_provider: LoggerProvider | N
     added: list[logging.Handler] = []
     if logger_provider is not None and settings.logs_exporter != ("none",):
         added.append(_otlp_handler(level, logger_provider))
-    stdout = stdout_handler(settings, level, scrub=scrubber.scrub_text if scrubber is not None else None)
+    stdout = stdout_handler(settings, level, scrub=scrubber.scrub_text if scrubber is not None else None,
+                            tenant=tenant_form(scrubber))
     if stdout is not None:
         added.append(stdout)
     for handler in added:

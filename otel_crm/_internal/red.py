@@ -9,8 +9,6 @@ stay exact at a 10% keep rate, and they carry the tenant, which the HTTP instrum
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -18,6 +16,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from otel_crm._internal import semconv
+from otel_crm._internal.cardinality import CardinalityGuard
+from otel_crm._internal.corrections import operation_name
 from otel_crm._internal.safety import guard
 
 __all__ = ["REQUEST_DURATION_BUCKETS", "RedMetricsProcessor"]
@@ -29,7 +29,7 @@ _COPIED = (semconv.HTTP_REQUEST_METHOD, semconv.HTTP_ROUTE, semconv.HTTP_RESPONS
 
 
 class RedMetricsProcessor(SpanProcessor):
-    def __init__(self, meter: Meter, tenant_label: Callable[[str, str | None], str | None]):
+    def __init__(self, meter: Meter, cardinality: CardinalityGuard | None = None):
         self._requests = meter.create_counter(
             semconv.CRM_REQUESTS, unit="{request}",
             description="Entry spans (requests, jobs, commands), counted before sampling.")
@@ -40,7 +40,7 @@ class RedMetricsProcessor(SpanProcessor):
             semconv.CRM_REQUEST_DURATION, unit="s",
             description="Duration of entry spans, recorded before sampling.",
             explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS))
-        self._tenant_label = tenant_label
+        self._bound = cardinality.bound_all if cardinality is not None else None
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -61,17 +61,17 @@ class RedMetricsProcessor(SpanProcessor):
             value = source.get(key)
             if value is not None:
                 attributes[key] = value
-        method, route = source.get(semconv.HTTP_REQUEST_METHOD), source.get(semconv.HTTP_ROUTE)
-        attributes[semconv.CRM_OPERATION_NAME] = f"{method} {route}" if method and route else span.name
-        tenant = source.get(semconv.CRM_TENANT_ID)
+        # An unrouted request (a 404, a scanner) is recorded under its method alone, never its path.
+        attributes[semconv.CRM_OPERATION_NAME] = operation_name(span.name, span.kind, source)
+        tenant = source.get(semconv.CRM_TENANT_ID)  # already in its outgoing form (TenantSpanProcessor)
         if tenant is not None:
-            label = self._tenant_label(semconv.CRM_REQUESTS, str(tenant))
-            if label is not None:
-                attributes[semconv.CRM_TENANT_ID] = label
+            attributes[semconv.CRM_TENANT_ID] = str(tenant)
         failed = span.status.status_code is StatusCode.ERROR
         if failed:
             attributes[semconv.ERROR_TYPE] = str(source.get(semconv.ERROR_TYPE)
                                                  or _exception_type(span) or "_OTHER")
+        if self._bound is not None:  # scrubbed, and each attribute within its budget
+            self._bound(semconv.CRM_REQUESTS, attributes)  # type: ignore[arg-type]
         self._requests.add(1, attributes)
         if failed:
             self._errors.add(1, attributes)

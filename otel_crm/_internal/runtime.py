@@ -12,21 +12,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from opentelemetry import metrics, trace
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
+from otel_crm._internal import semconv
+from otel_crm._internal.cardinality import CardinalityGuard
 from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.sampling.tail import TailSamplingProcessor
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings, resolve_settings
-from otel_crm._internal.tenancy import TenantLabeler
+from otel_crm._internal.tenancy import tenant_form
 
-__all__ = ["Origin", "Runtime", "clear_current_runtime", "current_runtime", "global_tracer_provider_unset",
-           "installed_runtime", "set_current_runtime"]
+__all__ = ["Origin", "Runtime", "cardinality_guard", "clear_current_runtime", "current_runtime",
+           "global_tracer_provider_unset", "installed_runtime", "set_current_runtime"]
 
 _T = TypeVar("_T")
 _lock = threading.Lock()
@@ -43,7 +46,7 @@ class Runtime:
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
     logger_provider: LoggerProvider | None = None
-    tenant_labeler: TenantLabeler | None = None
+    cardinality: CardinalityGuard | None = None  # every request-derived metric attribute
     scrubber: Scrubber | None = None  # None: scrub_mode=off
     origin: Origin = "environment"
     tail_sampler: TailSamplingProcessor | None = None  # tail mode: the trace's final decision
@@ -83,9 +86,15 @@ class Runtime:
                 return cast(_T, self._cache[key])
 
     def tenant_label(self, metric: str, tenant_id: str | None) -> str | None:
-        if tenant_id is None or self.tenant_labeler is None:
+        if tenant_id is None or self.cardinality is None:
             return tenant_id
-        return self.tenant_labeler.label(metric, tenant_id)
+        return self.cardinality.bound(metric, semconv.CRM_TENANT_ID, tenant_id)
+
+    def metric_attributes(self, metric: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """`attributes` (changed in place) with every request-derived value scrubbed and bounded."""
+        if self.cardinality is None:
+            return attributes
+        return self.cardinality.bound_all(metric, attributes)
 
     def shutdown(self) -> None:
         """Flush and stop this runtime's providers, once. Order matters: ending traces feeds
@@ -103,6 +112,30 @@ class Runtime:
                 report_internal_error("shutdown", exc, raise_in_tests=False)
 
 
+def cardinality_guard(settings: Settings, meter: Meter | None, scrubber: Scrubber | None) -> CardinalityGuard:
+    """The guard of every request-derived metric attribute: each value scrubbed (a tenant id in its
+    one outgoing form), each attribute within its budget, overflows counted."""
+    overflow = meter.create_counter(
+        semconv.CRM_METRIC_OVERFLOW, unit="{measurement}",
+        description="Measurements whose attribute value was recorded as __other__ (cardinality guard).",
+    ) if meter is not None else None
+
+    def on_overflow(metric: str, attribute: str) -> None:
+        if overflow is not None:
+            overflow.add(1, {semconv.CRM_METRIC_NAME: metric, semconv.CRM_METRIC_ATTRIBUTE: attribute})
+
+    tenant = tenant_form(scrubber)
+
+    def outgoing(attribute: str, value: str) -> str:
+        if attribute == semconv.CRM_TENANT_ID:
+            return tenant(value)
+        return value if scrubber is None else str(scrubber.scrub_value(attribute, value, signal="metrics"))
+
+    budgets = {attribute: getattr(settings, f"{group}_metric_limit")
+               for group, attributes in semconv.GUARDED_METRIC_ATTRIBUTES.items() for attribute in attributes}
+    return CardinalityGuard(budgets, {semconv.CRM_TENANT_ID: settings.tenant_allowlist}, on_overflow, outgoing)
+
+
 def current_runtime() -> Runtime:
     """The current runtime; before any was set, one built from the environment alone."""
     global _current
@@ -111,9 +144,9 @@ def current_runtime() -> Runtime:
         with _lock:
             if _current is None:
                 settings = resolve_settings()
-                _current = Runtime(settings=settings,
-                                   tenant_labeler=TenantLabeler(settings.tenant_metric_limit,
-                                                                settings.tenant_allowlist))
+                # The global providers' metrics get the same guard (budgets, scrubbed values).
+                guard = cardinality_guard(settings, None, Scrubber.from_settings(settings))
+                _current = Runtime(settings=settings, cardinality=guard)
             runtime = _current
     return runtime
 

@@ -180,13 +180,14 @@ CRM_SAMPLER_PARTIAL_TRACES: Final = "crm.sampler.partial_traces"
 # Health of otel_crm itself.
 CRM_TELEMETRY_DROPPED: Final = "crm.telemetry.dropped"
 CRM_INTERNAL_ERRORS: Final = "crm.internal.errors"
-CRM_TENANT_OVERFLOW: Final = "crm.tenant.overflow"
+CRM_METRIC_OVERFLOW: Final = "crm.metric.overflow"
 
 # The README's table of our attributes is generated from this: name -> (where, meaning).
 CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_TENANT_ID: ("resource, spans, logs, metrics", "Tenant the work is done for (metrics: cardinality-guarded)."),
     CRM_TENANT_TIER: ("resource, spans", "Tenant's plan or tier."),
-    CRM_OPERATION_NAME: ("RED metrics", "Entry span's operation: `{method} {route}` or the job's span name."),
+    CRM_OPERATION_NAME: ("RED metrics", "Entry span's operation: `{method} {route}`, `{method}` for an unrouted "
+                                        "request (never its path), or the job's span name (scrubbed, budgeted)."),
     CRM_SAMPLING_REASON: ("kept spans", "Why the tail sampler kept the trace: error, slow, ratio or all."),
     CRM_SAMPLING_WEIGHT: ("kept spans", "How many traces this one stands for (1/ratio for a ratio keep)."),
     CRM_SAMPLING_DECISION: ("crm.sampler.spans", "kept or dropped."),
@@ -212,7 +213,7 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_SIGNAL: ("crm.telemetry.dropped", "traces, metrics or logs."),
     CRM_DROP_REASON: ("crm.telemetry.dropped", "Why telemetry was dropped (queue_full, sampler_cap…)."),
     CRM_COMPONENT: ("crm.internal.errors", "Which part of otel_crm failed."),
-    CRM_METRIC_NAME: ("crm.tenant.overflow", "Metric whose tenant label overflowed to __other__."),
+    CRM_METRIC_NAME: ("crm.metric.overflow", "Metric whose attribute value overflowed to __other__."),
     CRM_JOURNEY_NAME: ("journey events, spans, metrics", "Declared business journey (onboarding…)."),
     CRM_JOURNEY_MILESTONE_NAME: ("journey events, spans, metrics", "Milestone of the journey reached."),
     CRM_JOURNEY_MILESTONE_INDEX: ("journey events, spans", "Milestone position (0: the start)."),
@@ -241,3 +242,16 @@ DB_STORED_PROCEDURE_NAME: Final = "db.stored_procedure.name"
 DB_CLIENT_CONNECTION_STATE: Final = "db.client.connection.state"
 DB_CLIENT_CONNECTION_POOL_NAME: Final = "db.client.connection.pool.name"
 DB_CLIENT_CONNECTION_COUNT: Final = "db.client.connection.count"
+
+# --- appended: the cardinality guard (cardinality.py) ----------------------------------------------
+CRM_METRIC_ATTRIBUTE: Final = "crm.metric.attribute"
+CRM_ATTRIBUTES[CRM_METRIC_ATTRIBUTE] = ("crm.metric.overflow", "Attribute whose value overflowed to __other__.")
+# Metric attributes that can carry request-derived values, by budget (`<group>_metric_limit`).
+GUARDED_METRIC_ATTRIBUTES: Final[dict[str, tuple[str, ...]]] = {
+    "operation": (CRM_OPERATION_NAME, HTTP_ROUTE, ERROR_TYPE, CRM_CONNECTOR_OPERATION, GEN_AI_OPERATION_NAME),
+    "connector": (SERVICE_PEER_NAME, CRM_CONNECTOR_RESOURCE_TYPE),
+    "workflow": (CRM_WORKFLOW_NAME, CRM_WORKFLOW_STEP_NAME),
+    "model": (GEN_AI_REQUEST_MODEL, GEN_AI_RESPONSE_MODEL, GEN_AI_PROVIDER_NAME),
+    "index": (DB_COLLECTION_NAME,),
+    "tenant": (CRM_TENANT_ID,),
+}

@@ -238,6 +238,22 @@ class Settings:
         "OTEL_CRM_TENANT_METRIC_LIMIT", default=100,
         doc="Distinct tenants per metric before the rest are recorded as __other__.", minimum=0,
         maximum=100_000)
+    # Cardinality budgets (distinct values per metric; the rest are recorded as __other__).
+    operation_metric_limit: int = setting(
+        "OTEL_CRM_OPERATION_METRIC_LIMIT", default=200, minimum=0, maximum=100_000,
+        doc="Distinct operations (crm.operation.name, http.route, error.type…) per metric.")
+    connector_metric_limit: int = setting(
+        "OTEL_CRM_CONNECTOR_METRIC_LIMIT", default=200, minimum=0, maximum=100_000,
+        doc="Distinct connectors (service.peer.name) and resource types per metric.")
+    workflow_metric_limit: int = setting(
+        "OTEL_CRM_WORKFLOW_METRIC_LIMIT", default=200, minimum=0, maximum=100_000,
+        doc="Distinct workflow and step names per metric.")
+    model_metric_limit: int = setting(
+        "OTEL_CRM_MODEL_METRIC_LIMIT", default=200, minimum=0, maximum=100_000,
+        doc="Distinct GenAI models and providers per metric.")
+    index_metric_limit: int = setting(
+        "OTEL_CRM_INDEX_METRIC_LIMIT", default=200, minimum=0, maximum=100_000,
+        doc="Distinct search indexes (db.collection.name) per metric.")
     tenant_allowlist: tuple[str, ...] = setting(
         "OTEL_CRM_TENANT_ALLOWLIST", default=(),
         doc="Tenants always recorded by name on metrics (others count against the limit).")

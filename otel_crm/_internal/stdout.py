@@ -25,13 +25,14 @@ from typing import IO, Any
 
 from opentelemetry.trace import SpanContext
 
+from otel_crm._internal import semconv
 from otel_crm._internal.request_span import request_span_context
 from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.settings import Settings
-from otel_crm._internal.tenancy import current_tenant
+from otel_crm._internal.tenancy import TenantForm, current_tenant, tenant_form
 
 __all__ = ["REQUEST_FIELDS", "TEXT_FORMAT", "JsonFormatter", "LazyFlushStreamHandler", "ScrubbingTextFormatter",
-           "stdout_handler", "strip_ansi"]
+           "escape_controls", "stdout_handler", "strip_ansi"]
 
 # The extras a log record may carry into a JSON line (the access line passes them as `extra=`).
 REQUEST_FIELDS = ("method", "path", "status_code", "latency_ms")
@@ -53,8 +54,9 @@ def strip_ansi(text: str) -> str:
 
 class JsonFormatter(logging.Formatter):
     def __init__(self, *, service: str, environment: str, capture_user_id: bool = False,
-                 scrub: Scrub | None = None):
+                 scrub: Scrub | None = None, tenant: TenantForm | None = None):
         super().__init__()
+        self._tenant = tenant or tenant_form(None)
         self._service = service
         self._environment = environment
         self._capture_user_id = capture_user_id
@@ -113,9 +115,9 @@ class JsonFormatter(logging.Formatter):
                 payload["trace_sampled"] = sampled
         tenant = current_tenant()
         if tenant is not None:
-            payload["tenant_id"] = tenant.id
+            payload["tenant_id"] = self._tenant(tenant.id)  # as on spans, logs and metrics
             if self._capture_user_id and tenant.user_id:
-                payload["user_id"] = tenant.user_id
+                payload["user_id"] = self._tenant(tenant.user_id, semconv.USER_ID)
         return payload
 
     def _clean(self, text: str) -> str:
@@ -123,8 +125,20 @@ class JsonFormatter(logging.Formatter):
         return self._scrub(text) if self._scrub is not None else text
 
 
+# CR, LF and every other control character (C0, DEL, C1, the Unicode line and paragraph separators)
+# as a visible escape: one record is one line, so a decoded %0A in a path cannot forge a second one.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7f, 0xa0))}
+_ESCAPES.update({0x0a: "\\n", 0x0d: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: CR, LF and control characters escaped (``\\n``, ``\\r``, ``\\x1b``…)."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
 class ScrubbingTextFormatter(logging.Formatter):
-    """The text format, scrubbed like the JSON one: nothing leaves the process unscrubbed."""
+    """The text format, scrubbed like the JSON one (nothing leaves the process unscrubbed), one
+    line per record: CR, LF and control characters escaped, a stack trace included."""
 
     def __init__(self, fmt: str = TEXT_FORMAT, datefmt: str | None = None, style: Any = "%", *,
                  scrub: Scrub | None = None):
@@ -133,7 +147,7 @@ class ScrubbingTextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = strip_ansi(super().format(record))
-        return self._scrub(text) if self._scrub is not None else text
+        return escape_controls(self._scrub(text) if self._scrub is not None else text)
 
 
 class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -184,7 +198,8 @@ class LazyFlushStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
 
-def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None) -> LazyFlushStreamHandler | None:
+def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None,
+                   tenant: TenantForm | None = None) -> LazyFlushStreamHandler | None:
     """The stdout handler the settings ask for (JSON or text, scrubbed), or None for
     `log_format=none`. The caller attaches it to the root logger."""
     if settings.log_format == "none":
@@ -193,7 +208,8 @@ def stdout_handler(settings: Settings, level: int, *, scrub: Scrub | None = None
     handler.setLevel(level)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter(service=settings.service_name, environment=settings.environment,
-                                           capture_user_id=settings.capture_user_id, scrub=scrub))
+                                           capture_user_id=settings.capture_user_id, scrub=scrub,
+                                           tenant=tenant))
     else:
         handler.setFormatter(ScrubbingTextFormatter(TEXT_FORMAT, scrub=scrub))
     return handler

@@ -12,6 +12,7 @@ import contextvars
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -21,6 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otel_crm._internal import semconv
+from otel_crm._internal.cardinality import OTHER, CardinalityGuard
 from otel_crm._internal.generators import decorate_async_generator, decorate_generator
 from otel_crm._internal.safety import guard
 
@@ -31,18 +33,20 @@ __all__ = [
     "MAX_TENANT_ID_LENGTH",
     "OTHER_TENANT",
     "Tenant",
+    "TenantForm",
     "TenantLabeler",
     "TenantSpanProcessor",
     "clean_tenant_id",
     "current_tenant",
     "tenant_context",
+    "tenant_form",
     "tenant_from_baggage",
 ]
 
 BAGGAGE_TENANT_ID = semconv.BAGGAGE_TENANT_ID
 BAGGAGE_TENANT_TIER = semconv.BAGGAGE_TENANT_TIER
 BAGGAGE_USER_ID = semconv.BAGGAGE_USER_ID
-OTHER_TENANT = "__other__"
+OTHER_TENANT = OTHER
 MAX_TENANT_ID_LENGTH = 128
 _TENANT_KEY = context.create_key("otel_crm.tenant")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -206,10 +210,12 @@ class _TenantSteps:
 
 
 class TenantSpanProcessor(SpanProcessor):
-    """Puts the tenant of the span's parent context on every span as it starts."""
+    """Puts the tenant of the span's parent context on every span as it starts, in its outgoing
+    form (:class:`TenantForm`)."""
 
-    def __init__(self, *, capture_user_id: bool = False):
+    def __init__(self, *, capture_user_id: bool = False, form: TenantForm | None = None):
         self._capture_user_id = capture_user_id
+        self._form = form or _PLAIN
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         # Runs for every span: no generator-based context manager on the hot path; `guard` only
@@ -219,13 +225,13 @@ class TenantSpanProcessor(SpanProcessor):
             if tenant is None or not isinstance(tenant, Tenant):
                 return
             if tenant.tier is None and (tenant.user_id is None or not self._capture_user_id):
-                span.set_attribute(semconv.CRM_TENANT_ID, tenant.id)
+                span.set_attribute(semconv.CRM_TENANT_ID, self._form(tenant.id))
                 return
-            attributes = {semconv.CRM_TENANT_ID: tenant.id}
+            attributes = {semconv.CRM_TENANT_ID: self._form(tenant.id)}
             if tenant.tier:
                 attributes[semconv.CRM_TENANT_TIER] = tenant.tier
             if self._capture_user_id and tenant.user_id:
-                attributes[semconv.USER_ID] = tenant.user_id
+                attributes[semconv.USER_ID] = self._form(tenant.user_id, semconv.USER_ID)
             span.set_attributes(attributes)
         except Exception:
             with guard("tenancy"):
@@ -241,8 +247,8 @@ class TenantSpanProcessor(SpanProcessor):
         return True
 
 
-class TenantLabeler:
-    """Cardinality guard for `crm.tenant.id` on metrics.
+class TenantLabeler(CardinalityGuard):
+    """A cardinality guard of `crm.tenant.id` alone (the runtime's guard covers every attribute).
 
     Allow-listed tenants always keep their name; otherwise the first `limit` distinct tenants seen
     per metric keep theirs and the rest are recorded as ``__other__``, each overflow counted.
@@ -250,33 +256,54 @@ class TenantLabeler:
 
     def __init__(self, limit: int, allowlist: Iterable[str] = (),
                  on_overflow: Callable[[str], None] | None = None):
-        self._limit = limit
-        self._allow = frozenset(allowlist)
-        self._seen: dict[str, set[str]] = {}
-        self._lock = threading.Lock()
-        self._on_overflow = on_overflow
+        report = (lambda metric, _attribute: on_overflow(metric)) if on_overflow is not None else None
+        super().__init__({semconv.CRM_TENANT_ID: limit}, {semconv.CRM_TENANT_ID: allowlist}, report)
 
     def label(self, metric: str, tenant_id: str | None) -> str | None:
-        if tenant_id is None:
-            return None
-        if tenant_id in self._allow:
-            return tenant_id
-        seen = self._seen.get(metric)
-        if seen is not None and tenant_id in seen:  # the hot path takes no lock
-            return tenant_id
-        with self._lock:
-            seen = self._seen.setdefault(metric, set())
-            if tenant_id in seen:
-                return tenant_id
-            if len(seen) < self._limit:
-                seen.add(tenant_id)
-                return tenant_id
-        if self._on_overflow is not None:
-            self._on_overflow(metric)
-        return OTHER_TENANT
+        return None if tenant_id is None else self.bound(metric, semconv.CRM_TENANT_ID, tenant_id)
 
-    def after_fork(self) -> None:
-        """A forked child starts with empty metric stores, so with a fresh tenant budget, and
-        with a lock no parent thread can be holding."""
-        self._lock = threading.Lock()
-        self._seen = {}
+
+class TenantForm:
+    """The one outgoing form of a tenant (or user) id: the same on spans, log records, metric labels
+    and JSON lines. The scrubber's verdict for the `crm.tenant.id` key (an id cut to the maximum
+    length: redacted whole), cached per id (the hot path)."""
+
+    _CACHE_MAX = 4096
+
+    def __init__(self, scrubber: Any = None):
+        self._scrubber = scrubber
+        self._cache: dict[tuple[str, str], str] = {}
+
+    def __call__(self, tenant_id: str, key: str = semconv.CRM_TENANT_ID) -> str:
+        cached = self._cache.get((key, tenant_id))
+        if cached is not None:
+            return cached
+        form = tenant_id
+        if self._scrubber is not None and len(tenant_id) >= MAX_TENANT_ID_LENGTH:
+            # Cut by clean_tenant_id: what was cut may have been the part that made a secret
+            # recognisable (a JWT's signature), so the rest is not sent at all.
+            form = "[REDACTED:tenant-too-long]"
+        elif self._scrubber is not None:
+            with guard("tenancy"):
+                form = "[REDACTED]"  # fail closed
+                form = str(self._scrubber.scrub_value(key, tenant_id))
+        if len(self._cache) >= self._CACHE_MAX:
+            self._cache.clear()
+        self._cache[(key, tenant_id)] = form
+        return form
+
+
+_forms: weakref.WeakKeyDictionary[Any, TenantForm] = weakref.WeakKeyDictionary()
+_forms_lock = threading.Lock()
+_PLAIN = TenantForm()
+
+
+def tenant_form(scrubber: Any) -> TenantForm:
+    """The :class:`TenantForm` of `scrubber` (one per scrubber, so one cache per runtime)."""
+    if scrubber is None:
+        return _PLAIN
+    form = _forms.get(scrubber)
+    if form is None:
+        with _forms_lock:
+            form = _forms.setdefault(scrubber, TenantForm(scrubber))
+    return form

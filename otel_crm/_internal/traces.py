@@ -28,13 +28,14 @@ from opentelemetry.sdk.trace.export import (
 
 from otel_crm._internal import semconv
 from otel_crm._internal.access import ServerSpanCapture
+from otel_crm._internal.cardinality import CardinalityGuard
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
 from otel_crm._internal.red import RedMetricsProcessor
 from otel_crm._internal.sampling import TailSamplingProcessor, head_sampler, sampling_processor
 from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import Settings
-from otel_crm._internal.tenancy import TenantSpanProcessor
+from otel_crm._internal.tenancy import TenantSpanProcessor, tenant_form
 
 __all__ = ["CountingBatchSpanProcessor", "build_tracing", "create_tracer_provider"]
 
@@ -85,17 +86,17 @@ def _export_chain(settings: Settings, meter: Meter | None, scrubber: Scrubber | 
 
 
 def create_tracer_provider(settings: Settings, resource: Resource, *, meter: Meter | None = None,
-                           tenant_label: Any = None, scrubber: Scrubber | None = None,
+                           cardinality: CardinalityGuard | None = None, scrubber: Scrubber | None = None,
                            exporter: SpanExporter | None = None,
                            downstream: SpanProcessor | None = None) -> TracerProvider:
     """Build the tracer provider. `exporter` takes every kept span instead of the configured
     exporters (otel_crm.testing); `downstream` replaces the whole export chain (unit tests)."""
-    return build_tracing(settings, resource, meter=meter, tenant_label=tenant_label, scrubber=scrubber,
+    return build_tracing(settings, resource, meter=meter, cardinality=cardinality, scrubber=scrubber,
                          exporter=exporter, downstream=downstream)[0]
 
 
 def build_tracing(settings: Settings, resource: Resource, *, meter: Meter | None = None,
-                  tenant_label: Any = None, scrubber: Scrubber | None = None,
+                  cardinality: CardinalityGuard | None = None, scrubber: Scrubber | None = None,
                   exporter: SpanExporter | None = None, downstream: SpanProcessor | None = None,
                   ) -> tuple[TracerProvider, TailSamplingProcessor | None]:
     """The tracer provider and, in tail mode, its tail sampler (the runtime asks it for a trace's
@@ -103,10 +104,11 @@ def build_tracing(settings: Settings, resource: Resource, *, meter: Meter | None
     service = resource.attributes.get(semconv.SERVICE_NAME)
     sampler = head_sampler(settings, str(service) if service is not None else None)
     provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
-    provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id))
+    provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id,
+                                                    form=tenant_form(scrubber)))
     provider.add_span_processor(ServerSpanCapture())  # the access line's trace id (access.py)
     if meter is not None:
-        provider.add_span_processor(RedMetricsProcessor(meter, tenant_label or (lambda _m, t: t)))
+        provider.add_span_processor(RedMetricsProcessor(meter, cardinality))
     chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber, exporter)
     tail: TailSamplingProcessor | None = None
     if chain is not None:

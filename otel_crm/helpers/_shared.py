@@ -29,17 +29,16 @@ def function_name(function: Callable[..., Any]) -> str:
 
 def metric_attributes(runtime: Runtime, metric: str, base: Attributes, tenant_id: str | None,
                       *, error: str | None = None, outcome_key: str | None = None) -> Attributes:
-    """``base`` plus outcome, ``error.type`` and the guarded tenant label for one metric."""
+    """``base`` plus outcome, ``error.type`` and the tenant for one metric, every request-derived
+    value scrubbed and within its budget (the runtime's cardinality guard)."""
     attributes = dict(base)
     if outcome_key is not None:
         attributes[outcome_key] = FAILURE if error is not None else SUCCESS
     if error is not None:
         attributes[semconv.ERROR_TYPE] = error
     if tenant_id is not None:
-        label = runtime.tenant_label(metric, tenant_id)
-        if label is not None:
-            attributes[semconv.CRM_TENANT_ID] = label
-    return attributes
+        attributes[semconv.CRM_TENANT_ID] = tenant_id
+    return runtime.metric_attributes(metric, attributes)
 
 
 _T = TypeVar("_T")

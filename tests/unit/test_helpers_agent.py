@@ -199,7 +199,7 @@ def test_unsampled_still_records_metrics() -> None:
     previous = set_current_runtime(Runtime(
         settings=resolve_settings({}, capture_message_content=True),
         tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
-        meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
+        meter_provider=MeterProvider(metric_readers=[reader]), cardinality=TenantLabeler(100)))
     try:
         with agent_invocation("openai", "gpt-4o") as call:
             call.record_usage(10, 20)

@@ -185,7 +185,7 @@ def test_unsampled_still_records_metrics() -> None:
     reader = InMemoryMetricReader()
     previous = set_current_runtime(Runtime(
         settings=resolve_settings({}), tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
-        meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
+        meter_provider=MeterProvider(metric_readers=[reader]), cardinality=TenantLabeler(100)))
     try:
         with connector_operation("hubspot", "sync") as op:
             op.set_records(10)

@@ -218,7 +218,7 @@ def test_tenants_on_metrics_go_through_the_cardinality_guard(monkeypatch: pytest
             with tenant_context(tenant):
                 journey_milestone("onboarding", "signed_up", subject_id="u", started_at=NOW)
         starts = {labels(p)["crm.tenant.id"] for p in points(telemetry, "crm.journey.starts")}
-        overflow = telemetry.metric_sum("crm.tenant.overflow", crm__metric__name="crm.journey.starts")
+        overflow = telemetry.metric_sum("crm.metric.overflow", crm__metric__name="crm.journey.starts")
         tenants = [e.attributes["crm.tenant.id"] for e in events(telemetry)]
     assert starts == {"acme", "__other__"} and overflow == 1
     assert tenants == ["acme", "globex"]  # the event keeps the real tenant (not a metric label)

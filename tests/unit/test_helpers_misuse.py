@@ -319,7 +319,7 @@ def test_an_unsampled_span_still_counts_the_misuse(no_reraise: None, internal_er
     provider = TracerProvider(sampler=ALWAYS_OFF)
     previous = set_current_runtime(Runtime(settings=resolve_settings({}), tracer_provider=provider,
                                            meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]),
-                                           tenant_labeler=TenantLabeler(100)))
+                                           cardinality=TenantLabeler(100)))
     try:
         with connector_operation("hubspot", "sync") as op:
             assert not op.span.is_recording()

@@ -108,7 +108,7 @@ def test_unsampled_still_records_metric_and_skips_sanitizing(monkeypatch: pytest
     reader = InMemoryMetricReader()
     previous = set_current_runtime(Runtime(
         settings=resolve_settings({}), tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
-        meter_provider=MeterProvider(metric_readers=[reader]), tenant_labeler=TenantLabeler(100)))
+        meter_provider=MeterProvider(metric_readers=[reader]), cardinality=TenantLabeler(100)))
     try:
         with search_query("leads", query=DSL) as search:
             search.set_results(3)

@@ -39,7 +39,7 @@ def unsampled() -> Iterator[InMemoryMetricReader]:
     provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
     previous = set_current_runtime(Runtime(settings=resolve_settings({}), tracer_provider=provider,
                                            meter_provider=MeterProvider(metric_readers=[reader]),
-                                           tenant_labeler=TenantLabeler(100)))
+                                           cardinality=TenantLabeler(100)))
     yield reader
     if previous is not None:
         set_current_runtime(previous)

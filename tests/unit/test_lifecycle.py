@@ -179,5 +179,5 @@ def test_a_forked_worker_reports_its_own_pid_and_the_hooks_are_named() -> None:
                           "hooks": [n for n in forks.registered() if n.startswith("runtime:")]}))
     """)
     assert out == {"child": True, "parent_pid_kept": True, "hooks": [
-        "runtime: metric stores", "runtime: tenant budget", "runtime: process.pid (traces)",
+        "runtime: metric stores", "runtime: metric budgets", "runtime: process.pid (traces)",
         "runtime: process.pid (metrics)", "runtime: process.pid (logs)"]}

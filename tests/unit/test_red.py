@@ -66,4 +66,4 @@ def test_tenants_beyond_the_limit_become_other() -> None:
                 pass
         tenants = {p.attributes["crm.tenant.id"] for p in telemetry.metric_points("crm.requests")}
         assert tenants == {"a", "b", "__other__"}
-        assert telemetry.metric_sum("crm.tenant.overflow") == 2
+        assert telemetry.metric_sum("crm.metric.overflow") == 2

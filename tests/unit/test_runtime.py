@@ -62,7 +62,7 @@ def test_before_anything_is_set_the_runtime_comes_from_the_environment() -> None
 
 
 def test_tenant_labels_go_through_the_labeler() -> None:
-    runtime = Runtime(settings=resolve_settings({}), tenant_labeler=TenantLabeler(1))
+    runtime = Runtime(settings=resolve_settings({}), cardinality=TenantLabeler(1))
     assert runtime.tenant_label("m", "acme") == "acme"
     assert runtime.tenant_label("m", "globex") == "__other__"
     assert Runtime(settings=resolve_settings({})).tenant_label("m", "globex") == "globex"

@@ -161,3 +161,35 @@ def test_a_line_inside_a_request_whose_server_span_was_detached_keeps_its_trace(
     assert line["correlation_id"] == format(span.get_span_context().trace_id, "032x")
     outside = _formatted(logger, formatter, lambda: logger.warning("after the request"))
     assert "correlation_id" not in outside
+
+
+def test_text_format_keeps_one_record_on_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoded %0A (or %0D, ESC…) in a path cannot forge a second line, nor colour a terminal; a
+    stack trace stays on its record's line."""
+    from otel_crm._internal.access import ACCESS_LOGGER
+    from otel_crm._internal.scrubbing import Scrubber
+
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", stream)
+    settings = resolve_settings({}, log_format="text")
+    handler = stdout_handler(settings, logging.INFO, scrub=Scrubber().scrub_text)
+    assert handler is not None and isinstance(handler.formatter, ScrubbingTextFormatter)
+    logger = logging.getLogger(ACCESS_LOGGER)
+    logger.addHandler(handler)
+    forged = "2026-01-01 00:00:00,000 INFO [otel_crm] admin login ok"
+    path = f"/leads/1\n{forged}\r{forged}\x1b[2J\u2028{forged}"  # what WSGI hands over for %0A, %0D…
+    try:
+        logger.warning("GET %s 404", path)
+        try:
+            raise ValueError(f"bad id\n{forged}")
+        except ValueError:
+            logger.exception("failed")
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert "/leads/1\\n2026-01-01" in lines[0] and "\\r2026" in lines[0] and "\x1b" not in lines[0]  # ANSI sequences are stripped (#11)
+    assert "\\u2028" in lines[0]
+    assert lines[1].count("Traceback") == 1 and "ValueError: bad id\\n2026" in lines[1]
+    assert not any(line.startswith("2026-01-01 00:00:00,000") for line in lines)

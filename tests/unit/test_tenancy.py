@@ -309,7 +309,7 @@ def test_1000_tenants_make_at_most_limit_plus_one_series_and_overflow_is_counted
             tenants = {p.attributes.get("crm.tenant.id") for p in telemetry.metric_points(name)}
             assert len(tenants) <= limit + 1, (name, len(tenants))
             assert OTHER_TENANT in tenants
-        overflow = telemetry.metric_sum("crm.tenant.overflow", crm__metric__name="crm.requests")
+        overflow = telemetry.metric_sum("crm.metric.overflow", crm__metric__name="crm.requests")
         assert overflow == 1000 - limit
         # A tenant that got a slot keeps it; one that did not stays __other__.
         with tenant_context("t0000"), tracer.start_as_current_span("job"):
@@ -391,3 +391,50 @@ def test_a_forked_worker_gets_its_own_tenant_budget() -> None:
     labeler.after_fork()
     assert labeler.label("crm.requests", "globex") == "globex"
     assert overflowed == ["crm.requests"]
+
+
+# --- hostile tenant ids: one outgoing form on every signal ---------------------------------------
+
+_JWT_HEADER = "eyJhbGciOiJIUzI1NiJ9"  # a 103-character JWT: under the maximum length, found by the scrubber
+_JWT_PAYLOAD = "eyJlbWFpbCI6ImphbmVAZXhhbXBsZS5jb20ifQ"
+_JWT = f"{_JWT_HEADER}.{_JWT_PAYLOAD}.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+HOSTILE = {  # id -> what must not leave
+    "jane.doe@example.com": "jane.doe@example.com",
+    _JWT: _JWT_PAYLOAD,
+    _JWT * 2: _JWT_PAYLOAD,  # over the maximum length: cut, and the cut JWT would no longer parse
+    "acme-" + "x" * 295: "x" * 100,
+    "acme\r\n2026-01-01 INFO forged\x1b[31m": "\n",
+}
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE), ids=["email", "jwt", "long-jwt", "300-chars", "controls"])
+def test_a_hostile_tenant_id_has_one_outgoing_form_on_every_signal(
+        hostile: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from otel_crm._internal.logs import install_log_handlers, remove_log_handlers
+
+    secret = HOSTILE[hostile]
+    with capture_telemetry() as telemetry:
+        logger = logging.getLogger("test.hostile_tenant")
+        logger.propagate = False
+        settings = telemetry.runtime.settings.replace(log_format="json", logs_exporter=("otlp",), log_level="info")
+        install_log_handlers(settings, telemetry.runtime.logger_provider, scrubber=telemetry.runtime.scrubber,
+                             root=logger)
+        try:
+            tracer = telemetry.runtime.tracer("test")
+            with tenant_context(hostile), tracer.start_as_current_span("job"):
+                logger.warning("hello")
+        finally:
+            remove_log_handlers(root=logger)
+            logger.propagate = True
+        span = telemetry.span("job")
+        record = next(r for r in telemetry.logs() if r.log_record.body == "hello")
+        (label,) = {p.attributes["crm.tenant.id"] for p in telemetry.metric_points("crm.requests")}
+        line = next(json.loads(text) for text in capsys.readouterr().out.splitlines() if '"hello"' in text)
+        form = span.attributes["crm.tenant.id"]  # type: ignore[index]
+        assert record.log_record.attributes["crm.tenant.id"] == form  # type: ignore[index]
+        assert label == form and line["tenant_id"] == form
+        assert secret not in str(form) and "\x1b" not in str(form)
+        assert len(str(form)) <= MAX_TENANT_ID_LENGTH
+        if hostile.startswith(_JWT_HEADER):
+            cut = len(hostile) > MAX_TENANT_ID_LENGTH
+            assert form == ("[REDACTED:tenant-too-long]" if cut else "[REDACTED:secret]")
