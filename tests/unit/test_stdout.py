@@ -189,7 +189,8 @@ def test_text_format_keeps_one_record_on_one_line(monkeypatch: pytest.MonkeyPatc
         logger.removeHandler(handler)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2, lines
-    assert "/leads/1\\n2026-01-01" in lines[0] and "\\r2026" in lines[0] and "\x1b" not in lines[0]  # ANSI sequences are stripped (#11)
+    # ANSI sequences are stripped (#11); the other control characters are escaped
+    assert "/leads/1\\n2026-01-01" in lines[0] and "\\r2026" in lines[0] and "\x1b" not in lines[0]
     assert "\\u2028" in lines[0]
     assert lines[1].count("Traceback") == 1 and "ValueError: bad id\\n2026" in lines[1]
     assert not any(line.startswith("2026-01-01 00:00:00,000") for line in lines)
