@@ -47,6 +47,8 @@ __all__ = [
     "host_arch",
     "http_method_placeholder",
     "operation_name",
+    "with_dropped",
+    "with_dropped_list",
 ]
 
 # Deprecated or non-registry names the installed instrumentations write (inputs, never outputs).
@@ -226,8 +228,9 @@ def correct_event(name: str, attributes: Attributes | None) -> dict[str, Attribu
     return {key: value for key, value in attributes.items() if key != EXCEPTION_ESCAPED}
 
 
-def _bounded(attributes: Attributes, dropped: int) -> Any:
-    """`attributes` keeping the SDK's count of dropped ones (the exporters send it)."""
+def with_dropped(attributes: Attributes | None, dropped: int) -> Any:
+    """`attributes` keeping the SDK's count of dropped ones (the exporters send it); shared by every
+    rewrite of a finished span (here and scrub_pipeline.py)."""
     if not dropped:
         return attributes
     bounded = BoundedAttributes(attributes=attributes, immutable=True)
@@ -235,7 +238,7 @@ def _bounded(attributes: Attributes, dropped: int) -> Any:
     return bounded
 
 
-def _bounded_list(items: Sequence[Any], dropped: int) -> Any:
+def with_dropped_list(items: Sequence[Any], dropped: int) -> Any:
     if not dropped:
         return tuple(items)
     bounded = BoundedList.from_seq(None, items)
@@ -256,15 +259,15 @@ def correct_readable_span(span: ReadableSpan) -> ReadableSpan:
                 new_events = list(events)[:index]
             if new_events is not None:
                 new_events.append(event if event_attributes is None else Event(
-                    event.name, _bounded(event_attributes, event.dropped_attributes), event.timestamp))
+                    event.name, with_dropped(event_attributes, event.dropped_attributes), event.timestamp))
     if fixed is None and new_events is None:
         return span
     return ReadableSpan(
         name=fixed.name if fixed is not None else span.name, context=span.context, parent=span.parent,
         resource=span.resource,
-        attributes=_bounded(fixed.attributes, span.dropped_attributes) if fixed is not None else span.attributes,
-        events=_bounded_list(new_events if new_events is not None else tuple(events), span.dropped_events),
-        links=_bounded_list(span.links, span.dropped_links), kind=span.kind, status=span.status,
+        attributes=with_dropped(fixed.attributes, span.dropped_attributes) if fixed is not None else span.attributes,
+        events=with_dropped_list(new_events if new_events is not None else tuple(events), span.dropped_events),
+        links=with_dropped_list(span.links, span.dropped_links), kind=span.kind, status=span.status,
         start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 
 

@@ -9,22 +9,19 @@ Fail closed: an item whose rewriting fails is dropped and counted, never exporte
 from __future__ import annotations
 
 from collections.abc import MutableMapping, Sequence
-from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.metrics import Counter
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 
 from otel_crm._internal import semconv
-from otel_crm._internal.corrections import correct_readable_span
+from otel_crm._internal.corrections import correct_readable_span, with_dropped, with_dropped_list
 from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.sdk_compat import attributes_dict, instrumentation_info, span_parts
@@ -46,23 +43,6 @@ def _fail_closed(signal: str, exc: Exception) -> None:
     except Exception:  # noqa: S110 - counting must never fail the caller
         pass
     report_internal_error("scrubber", exc)
-
-
-def _with_dropped(attributes: Any, dropped: int) -> Any:
-    """`attributes`, as BoundedAttributes keeping a `dropped` count when there is one."""
-    if not dropped:
-        return attributes
-    bounded = BoundedAttributes(attributes=attributes, immutable=True)
-    bounded.dropped = dropped
-    return bounded
-
-
-def _with_dropped_list(items: Sequence[Any], dropped: int) -> Any:
-    if not dropped:
-        return tuple(items)
-    bounded = BoundedList.from_seq(None, items)
-    bounded.dropped = dropped
-    return bounded
 
 
 class ScrubbingSpanExporter(SpanExporter):
@@ -110,7 +90,7 @@ class ScrubbingSpanExporter(SpanExporter):
                 new_events = list(events[:index])
             if new_events is not None:
                 new_events.append(event if same else Event(
-                    event_name, _with_dropped(event_attributes, event.dropped_attributes), event.timestamp))
+                    event_name, with_dropped(event_attributes, event.dropped_attributes), event.timestamp))
         new_links: list[Link] | None = None
         for index, link in enumerate(links):
             link_attributes = scrub.scrub_attributes(link.attributes)
@@ -119,7 +99,7 @@ class ScrubbingSpanExporter(SpanExporter):
                 new_links = list(links[:index])
             if new_links is not None:
                 new_links.append(link if same else Link(
-                    link.context, _with_dropped(link_attributes, link.dropped_attributes)))
+                    link.context, with_dropped(link_attributes, link.dropped_attributes)))
         status = span.status
         if status.description:
             description = scrub.scrub_text(status.description)
@@ -130,9 +110,9 @@ class ScrubbingSpanExporter(SpanExporter):
             return span
         return ReadableSpan(
             name=name, context=span.context, parent=span.parent, resource=span.resource,
-            attributes=_with_dropped(attributes, span.dropped_attributes),
-            events=_with_dropped_list(events if new_events is None else new_events, span.dropped_events),
-            links=_with_dropped_list(links if new_links is None else new_links, span.dropped_links),
+            attributes=with_dropped(attributes, span.dropped_attributes),
+            events=with_dropped_list(events if new_events is None else new_events, span.dropped_events),
+            links=with_dropped_list(links if new_links is None else new_links, span.dropped_links),
             kind=span.kind, instrumentation_info=instrumentation_info(span),
             status=status, start_time=span.start_time, end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope)
@@ -160,7 +140,7 @@ def sanitize_query_text(span: ReadableSpan) -> ReadableSpan:
     rewritten = {**attributes_dict(attributes), semconv.DB_QUERY_TEXT: clean}
     return ReadableSpan(
         name=span.name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes=_with_dropped(rewritten, span.dropped_attributes), events=span.events, links=span.links,
+        attributes=with_dropped(rewritten, span.dropped_attributes), events=span.events, links=span.links,
         kind=span.kind, instrumentation_info=instrumentation_info(span), status=span.status,
         start_time=span.start_time, end_time=span.end_time, instrumentation_scope=span.instrumentation_scope)
 
