@@ -68,6 +68,12 @@ ScrubMode = Literal["redact", "hash", "off"]
 Profile = Literal["development", "production"]
 
 
+def _header_or_none(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
+    # An empty variable means "unset" for every setting (the OTel convention), so switching header
+    # extraction off needs a word: `none`.
+    return ("" if str(value).strip().lower() == "none" else value), []
+
+
 def _check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
     rules, problems = compile_rules(value)
     return rules, [SettingProblem(f"{source} {p.label}", p.text, p.reason, None, "rule left out")
@@ -219,9 +225,10 @@ class Settings:
     # --- tenancy ---------------------------------------------------------------------------------
     tenant_header: str = setting(
         "OTEL_CRM_TENANT_HEADER", default="X-Tenant-ID",
-        doc="Request header holding the tenant id (empty: none).")
+        doc="Request header holding the tenant id (`none`: no header is read).", check=_header_or_none)
     user_header: str = setting(
-        "OTEL_CRM_USER_HEADER", default="X-User-ID", doc="Request header holding the user id (empty: none).")
+        "OTEL_CRM_USER_HEADER", default="X-User-ID",
+        doc="Request header holding the user id (`none`: no header is read).", check=_header_or_none)
     tenant_resolver: str = setting(
         "OTEL_CRM_TENANT_RESOLVER", default="",
         doc="`module:function` taking the framework request, returning a tenant id or None.")

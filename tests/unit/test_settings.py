@@ -193,3 +193,12 @@ def test_os_environ_is_read_only_by_the_settings_module() -> None:
     offenders = [path.name for path in (ROOT / "otel_crm").rglob("*.py")
                  if path.name != "settings.py" and reads.search(path.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize("variable, field", [("OTEL_CRM_TENANT_HEADER", "tenant_header"),
+                                             ("OTEL_CRM_USER_HEADER", "user_header")])
+def test_header_settings_switch_off_with_none_while_empty_means_unset(variable: str, field: str) -> None:
+    assert getattr(resolve_settings({variable: "none"}), field) == ""
+    assert getattr(resolve_settings({variable: "NONE"}), field) == ""
+    assert getattr(resolve_settings({variable: ""}), field) != ""  # empty: unset, the default
+    assert getattr(resolve_settings({variable: "X-Org-ID"}), field) == "X-Org-ID"
