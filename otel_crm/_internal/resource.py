@@ -60,6 +60,9 @@ def create_resource(settings: Settings) -> Resource:
                                                or str(attributes.get(semconv.SERVICE_INSTANCE_ID, ""))
                                                or str(uuid.uuid4()))
     attributes[semconv.DEPLOYMENT_ENVIRONMENT_NAME] = settings.environment
+    # The bundled collector keeps every trace whose sampling was decided in process (policy
+    # `decided-in-process`) instead of sampling it at its baseline again: 10% of 10% = 1%.
+    attributes[semconv.CRM_SAMPLING_MODE] = settings.sampling_mode
     # The deprecated key would make backends show two environments.
     attributes.pop(semconv.DEPLOYMENT_ENVIRONMENT, None)
     attributes[semconv.TELEMETRY_DISTRO_NAME] = DISTRO_NAME

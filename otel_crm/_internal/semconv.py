@@ -110,6 +110,7 @@ CRM_SAMPLING_REASON: Final = "crm.sampling.reason"
 CRM_SAMPLING_WEIGHT: Final = "crm.sampling.weight"
 CRM_SAMPLING_DECISION: Final = "crm.sampling.decision"
 CRM_SAMPLING_RULE: Final = "crm.sampling.rule"
+CRM_SAMPLING_MODE: Final = "crm.sampling.mode"
 CRM_SAMPLING_PARTIAL: Final = "crm.sampling.partial"
 CRM_TRACE_SAMPLED: Final = "crm.trace.sampled"
 CRM_WORKFLOW_NAME: Final = "crm.workflow.name"
@@ -191,6 +192,8 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_SAMPLING_REASON: ("kept spans", "Why the tail sampler kept the trace: error, slow, ratio or all."),
     CRM_SAMPLING_WEIGHT: ("kept spans", "How many traces this one stands for (1/ratio for a ratio keep)."),
     CRM_SAMPLING_DECISION: ("crm.sampler.spans", "kept or dropped."),
+    CRM_SAMPLING_MODE: ("resource", "Where this service's traces are sampled: tail, head, off (decided in "
+                                    "process: the bundled collector keeps them all) or collector."),
     CRM_SAMPLING_RULE: ("kept spans (head mode: the entry span)",
                         "Name of the sampling rule that matched the trace (absent: no rule matched)."),
     CRM_SAMPLING_PARTIAL: ("kept spans", "true: the rest of a trace dropped early, kept for a later error or "

@@ -68,7 +68,7 @@ import otel_crm
 from opentelemetry import trace
 from otel_crm.helpers import agent_invocation
 
-# ratio 1.0 in tail mode: kept and marked crm.sampling.reason, which the collector keeps too.
+# ratio 1.0 in tail mode: every trace kept, and the collector keeps it too (crm.sampling.mode=tail).
 otel_crm.configure(sampling_mode="tail", sampling_ratio=1.0, scrub_mode="off", log_format="none",
                    metrics_exporter=["none"], logs_exporter=["none"])
 with agent_invocation("openai", "gpt-4o", agent_name="researcher", operation="chat") as call:

@@ -108,7 +108,7 @@ def _evaluate(policy: dict[str, Any], facts: TraceFacts, rules: dict[str, Sampli
     if kind == "probabilistic":
         return bool(ratio_keep(policy["probabilistic"]["sampling_percentage"] / 100))
     if kind == "string_attribute":
-        return False  # decided-in-process: not in this model (the traces carry no crm.sampling.reason)
+        return False  # decided-in-process: not in this model (these traces come from `collector`-mode services)
     raise AssertionError(kind)
 
 

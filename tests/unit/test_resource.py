@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from otel_crm._internal.resource import create_resource
 from otel_crm._internal.settings import resolve_settings
 
@@ -48,3 +50,17 @@ def test_host_arch_uses_the_registry_values(monkeypatch) -> None:  # type: ignor
     assert create_resource(resolve_settings({})).attributes["host.arch"] == "amd64"
     given = resolve_settings({"OTEL_RESOURCE_ATTRIBUTES": "host.arch=aarch64"})
     assert create_resource(given).attributes["host.arch"] == "arm64", "a user-given spelling is mapped too"
+
+
+@pytest.mark.parametrize("mode", ["tail", "head", "off", "collector"])
+def test_the_sampling_mode_is_on_the_resource_and_the_collector_keeps_what_was_decided_in_process(mode: str) -> None:
+    """The bundled collector's `decided-in-process` policy matches this resource attribute: a trace a
+    service already sampled must not be sampled again (10% of 10%), and `off` must mean everything."""
+    from otel_crm._internal.collector_policy import DECIDED_IN_PROCESS, collector_policies
+
+    resource = create_resource(resolve_settings({"OTEL_CRM_SAMPLING_MODE": mode}))
+    assert resource.attributes["crm.sampling.mode"] == mode
+    policy = next(p for _, p in collector_policies((), ratio=0.1, slow_seconds=2.0)
+                  if p["name"] == "decided-in-process")
+    assert policy["string_attribute"] == {"key": "crm.sampling.mode", "values": list(DECIDED_IN_PROCESS)}
+    assert (mode in policy["string_attribute"]["values"]) == (mode != "collector")
