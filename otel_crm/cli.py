@@ -23,6 +23,7 @@ from otel_crm._internal.settings import (
     registry_markdown,
     resolve_settings,
 )
+from otel_crm._internal.settings_parse import credential_key
 from otel_crm._internal.startup_report import sanitized_endpoint
 
 __all__ = ["main"]
@@ -40,6 +41,8 @@ def _masked(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, setting.name)
         if setting.secret and value:
             value = {k: _MASK for k in value} if isinstance(value, Mapping) else _MASK
+        elif isinstance(value, Mapping) and value:  # e.g. resource attributes: mask credential-like keys
+            value = {k: _MASK if credential_key(str(k)) else v for k, v in value.items()}
         elif setting.name in _ENDPOINT_SETTINGS and value:
             value = sanitized_endpoint(value)  # user info and query strings carry credentials
         values[setting.name] = value

@@ -5,7 +5,8 @@ Run it under the distro, no code changes needed:
     opentelemetry-instrument python examples/flask_crm/app.py
 
 Environment: CRM_PORT (default 5000), CRM_DB_URL (default: an in-memory SQLite database),
-CRM_SERVICES_URL (default: local stand-in services started by the app on a free port).
+CRM_SERVICES_URL (default: local stand-in services started by the app on a free port),
+CRM_TEST_ENDPOINTS=1 (adds the test-only ``/privacy-probe``).
 
 The activation journey (signup → first lead → first enrichment → first successful sync, see
 docs/journeys.md) is declared in examples/journeys/crm_activation.json: run with
@@ -245,7 +246,39 @@ def create_app(db_url: str | None = None, services_url: str | None = None) -> Fl
         time.sleep(float(request.args.get("seconds", "2.1")))
         return {"status": "slow"}
 
+    if os.environ.get("CRM_TEST_ENDPOINTS") == "1":
+        add_privacy_probe(app, engine)
     return app
+
+
+def add_privacy_probe(app: Flask, engine: Any) -> None:
+    """Test-only (CRM_TEST_ENDPOINTS=1): what careless application code does with a secret — put it
+    on the span and in an event, log it in the message and in an ``extra=`` field, send it to the
+    database as a literal, name a workflow after it, raise with it in the message. The privacy
+    corpus test (tests/integration/test_privacy_corpus.py) checks that none of it leaves the process."""
+    from opentelemetry import trace
+
+    @app.get("/privacy-probe")
+    def privacy_probe_get() -> Any:  # the secret is in the URL: the instrumentation records it
+        return {"status": "ok"}
+
+    @app.post("/privacy-probe")
+    def privacy_probe() -> Any:
+        body = request.get_json(force=True, silent=True) or {}
+        note = str(body.get("text", ""))
+        span = trace.get_current_span()
+        span.set_attribute("crm.probe.note", note)
+        if body.get("deal_id"):
+            span.set_attribute("crm.deal.id", str(body["deal_id"]))
+        span.add_event("probe.event", {"probe.detail": note})
+        log.info("probe note: %s", note)
+        log.info("probe extra", extra={"probe_detail": note})
+        with Session(engine) as session:  # a literal, as hand-written SQL has them
+            quoted = note.replace("'", "''")
+            session.connection().exec_driver_sql(f"SELECT count(*) FROM leads WHERE company = '{quoted}'")
+        with otel_crm.workflow(note, execution_id="probe"):
+            pass
+        raise ValueError(f"probe failed: {note}")
 
 
 if __name__ == "__main__":

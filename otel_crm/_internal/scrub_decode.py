@@ -154,7 +154,28 @@ def _decoded(text: str, plain: bool) -> View | None:
 
 def views(text: str) -> list[View]:
     """The decoded views of `text` (not `text` itself): percent-decoded, and percent-decoded with
-    the query string's ``+`` read as a space (only a literal ``+``: ``%2B`` stays a plus)."""
+    the query string's ``+`` read as a space (only a literal ``+``: ``%2B`` stays a plus) — plus,
+    when decoding revealed a URL with its own query string (``note=%2Fpay%3Fcard%3D4111%2B1111…``,
+    what ``urlencode`` makes of a URL), that URL read with its ``+`` as spaces."""
+    found = _views(text)
+    for view in found[:]:
+        if "+" not in view.text or not view._levels:
+            continue
+        mark = view.text.find("?")
+        # Only a query string that decoding revealed (its "?" was an escape): in the outer one,
+        # %2B stays a plus.
+        if mark < 0 or text[view.original(mark)] != "%":
+            continue
+        end = view.text.find("#", mark)
+        end = len(view.text) if end < 0 else end
+        if view.text.find("+", mark, end) >= 0:  # same length: the view's map back still holds
+            spaced = view.text[:mark] + view.text[mark:end].replace("+", " ") + view.text[end:]
+            if all(spaced != other.text for other in found):
+                found.append(View(spaced, view._levels))
+    return found
+
+
+def _views(text: str) -> list[View]:
     span = _query_range(text) if "+" in text else None
     if span is not None and text.find("+", span[0], span[1]) < 0:
         span = None

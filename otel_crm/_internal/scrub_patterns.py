@@ -25,7 +25,7 @@ from otel_crm._internal.settings import SettingProblem, SettingsError
 __all__ = ["AT", "DENIED_KEYS", "DIG", "DIGIT_GATE", "IBAN", "IBAN_GATE", "KEEP", "KV", "PEM", "PERCENT_FAMILIES",
            "PERCENT_ONLY", "PERCENT_SPECS", "REDACT", "SPECS", "SSN", "SSN_GATE", "TOK", "TOKEN_HINTS",
            "ScrubCallback", "ScrubMatch", "compile_patterns", "digits", "families", "luhn", "matches", "outside",
-           "valid"]
+           "valid", "valid_length"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -224,6 +224,24 @@ def valid(check: str, text: str) -> bool:
     if check == "ssn":
         return _ssn_ok(text)
     raise ValueError(f"unknown validator {check!r}")
+
+
+_PHONE_TAIL = re.compile(r"[ ().-]+[0-9]+\Z")
+
+
+def valid_length(check: str, text: str) -> int:
+    """How much of `text`, matched by a pattern with validator `check`, is a real finding: all of
+    it, none (0), or — for phones, whose groups a greedy pattern may run into a following number
+    (``020 7946 0958 404``, a phone then a status code) — the longest valid prefix that ends at a
+    group boundary."""
+    if valid(check, text):
+        return len(text)
+    if check in ("intl", "trunk"):
+        while (tail := _PHONE_TAIL.search(text)) is not None:  # a match is at most ~40 chars
+            text = text[:tail.start()]
+            if valid(check, text):
+                return len(text)
+    return 0
 
 
 def compile_patterns(patterns: Sequence[str], variable: str, name: str, strict: bool) -> list[re.Pattern[str]]:

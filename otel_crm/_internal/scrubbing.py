@@ -171,22 +171,26 @@ class Scrubber:
     def _finding(self, match: re.Match[str]) -> _Finding | None:
         name = match.lastgroup or ""
         spec = sp.SPECS[name]
-        if spec[3] is not None and not sp.valid(spec[3], match.group(0)):
+        length = len(match.group(0)) if spec[3] is None else sp.valid_length(spec[3], match.group(0))
+        if not length:
             return None
         group: str | int = 0
         for group in spec[2]:
             if match.start(group) >= 0:
                 break
         start, end = match.span(group)
-        return start, end, spec[1], name, match.group(group)
+        if not spec[2]:  # a phone cut short of a following number: only the valid part
+            end = start + length
+        return start, end, spec[1], name, match.group(group)[:end - start]
 
     def _replace(self, match: re.Match[str]) -> str:
         spec = sp.SPECS[match.lastgroup or ""]
         found = match.group(0)
-        if spec[3] is not None and not sp.valid(spec[3], found):
+        length = len(found) if spec[3] is None else sp.valid_length(spec[3], found)
+        if not length:
             return found
         if not spec[2]:
-            return self._marker(spec[1], found)
+            return self._marker(spec[1], found[:length]) + found[length:]
         for group in spec[2]:
             start, end = match.span(group)
             if start >= 0:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from otel_crm._internal import secret_logs
 from otel_crm._internal.sampling.policy import SamplingRule, compile_rules
 from otel_crm._internal.settings_parse import (
     UNSET,
@@ -339,6 +340,7 @@ def resolve_settings(
 
     `environ` defaults to ``os.environ`` — the only place otel_crm reads it.
     """
+    secret_logs.install()  # before any exporter or resource is built from what is resolved here
     env = os.environ if environ is None else environ
     unknown = set(explicit) - _NAMES
     if unknown:

@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import json
 import math
+import re
 import types
 import typing
 import urllib.parse
@@ -21,17 +22,24 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "MASK",
     "UNSET",
     "Kind",
     "Setting",
     "SettingProblem",
     "SettingsError",
+    "credential_key",
     "read_values",
     "registry_of",
     "setting",
     "show",
+    "shown_raw",
 ]
 
+MASK = "****"
+# A key or variable name that says it holds a credential (a header, a resource attribute...).
+_CREDENTIAL = re.compile(r"pass|secret|token|auth|api[-_]?key|access[-_]?key|private|cookie|credential|"
+                         r"session|signature|bearer|salt|headers", re.IGNORECASE)
 UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 _METADATA_KEY = "otel_crm.setting"
 
@@ -186,6 +194,32 @@ class _Invalid(Exception):
     pass
 
 
+def credential_key(name: str) -> bool:
+    """Whether a key or variable name looks like it holds a credential."""
+    return _CREDENTIAL.search(name) is not None
+
+
+def shown_raw(entry: Setting, raw: str, variable: str = "") -> str:
+    """`raw`, the value of `entry` that failed to parse, as a warning may show it. Nothing of a
+    secret or credential-looking variable (malformed, so no telling which part is the secret:
+    ``x-team: SECRET`` has no ``=``); of a mapping, the keys, the values of keys that do not look
+    like credentials, and no piece that is not ``key=value``."""
+    if entry.secret or credential_key(variable) or any(credential_key(name) for name in entry.env):
+        return MASK
+    if entry.kind is not Kind.MAPPING:
+        return raw
+    pieces = []
+    for pair in raw.split(","):
+        key, sep, _ = pair.partition("=")
+        if not sep:
+            pieces.append(MASK if pair.strip() else pair)
+        elif credential_key(key):
+            pieces.append(f"{key}={MASK}")
+        else:
+            pieces.append(pair)
+    return ",".join(pieces)
+
+
 def _parse(setting: Setting, raw: str) -> Any:
     text = raw.strip()
     kind = setting.kind
@@ -318,7 +352,7 @@ def read_values(registry: tuple[Setting, ...], env: Mapping[str, str], explicit:
                 _check_items(entry, values, f"argument {entry.name}", problems)
                 continue
             except _Invalid:
-                problems.append(SettingProblem(f"argument {entry.name}", str(explicit[entry.name]),
+                problems.append(SettingProblem(f"argument {entry.name}", shown_raw(entry, str(explicit[entry.name])),
                                                entry.allowed(), entry.default))
         for variable in entry.env:
             raw = env.get(variable)
@@ -329,7 +363,8 @@ def read_values(registry: tuple[Setting, ...], env: Mapping[str, str], explicit:
                 chosen.add(entry.name)
                 _check_items(entry, values, variable, problems)
             except _Invalid:
-                problems.append(SettingProblem(variable, raw, entry.allowed(), entry.default))
+                problems.append(SettingProblem(variable, shown_raw(entry, raw, variable), entry.allowed(),
+                                               entry.default))
             break
     return values, chosen, problems
 

@@ -1,4 +1,5 @@
-"""Redaction: credentials and e-mail addresses never reach Jaeger (collector-side second line of defence)."""
+"""Redaction: credentials and e-mail addresses never reach Jaeger (collector-side second line of defence),
+with the single-node config (otelcol.yaml) and with the scale-out sampler (gateway/sampler.yaml)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ SECRET = "Bearer s3cr3t-t0k3n"
 EMAIL = "jane.doe@example.com"
 
 
-@pytest.fixture(scope="module")
-def collector(jaeger: JaegerProc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
+# The single-node config and the scale-out tier's sampler (the one that redacts there: the load
+# balancer only routes) must redact alike.
+@pytest.fixture(scope="module", params=["otelcol.yaml", "gateway/sampler.yaml"])
+def collector(request: pytest.FixtureRequest, jaeger: JaegerProc,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
     log_dir: Path = tmp_path_factory.mktemp("redaction")
-    proc = CollectorProc(log_dir, CONFIGS / "otelcol.yaml", extra_env={
+    proc = CollectorProc(log_dir, CONFIGS / request.param, extra_env={
         "JAEGER_OTLP_ENDPOINT": jaeger.otlp_endpoint, "OTELCOL_DECISION_WAIT": "1s", "OTELCOL_BATCH_TIMEOUT": "200ms",
     }).start()
     yield proc

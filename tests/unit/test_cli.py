@@ -103,3 +103,12 @@ def test_doctor_never_prints_credentials(capsys) -> None:  # type: ignore[no-unt
         assert secret not in out + err
     assert "OTEL_EXPORTER_OTLP_HEADERS='****'" in out
     assert "OTLP endpoint http://127.0.0.1:9/v1/traces: NOT reachable" in out
+
+
+def test_doctor_masks_malformed_secrets_and_credential_like_resource_attributes(capsys) -> None:  # type: ignore[no-untyped-def]
+    status, out, err = _doctor({"OTEL_EXPORTER_OTLP_HEADERS": "x-team: S3CRET-1",
+                                "OTEL_RESOURCE_ATTRIBUTES": "api_token=S3CRET-2,team=crm"}, capsys)
+    assert status == 1
+    assert "S3CRET" not in out + err
+    assert "invalid OTEL_EXPORTER_OTLP_HEADERS='****'" in out
+    assert "resource_attributes = {'api_token': '****', 'team': 'crm'}" in out

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from otel_crm._internal.scrub_patterns import SPECS, compile_patterns, luhn, outside, valid
+from otel_crm._internal.scrub_patterns import SPECS, compile_patterns, luhn, outside, valid, valid_length
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import SettingsError
 
@@ -231,3 +231,22 @@ def test_one_megabyte_of_adversarial_input_under_a_second(name: str) -> None:
 def test_the_adversarial_inputs_really_exercise_their_patterns() -> None:
     # Not vacuous: at normal size each family finds what it should.
     assert re.search(r"\[REDACTED:(email|card|iban|ssn|secret)\]", _scrub(ADVERSARIAL_1MB["mixed"](2000)))
+
+
+@pytest.mark.parametrize(("check", "text", "kept"), [
+    ("trunk", "020 7946 0958", "020 7946 0958"),
+    ("trunk", "020 7946 0958 404", "020 7946 0958"),  # a phone, then a status code (found end to end)
+    ("trunk", "020 7946 0958 404 12", "020 7946 0958"),
+    ("intl", "+1 415 555 2671 2024 404", "+1 415 555 2671 2024"),
+    ("trunk", "020 79", ""),
+    ("card", "4111 1111 1111 1112", ""),  # no prefix of a failed checksum is kept
+])
+def test_a_phone_run_into_a_following_number_keeps_its_valid_prefix(check: str, text: str, kept: str) -> None:
+    assert text[:valid_length(check, text)] == kept
+
+
+def test_a_phone_followed_by_a_number_is_still_redacted() -> None:
+    scrubber = Scrubber()
+    assert scrubber.scrub_text("GET /no-such-route/london 020 7946 0958 404") == \
+        "GET /no-such-route/london [REDACTED:phone] 404"
+    assert scrubber.scrub_value("path", "call 020 7946 0958 404") == "call [REDACTED:phone] 404"

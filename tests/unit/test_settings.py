@@ -71,7 +71,10 @@ def test_a_bad_value_logs_exactly_one_line_and_uses_the_default(
         settings = resolve_settings({variable: value})
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1
-    assert variable in lines[0] and repr(value) in lines[0] and allowed in lines[0]
+    # A secret variable's value is never echoed, however malformed (issue #9): masked whole.
+    shown = "****" if next(s for s in REGISTRY if variable in s.env).secret else value
+    assert variable in lines[0] and repr(shown) in lines[0] and allowed in lines[0]
+    assert shown == value or value not in lines[0]
     assert "using the default" in lines[0]
     default = next(s for s in REGISTRY if variable in s.env).default
     name = next(s for s in REGISTRY if variable in s.env).name
@@ -202,3 +205,26 @@ def test_header_settings_switch_off_with_none_while_empty_means_unset(variable: 
     assert getattr(resolve_settings({variable: "NONE"}), field) == ""
     assert getattr(resolve_settings({variable: ""}), field) != ""  # empty: unset, the default
     assert getattr(resolve_settings({variable: "X-Org-ID"}), field) == "X-Org-ID"
+
+
+@pytest.mark.parametrize(("variables", "shown"), [
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "x-team: S3CRET"}, "'****'"),  # secret, and no telling which part
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer S3CRET,broken"}, "'****'"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "api_token=S3CRET,team=crm,broken S3CRET"}, "'api_token=****,team=crm,****'"),
+])
+def test_a_malformed_secret_is_never_echoed_in_a_warning(variables: dict[str, str], shown: str,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="otel_crm"):
+        settings = resolve_settings(variables)
+    (problem,) = settings.problems
+    assert "S3CRET" not in problem.message() and "S3CRET" not in caplog.text
+    assert shown in problem.message()
+
+
+def test_credential_key_and_shown_raw() -> None:
+    from otel_crm._internal.settings_parse import credential_key, shown_raw
+
+    assert all(credential_key(k) for k in ("Authorization", "x-api-key", "api_token", "DB_PASSWORD", "OTEL_X_HEADERS"))
+    assert not any(credential_key(k) for k in ("team", "deployment.environment.name", "service.version"))
+    entry = next(e for e in REGISTRY if e.name == "sampling_ratio")
+    assert shown_raw(entry, "1.5x") == "1.5x"  # nothing secret about a ratio: shown as typed
