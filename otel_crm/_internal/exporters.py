@@ -52,7 +52,19 @@ GRPC_CHANNEL_OPTIONS = (
 )
 
 
+# The SDK exporters pause 1, 2, 4 s… between retries within the export timeout: a collector back
+# during a 4 s pause waited for it. Capped, retries come at most 1 s apart (and a batch given up
+# on, after the timeout, is counted: `export_failed`).
+MAX_RETRY_PAUSE_SECONDS = 1.0
+
+
 def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
+    exporter = _build_sdk_exporter(settings, signal)
+    sdk_compat.cap_retry_pause(exporter, MAX_RETRY_PAUSE_SECONDS)
+    return exporter
+
+
+def _build_sdk_exporter(settings: Settings, signal: str) -> Any:
     endpoint = settings.endpoint_for(signal)
     timeout = settings.otlp_timeout_ms / 1000
     headers = dict(settings.otlp_headers) or None
