@@ -209,7 +209,8 @@ def test_exit_with_a_silent_collector_settles_within_the_shutdown_timeout(tmp_pa
         endpoint = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
         app, status_path, stop = start_app(tmp_path, endpoint, "http/protobuf",
                                            OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS="2", OTEL_EXPORTER_OTLP_TIMEOUT="10000",
-                                           OTEL_METRIC_EXPORT_INTERVAL="60000")
+                                           OTEL_METRIC_EXPORT_INTERVAL="60000", OTEL_CRM_LOG_FORMAT="text",
+                                           OTEL_CRM_LOG_LEVEL="warning")
         try:
             wait_until(lambda: read_status(status_path).get("made", {}).get("spans", 0) >= 20, 30, "load")
             status = finish(app, stop, status_path, timeout=10)
@@ -224,3 +225,7 @@ def test_exit_with_a_silent_collector_settles_within_the_shutdown_timeout(tmp_pa
     end = float(next(line for line in output.splitlines() if line.startswith("END ")).split()[1])
     exited = float(next(line for line in output.splitlines() if line.startswith("EXITED ")).split()[1])
     assert 1.5 < exited - end < 2.5, "bounded by the 2 s shutdown timeout"
+    lines = [line for line in output.splitlines() if "otel_crm:" in line]  # not the app's records
+    assert len(lines) == 1 and "the exit flush did not finish within 2.0s; dropped " in lines[0], output
+    counted = ledger["traces"]["dropped"]["shutdown"]
+    assert f"dropped {counted} traces" in lines[0] and "reason shutdown" in lines[0]
