@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_crm._internal import semconv
+from otel_crm._internal import accounting, semconv
 from otel_crm._internal.cardinality import CardinalityGuard
 from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.sampling.tail import TailSamplingProcessor
@@ -103,7 +103,12 @@ class Runtime:
             if self._shut_down:
                 return
             self._shut_down = True
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+        for signal, provider in (("traces", self.tracer_provider), ("logs", self.logger_provider),
+                                 ("metrics", self.meter_provider)):
+            if signal == "metrics" and self.origin == "configure":
+                # Spans and log records still queued are lost from here on: counted (reason
+                # shutdown) before the last metric export, which carries the count.
+                accounting.settle(("traces", "logs"))
             if provider is None:
                 continue
             try:
