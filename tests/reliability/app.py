@@ -81,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
 
 class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The stdlib's backlog of 5 overflows under a burst: a dropped SYN costs the client a 1 s
+    # retransmit, a latency that would be the server's, not otel_crm's.
+    request_queue_size = 128
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):

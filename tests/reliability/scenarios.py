@@ -18,7 +18,9 @@ __all__ = ["QUICK", "SCENARIOS", "broken_collector", "collector_down", "run_scen
 RATE = 50.0  # requests per second: one span and one log record each
 SHUTDOWN_TIMEOUT = 3.0  # OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS of the app
 EXIT_SLACK = 1.5  # process start-up of the signal handler, interpreter teardown
-LATENCY_SLACK = 0.1  # p99 under the fault may exceed the healthy p99 by this much (2 shared cores)
+# p95 under the fault may exceed the healthy p95 by this much, or be twice it (2 shared cores:
+# a neighbour's burst moves a p99 of a few hundred requests; the p95 is what a user would notice).
+LATENCY_SLACK = 0.1
 
 
 def _latency(result: Result, samples: list[Sample], healthy: list[Sample], label: str) -> None:
@@ -26,11 +28,13 @@ def _latency(result: Result, samples: list[Sample], healthy: list[Sample], label
     bad = sum(1 for s in statuses if s != 200)
     result.check(f"every request answered 200 ({label})", not bad and bool(samples),
                  f"{len(samples) - bad}/{len(samples)} answered 200")
-    base = percentile([s.latency for s in healthy], 0.99) if healthy else 0.0
+    base = percentile([s.latency for s in healthy], 0.95) if healthy else 0.0
+    p95 = percentile([s.latency for s in samples], 0.95)
     p99 = percentile([s.latency for s in samples], 0.99)
-    bound = max(base, 0.02) + LATENCY_SLACK
-    result.check(f"p99 latency within healthy p99 + {LATENCY_SLACK * 1000:.0f} ms ({label})", p99 <= bound,
-                 f"p99 {p99 * 1000:.1f} ms (healthy {base * 1000:.1f} ms, bound {bound * 1000:.0f} ms)")
+    bound = max(2 * base, max(base, 0.02) + LATENCY_SLACK)
+    result.check(f"p95 latency within max(2 x healthy p95, healthy p95 + {LATENCY_SLACK * 1000:.0f} ms) ({label})",
+                 p95 <= bound, f"p95 {p95 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (healthy p95 {base * 1000:.1f} ms, "
+                 f"bound {bound * 1000:.0f} ms)")
 
 
 def _load_line(load: Load, seconds: float) -> str:

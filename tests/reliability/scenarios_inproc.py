@@ -15,11 +15,11 @@ RSS_GROWTH_BOUND_MB = 100.0
 
 
 def span_flood(work: Path, quick: bool) -> Result:
-    total = 100_000 if quick else 1_000_000
+    total = 50_000 if quick else 1_000_000
     result = Result(f"{total:,}-span flood",
                     f"{total:,} spans ended as fast as {flood.THREADS} threads can in one process (sampling off, "
                     "default queue of 2048), exported over gRPC to the real collector",
-                    bound_seconds=90 if quick else 420)
+                    bound_seconds=60 if quick else 420)
     collector = FileCollector(work / "collector")
     collector.start()
     try:

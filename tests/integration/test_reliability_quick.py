@@ -1,0 +1,53 @@
+"""The quick reliability scenarios (tests/reliability, `make reliability` runs the full ones): each
+must pass its survival checks (serves 200s, latency, exit within the shutdown timeout, no
+traceback, bounded memory, no exception into business code), and its accounting must be what is
+true today: exact (produced = exported + counted) where otel_crm counts every loss; where it does
+not yet, exported and counted never exceed produced. The scenarios run the app as its own process
+(not under pytest), so otel_crm behaves as in production."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.results import Result
+from tests.reliability.scenarios import QUICK, run_scenario
+
+pytestmark = pytest.mark.integration
+
+# Signals whose losses are all counted today, per quick scenario (produced = exported + counted).
+EXACT = {
+    "collector-down-http": ("traces", "logs"),  # a 3 s outage is inside the exporter's retry window
+    "sigterm-grpc": ("traces", "logs"),
+    "flood": ("traces",),
+}
+# Standard OTEL_* variables whose bad values still break the app (issue #10; branch otel-env fixes
+# them): the test fails on any other, and the report lists them.
+KNOWN_MISBEHAVING = frozenset({"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_PROPAGATORS",
+                               "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_TRACES_SAMPLER"})
+
+
+def _survival(result: Result) -> list[str]:
+    """Failed checks other than accounting and the standard-variable list (asserted below)."""
+    return [f"{c.what}: {c.detail}" for c in result.checks
+            if not c.ok and "produced = exported + counted" not in c.what and not c.what.startswith("standard ")]
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_quick_scenario(name: str, tmp_path: Path) -> None:
+    result = run_scenario(name, tmp_path, quick=True)
+    assert not _survival(result), _survival(result)
+    assert result.elapsed_seconds <= result.bound_seconds, result.failed()
+    for acc in result.accounting:
+        if acc.produced is None:
+            continue
+        assert acc.produced > 0, acc
+        if acc.signal in EXACT.get(name, ()):
+            assert acc.exact, f"{acc.signal}: {acc.produced} != {acc.exported} + {acc.counted}"
+        else:  # losses not all counted yet: nothing is double counted or invented
+            assert acc.exported + acc.counted_total <= acc.produced, acc
+    if name == "bad-values":
+        misbehaving = {row[0].strip("`") for row in result.table if row[2] == "standard" and row[8] != "pass"}
+        assert misbehaving <= KNOWN_MISBEHAVING, sorted(misbehaving - KNOWN_MISBEHAVING)
+        assert any(row[2] == "otel_crm" for row in result.table) and any(row[2] == "standard" for row in result.table)
