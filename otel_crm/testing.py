@@ -43,6 +43,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.util.types import Attributes
 
+from otel_crm._internal import accounting
 from otel_crm._internal.compose import compose
 from otel_crm._internal.runtime import (
     Runtime,
@@ -53,7 +54,7 @@ from otel_crm._internal.runtime import (
 from otel_crm._internal.sdk_compat import active_span_processor
 from otel_crm._internal.settings import resolve_settings
 
-__all__ = ["CapturedTelemetry", "capture_telemetry", "otel_crm_telemetry"]
+__all__ = ["CapturedTelemetry", "capture_telemetry", "otel_crm_telemetry", "telemetry_accounting"]
 
 _TEST_DEFAULTS: dict[str, Any] = {
     "service_name": "test-service",
@@ -220,6 +221,15 @@ def capture_telemetry(*, span_exporter: SpanExporter | None = None, **settings: 
         else:
             clear_current_runtime()
         runtime.shutdown()
+
+
+def telemetry_accounting() -> dict[str, dict[str, Any]]:
+    """This process's export accounting, per signal (`traces`, `logs`, `metrics`): `produced`,
+    `exported`, `dropped` (by `crm.drop.reason`) and `pending` (queued or in an export call).
+    `produced == exported + sum(dropped) + pending` always; after the exit flush (or
+    ``otel_crm.shutdown()``) `pending` is 0. Counts the OTLP export pipelines of ``configure()``
+    (docs/telemetry.md, "Every item accounted for"); spans the sampler dropped are not produced."""
+    return {signal: tally.as_dict() for signal, tally in accounting.snapshot().items()}
 
 
 _INSTRUMENT_TYPES = (Counter, Histogram, ObservableCounter, ObservableGauge, ObservableUpDownCounter, UpDownCounter)

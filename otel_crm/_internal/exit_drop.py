@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from otel_crm._internal import semconv
+from otel_crm._internal import accounting
 
 __all__ = ["ExitDropping", "count", "endpoint_address", "prepare", "probe", "register", "reset", "set_counter",
            "summary"]
@@ -37,7 +37,6 @@ class ExitDropping(Protocol):
 
 _lock = threading.Lock()
 _exporters: weakref.WeakSet[Any] = weakref.WeakSet()
-_counter: Any = None
 _dropped: dict[str, int] = {}
 _unreachable: list[str] = []
 
@@ -47,9 +46,9 @@ def register(exporter: ExitDropping) -> None:
 
 
 def set_counter(counter: Any) -> None:
-    """The `crm.telemetry.dropped` counter drops at exit are added to (set by the QueueGuards)."""
-    global _counter
-    _counter = counter
+    """The `crm.telemetry.dropped` counter drops are added to (set by the QueueGuards): the one
+    of the ledger (`accounting`), which counts drops at exit and failed exports alike."""
+    accounting.set_counter(counter)
 
 
 def endpoint_address(endpoint: str) -> tuple[str, int] | None:
@@ -104,9 +103,7 @@ def count(signal: str, items: int) -> None:
         return
     with _lock:
         _dropped[signal] = _dropped.get(signal, 0) + items
-    counter = _counter
-    if counter is not None:
-        counter.add(items, {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "shutdown"})
+    accounting.drop(signal, "shutdown", items)
 
 
 def summary() -> str | None:

@@ -13,8 +13,8 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_crm._internal import exit_drop, forks, sdk_compat, semconv
-from otel_crm._internal.safety import telemetry_dropped_counter
+from otel_crm._internal import accounting, exit_drop, forks, sdk_compat, semconv
+from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.settings import Settings
 
 __all__ = ["ForkSafeLogExporter", "ForkSafeMetricExporter", "ForkSafeSpanExporter", "QueueGuard",
@@ -204,6 +204,16 @@ class _ExitDropping:
     _closed = False
     _exporter: _PerProcess
 
+    def _account(self, success: bool, items: int) -> None:
+        """Per batch, on the export thread: exported, or lost after the exporter's own retries."""
+        if success:
+            self.succeeded = True
+            accounting.exported(self.signal, items)
+        elif self._dropping:  # a batch in flight (retrying) when the exit found no collector
+            exit_drop.count(self.signal, items)
+        else:
+            accounting.drop(self.signal, "export_failed", items)
+
     def drop_from_now(self) -> None:
         self._dropping = True
         # Wakes an export sleeping between retries (the gRPC exporter waits on its shutdown event).
@@ -228,11 +238,12 @@ class _ForkSafeBatchExporter(_ExitDropping):
         if self._dropping:
             exit_drop.count(self.signal, len(batch))
             return self._failure
-        result = self._exporter.current().export(batch)
-        if result == self._success:
-            self.succeeded = True
-        elif self._dropping:  # a batch in flight (retrying) when the exit found no collector
-            exit_drop.count(self.signal, len(batch))
+        try:
+            result = self._exporter.current().export(batch)
+        except Exception as exc:  # the batch processor would log it per batch, uncounted
+            _export_raised(self.signal, len(batch), exc)
+            return self._failure
+        self._account(result == self._success, len(batch))
         return result
 
     def shutdown(self) -> None:
@@ -252,6 +263,13 @@ class ForkSafeLogExporter(_ForkSafeBatchExporter, LogRecordExporter):
     _success, _failure = LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
 
 
+def _export_raised(signal: str, items: int, exc: Exception) -> None:
+    """An exporter that raised instead of returning FAILURE: its items are lost, counted; the
+    error is reported once (not re-raised even under pytest: the export thread must go on)."""
+    accounting.drop(signal, "export_error", items)
+    report_internal_error(f"{signal} exporter", exc, raise_in_tests=False)
+
+
 def _data_points(metrics_data: MetricsData) -> int:
     return sum(len(metric.data.data_points) for resource in metrics_data.resource_metrics
                for scope in resource.scope_metrics for metric in scope.metrics)
@@ -267,15 +285,18 @@ class ForkSafeMetricExporter(_ExitDropping, MetricExporter):
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000,
                **kwargs: Any) -> MetricExportResult:
+        points = _data_points(metrics_data)
+        accounting.produce(self.signal, points)
         if self._dropping:
-            exit_drop.count(self.signal, _data_points(metrics_data))
+            exit_drop.count(self.signal, points)
             return MetricExportResult.FAILURE
-        result: MetricExportResult = self._exporter.current().export(
-            metrics_data, timeout_millis=timeout_millis, **kwargs)
-        if result is MetricExportResult.SUCCESS:
-            self.succeeded = True
-        elif self._dropping:
-            exit_drop.count(self.signal, _data_points(metrics_data))
+        try:
+            result: MetricExportResult = self._exporter.current().export(
+                metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as exc:
+            _export_raised(self.signal, points, exc)
+            return MetricExportResult.FAILURE
+        self._account(result is MetricExportResult.SUCCESS, points)
         return result
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
@@ -298,21 +319,25 @@ class QueueGuard:
         self._queue, self._capacity = sdk_compat.batch_queue(processor)
         self._lock = threading.Lock()
         self._attributes = {semconv.CRM_SIGNAL: signal, semconv.CRM_DROP_REASON: "queue_full"}
+        self._signal = signal
         self._dropped = telemetry_dropped_counter(meter) if meter is not None else None
         if self._dropped is not None:
             exit_drop.set_counter(self._dropped)
+        self._produced = accounting.produced_cell(signal)
         _queue_guards.add(self)
 
     def offer(self, item: Any, enqueue: Callable[[Any], None]) -> None:
         """`enqueue(item)` if the queue has room, else drop it and count the drop."""
         queue = self._queue
-        if queue is None:
-            enqueue(item)
-            return
         with self._lock:
+            self._produced.n += 1  # under the lock taken anyway: exact, and no second lock
+            if queue is None:
+                enqueue(item)
+                return
             if len(queue) < self._capacity:
                 enqueue(item)
                 return
+        accounting.drop(self._signal, "queue_full", 1, count=False)
         if self._dropped is not None:
             self._dropped.add(1, self._attributes)
 

@@ -28,7 +28,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_crm._internal import exit_drop, forks, semconv
+from otel_crm._internal import accounting, exit_drop, forks, semconv
 from otel_crm._internal.compose import compose
 from otel_crm._internal.logs import LOCAL_ONLY, install_log_handlers
 from otel_crm._internal.propagation import install_propagator
@@ -149,6 +149,7 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
                 return
             state["done"] = True
         run_with_deadline(_exit_shutdown(shutdown), timeout, "shutdown")
+        accounting.settle()  # past the deadline, what is still queued or in flight is lost: counted
         line = exit_drop.summary()
         if line is not None:  # stdout only: the logs pipeline is shut down by now
             _log.warning(line, extra={LOCAL_ONLY: True})
@@ -202,6 +203,7 @@ def configure(*, environ: Mapping[str, str] | None = None, scrub_callback: Scrub
 def install(runtime: Runtime) -> None:
     """Make a composed runtime this process's: every global effect of configure()."""
     set_current_runtime(runtime)
+    accounting.reset()  # the ledger counts the pipelines installed from now on
     settings = runtime.settings
     if settings.disabled or runtime.tracer_provider is None or runtime.meter_provider is None \
             or runtime.logger_provider is None:
@@ -263,4 +265,6 @@ def shutdown(timeout: float | None = None) -> bool:
     if runtime is None or runtime.origin != "configure":
         return True
     limit = runtime.settings.shutdown_timeout_seconds if timeout is None else timeout
-    return run_with_deadline(runtime.shutdown, limit, "shutdown")
+    finished = run_with_deadline(runtime.shutdown, limit, "shutdown")
+    accounting.settle()
+    return finished

@@ -20,7 +20,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 
-from otel_crm._internal import semconv
+from otel_crm._internal import accounting, semconv
 from otel_crm._internal.cardinality import CardinalityGuard
 from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.sampling.tail import TailSamplingProcessor
@@ -104,6 +104,10 @@ class Runtime:
                 return
             self._shut_down = True
         for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
+            if provider is self.meter_provider and self.origin == "configure":
+                # Spans and log records still queued are lost from here on: counted (reason
+                # shutdown) before the last metric export, which carries the count.
+                accounting.settle(("traces", "logs"))
             if provider is None:
                 continue
             try:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, Status
 
-from otel_crm._internal import semconv
+from otel_crm._internal import accounting, semconv
 from otel_crm._internal.corrections import correct_readable_span, with_dropped, with_dropped_list
 from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.scrubbing import Scrubber
@@ -36,6 +36,8 @@ def _fail_closed(signal: str, exc: Exception) -> None:
     """The item is dropped, never exported unscrubbed: count it, report the error (re-raised
     under pytest, see safety)."""
     global _dropped
+    # A span was counted as produced when it was queued; a log record is scrubbed before that.
+    accounting.drop(signal, "scrub_error", 1, count=False, entered=signal == "logs")
     try:
         if _dropped is None:
             _dropped = telemetry_dropped_counter(metrics.get_meter("otel_crm"))

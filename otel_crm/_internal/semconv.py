@@ -211,7 +211,8 @@ CRM_ATTRIBUTES: Final[dict[str, tuple[str, str]]] = {
     CRM_GEN_AI_COST_AMOUNT: ("GenAI spans", "Cost of the call from the price table."),
     CRM_GEN_AI_COST_CURRENCY: ("GenAI spans, cost metric", "Currency of the cost (USD by default)."),
     CRM_SIGNAL: ("crm.telemetry.dropped", "traces, metrics or logs."),
-    CRM_DROP_REASON: ("crm.telemetry.dropped", "Why telemetry was dropped (queue_full, sampler_cap…)."),
+    CRM_DROP_REASON: ("crm.telemetry.dropped", "Why telemetry was dropped: queue_full, export_failed, "
+                                               "export_error, scrub_error, shutdown."),
     CRM_COMPONENT: ("crm.internal.errors", "Which part of otel_crm failed."),
     CRM_METRIC_NAME: ("crm.metric.overflow", "Metric whose attribute value overflowed to __other__."),
     CRM_JOURNEY_NAME: ("journey events, spans, metrics", "Declared business journey (onboarding…)."),

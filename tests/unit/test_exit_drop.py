@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_crm._internal import exit_drop
+from otel_crm._internal import accounting, exit_drop
 from otel_crm._internal.exporters import ForkSafeSpanExporter, otlp_exporter
 from otel_crm._internal.safety import telemetry_dropped_counter
 from otel_crm._internal.settings import resolve_settings
@@ -23,8 +23,10 @@ from tests.support.processes import free_port
 @pytest.fixture(autouse=True)
 def _fresh() -> Iterator[None]:
     exit_drop.reset()
+    accounting.reset()
     yield
     exit_drop.reset()
+    accounting.reset()
     exit_drop.set_counter(None)
 
 
