@@ -5,13 +5,18 @@ production (internal errors swallowed, not re-raised). Environment: CRM_PORT, pl
 OTEL_* variable. Each `GET /work` ends exactly one span (SERVER, so RED metrics see it) and emits
 exactly one log record, then answers 200: what the app produced is known exactly.
 
-SIGTERM: the app stops taking work (503, no telemetry), waits for requests in flight, prints one
-line `RELIABILITY {"produced": ...}` and hands over to otel_crm's own SIGTERM handler, which
-flushes within OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS (this is what a graceful server does).
+SIGTERM: the app stops taking work (503, no telemetry), waits for requests in flight and prints
+one line `RELIABILITY {"produced": ...}`. Then, by default (RELIABILITY_SIGTERM=app), it exits as
+servers with their own SIGTERM handler do (gunicorn, uvicorn): otel_crm flushes at interpreter
+exit within OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS, and a last line `RELIABILITY-LEDGER {...}` gives
+otel_crm's settled export ledger (`otel_crm.testing.telemetry_accounting()`). With
+RELIABILITY_SIGTERM=otel_crm the app hands over to otel_crm's own SIGTERM handler instead (no
+ledger line: that handler ends the process by the signal).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -91,20 +96,35 @@ class QuietServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-def _install_drain(otel_handler: Any) -> None:
+def _drain() -> None:
+    """Stop taking work, wait (bounded) for requests in flight, say what was produced."""
+    with _lock:
+        _state["draining"] = 1
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        with _lock:
+            if not _state["in_flight"]:
+                break
+        time.sleep(0.005)
+    with _lock:
+        produced = {"traces": _state["traces"], "logs": _state["logs"]}
+    sys.stdout.write("RELIABILITY " + json.dumps({"produced": produced, "sigterm_at": time.time()}) + "\n")
+    sys.stdout.flush()
+
+
+def _print_ledger() -> None:
+    """At the very end (registered before configure(), so it runs after otel_crm's exit flush):
+    otel_crm's own export ledger, settled."""
+    from otel_crm.testing import telemetry_accounting
+
+    sys.stdout.write("RELIABILITY-LEDGER " + json.dumps(telemetry_accounting()) + "\n")
+    sys.stdout.flush()
+
+
+def _wrap_otel_handler(otel_handler: Any) -> None:
+    """RELIABILITY_SIGTERM=otel_crm: otel_crm's own SIGTERM handler does the exit."""
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        with _lock:
-            _state["draining"] = 1
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            with _lock:
-                if not _state["in_flight"]:
-                    break
-            time.sleep(0.005)
-        with _lock:
-            produced = {"traces": _state["traces"], "logs": _state["logs"]}
-        sys.stdout.write("RELIABILITY " + json.dumps({"produced": produced, "sigterm_at": time.time()}) + "\n")
-        sys.stdout.flush()
+        _drain()
         if callable(otel_handler):
             otel_handler(signum, frame)
         else:  # otel_crm installed none (disabled, or a bad setting turned it off): exit plainly
@@ -113,10 +133,22 @@ def _install_drain(otel_handler: Any) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _server_handler(signum: int, frame: FrameType | None) -> None:
+    """RELIABILITY_SIGTERM=app (default): the server's own handler, as gunicorn or uvicorn have;
+    otel_crm then flushes at interpreter exit (atexit)."""
+    _drain()
+    raise SystemExit(0)
+
+
 def main() -> None:
+    own_handler = os.environ.get("RELIABILITY_SIGTERM", "app") == "app"
+    if own_handler:
+        signal.signal(signal.SIGTERM, _server_handler)
+        atexit.register(_print_ledger)
     otel_crm.configure()
     logging.getLogger().setLevel(logging.INFO)
-    _install_drain(signal.getsignal(signal.SIGTERM))
+    if not own_handler:
+        _wrap_otel_handler(signal.getsignal(signal.SIGTERM))
     server = QuietServer(("127.0.0.1", int(os.environ["CRM_PORT"])), Handler)
     server.serve_forever(poll_interval=0.1)
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.support.otlp_files import read_logs, read_spans
+from tests.support.otlp_files import read_logs, read_metrics, read_spans
 from tests.support.processes import ROOT, ManagedProcess, free_port, http_ok, tcp_open
 
 __all__ = ["Blackhole", "FileCollector", "GrpcUnavailable", "Http503", "otelcol_binary"]
@@ -62,17 +62,13 @@ class FileCollector:
     def spans(self, name: str) -> int:
         return sum(1 for run in self.runs for s in read_spans(run / "traces.jsonl") if s.name == name)
 
-    def logs(self, body: str) -> int:
-        return sum(1 for run in self.runs for r in read_logs(run / "logs.jsonl") if r.body == body)
+    def logs(self, body: str | None = None) -> int:
+        """Log records with `body` (None: every record)."""
+        return sum(1 for run in self.runs for r in read_logs(run / "logs.jsonl") if body is None or r.body == body)
 
-    def metric_requests(self) -> int:
-        """Metric export requests received (one line each in the file)."""
-        total = 0
-        for run in self.runs:
-            path = run / "metrics.jsonl"
-            if path.exists():
-                total += sum(1 for line in path.read_text().splitlines() if line.strip())
-        return total
+    def metric_points(self) -> int:
+        """Metric data points received (what otel_crm's ledger counts for metrics)."""
+        return sum(len(read_metrics(run / "metrics.jsonl")) for run in self.runs)
 
 
 class Blackhole:

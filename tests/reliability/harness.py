@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.support.processes import ROOT, ManagedProcess, free_port, http_ok, wait_until
 
@@ -153,6 +154,14 @@ class AppRun:
         for line in self.process.output().splitlines():
             if line.startswith("RELIABILITY "):
                 return dict(json.loads(line[len("RELIABILITY "):])["produced"])
+        return {}
+
+    def ledger(self) -> dict[str, dict[str, Any]]:
+        """otel_crm's settled export ledger, printed by the app after otel_crm's exit flush (only
+        when the app exits through atexit: RELIABILITY_SIGTERM=app)."""
+        for line in self.process.output().splitlines():
+            if line.startswith("RELIABILITY-LEDGER "):
+                return dict(json.loads(line[len("RELIABILITY-LEDGER "):]))
         return {}
 
     def exit_dropped(self) -> dict[str, int]:

@@ -63,11 +63,14 @@ def render(results: list[Result], *, total_seconds: float, quick: bool) -> str:
         "Each scenario runs the real thing: `tests/reliability/app.py` (a threaded HTTP server calling "
         "`otel_crm.configure()`, one span and one log record per `GET /work`) as its own process, not under "
         "pytest, against the real `otelcol-crm` or a broken stand-in. *Produced* is what the app made "
-        "(it says so at SIGTERM), *exported* what the collector wrote to its files, *counted* what "
-        "otel_crm counted in `crm.telemetry.dropped` (its Prometheus endpoint, read before SIGTERM) plus "
-        "what its exit line reports dropped at exit. *Uncounted* = produced - exported - counted: the "
-        "losses nobody would see. Metrics: exported is the number of metric export requests the "
-        "collector received; metric production is not counted by otel_crm, so no invariant is checked.",
+        "(it says so at SIGTERM), *exported* what the collector wrote to its files, *counted* the drops "
+        "by reason in otel_crm's settled export ledger (`otel_crm.testing.telemetry_accounting()`, "
+        "printed by the app after otel_crm's exit flush; each of its drops is also added to "
+        "`crm.telemetry.dropped`). Where otel_crm's own SIGTERM handler ends the process no ledger can "
+        "be printed: counted is then `crm.telemetry.dropped` read from otel_crm's Prometheus endpoint "
+        "before SIGTERM plus what otel_crm's exit line reports. *Uncounted* = produced - exported - "
+        "counted: losses nobody would see. Metrics are data points: produced as the ledger counts them, "
+        "exported as found in the collector's file.",
         "",
         "| scenario | verdict | time (bound) | traces produced / exported / counted / uncounted | "
         "logs produced / exported / counted / uncounted |",

@@ -61,7 +61,7 @@ class Result:
         self.checks.append(Check(what, bool(ok), detail))
         return bool(ok)
 
-    def check_accounting(self, exact_signals: tuple[str, ...] = ("traces", "logs")) -> None:
+    def check_accounting(self, exact_signals: tuple[str, ...] = ("traces", "logs", "metrics")) -> None:
         """One check per signal whose production is known: produced = exported + counted."""
         for acc in self.accounting:
             if acc.produced is None or acc.signal not in exact_signals:

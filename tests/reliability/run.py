@@ -8,6 +8,7 @@ Exits 1 when a scenario failed (after writing the report: the failures are the f
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "docs" / "reliability.md"))
     parser.add_argument("scenarios", nargs="*", help=f"any of: {', '.join(name for name, _ in SCENARIOS)}")
     args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout) unwinds like Ctrl-C, so each scenario's `finally` stops what it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     names = args.scenarios or [name for name, _ in SCENARIOS]
     results: list[Result] = []
     started = time.monotonic()

@@ -46,8 +46,39 @@ def _load_line(load: Load, seconds: float) -> str:
             f"max {max(lat, default=0) * 1000:.1f} ms")
 
 
-def _account(app: AppRun, dropped: dict[tuple[str, str], float], exported: dict[str, int]) -> list[Accounting]:
+def _account(app: AppRun, dropped: dict[tuple[str, str], float], exported: dict[str, int],
+             result: Result) -> list[Accounting]:
+    """Produced: the app's count; exported: the collector's files; counted: otel_crm's settled
+    ledger when the app printed it (every drop in it is also in crm.telemetry.dropped), else
+    crm.telemetry.dropped read before SIGTERM plus the exit line."""
     produced = app.produced()
+    ledger = app.ledger()
+    if ledger:
+        out = []
+        for signal in ("traces", "logs", "metrics"):
+            tally = ledger.get(signal, {})
+            counted = {reason: int(n) for reason, n in tally.get("dropped", {}).items() if n}
+            # Traces: the app's own count. Logs and metrics: the ledger's, since otel_crm's own lines
+            # and every instrument's data points travel the same pipelines (the collector's file
+            # then gives every record and point, not only the app's).
+            made = produced.get(signal) if signal == "traces" else tally.get("produced")
+            got = exported.get("all logs", 0) if signal == "logs" else exported.get(signal, 0)
+            out.append(Accounting(signal, made, got, counted))
+            if signal == "traces":
+                result.check("otel_crm's ledger counts exactly the spans the app made",
+                             tally.get("produced") == produced.get("traces"),
+                             f"ledger {tally.get('produced')}, app {produced.get('traces')}")
+            if signal == "logs":
+                result.check("the app's log records are all in otel_crm's ledger",
+                             (tally.get("produced") or 0) >= produced.get("logs", 0),
+                             f"app {produced.get('logs')}, ledger {tally.get('produced')} (the rest are "
+                             "otel_crm's and the SDK's own records)")
+            result.notes.append(f"otel_crm's ledger, {signal}: produced {tally.get('produced')}, exported "
+                                f"{tally.get('exported')}, dropped {tally.get('dropped')}, "
+                                f"pending {tally.get('pending')}")
+        return out  # metrics: data points, produced as otel_crm's ledger counts them
+    result.notes.append("no ledger line (otel_crm's own SIGTERM handler ended the process): counted = "
+                        "crm.telemetry.dropped read before SIGTERM + the exit line")
     at_exit = app.exit_dropped()
     out = []
     for signal in ("traces", "logs"):
@@ -118,7 +149,8 @@ def collector_down(work: Path, quick: bool, protocol: str = "grpc") -> Result:
         _exit_checks(result, app)
         result.accounting = _account(app, dropped, {"traces": collector.spans("GET /work"),
                                                     "logs": collector.logs("work done"),
-                                                    "metrics": collector.metric_requests()})
+                                                    "all logs": collector.logs(),
+                                                    "metrics": collector.metric_points()}, result)
         result.check_accounting()
     finally:
         load.stop()
@@ -154,7 +186,7 @@ def broken_collector(work: Path, quick: bool, kind: str, protocol: str) -> Resul
                     "gRPC UNAVAILABLE": lambda: f"{broken.calls} Export calls answered UNAVAILABLE"}[kind]()
         result.faults = [f"{kind} at {broken.endpoint(protocol)}: {contacts}"]
         _exit_checks(result, app)
-        result.accounting = _account(app, dropped, {})
+        result.accounting = _account(app, dropped, {}, result)
         result.check_accounting()
     finally:
         load.stop()
@@ -163,15 +195,18 @@ def broken_collector(work: Path, quick: bool, kind: str, protocol: str) -> Resul
     return result
 
 
-def sigterm_under_load(work: Path, quick: bool, protocol: str = "grpc") -> Result:
+def sigterm_under_load(work: Path, quick: bool, protocol: str = "grpc", handler: str = "app") -> Result:
     seconds = 2.0 if quick else 5.0
-    result = Result(f"SIGTERM under load ({protocol})",
+    who = ("the app's own SIGTERM handler drains, otel_crm flushes at exit" if handler == "app" else
+           "otel_crm's own SIGTERM handler flushes and ends the process")
+    result = Result(f"SIGTERM under load ({protocol}, {handler} handler)",
                     f"the app at {RATE:.0f} req/s, the real collector up; SIGTERM after {seconds:.0f} s while "
-                    "requests keep coming", bound_seconds=seconds + 30)
+                    f"requests keep coming; {who}", bound_seconds=seconds + 30)
     collector = FileCollector(work / "collector-sigterm")
     collector.start()
     app = AppRun(work, {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint(protocol),
-                        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}, name=f"app-sigterm-{protocol[:4]}")
+                        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "RELIABILITY_SIGTERM": handler},
+                 name=f"app-sigterm-{protocol[:4]}-{handler}")
     load = Load(app.port, RATE)
     try:
         began = time.monotonic()
@@ -192,7 +227,8 @@ def sigterm_under_load(work: Path, quick: bool, protocol: str = "grpc") -> Resul
         _exit_checks(result, app)
         result.accounting = _account(app, dropped, {"traces": collector.spans("GET /work"),
                                                     "logs": collector.logs("work done"),
-                                                    "metrics": collector.metric_requests()})
+                                                    "all logs": collector.logs(),
+                                                    "metrics": collector.metric_points()}, result)
         result.check_accounting()
     finally:
         load.stop()
@@ -210,6 +246,7 @@ SCENARIOS: list[tuple[str, Callable[[Path, bool], Result]]] = [
     ("grpc-unavailable", lambda w, q: broken_collector(w, q, "gRPC UNAVAILABLE", "grpc")),
     ("sigterm-grpc", lambda w, q: sigterm_under_load(w, q, "grpc")),
     ("sigterm-http", lambda w, q: sigterm_under_load(w, q, "http/protobuf")),
+    ("sigterm-otel-handler", lambda w, q: sigterm_under_load(w, q, "grpc", "otel_crm")),
     ("flood", span_flood),
     ("bad-values", bad_values),
     ("helper-misuse", helper_misuse),
