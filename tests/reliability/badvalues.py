@@ -1,7 +1,10 @@
 """Bad values for every variable: each of otel_crm's (the settings REGISTRY) and each standard
-OTEL_* variable the SDK declares, one app start per value. The app must start, serve, keep
-recording spans, exit cleanly on SIGTERM, print no traceback; where a value is checkable, exactly
-one line names the variable."""
+OTEL_* variable the SDK declares, one app start per value.
+
+Verdicts: `pass` (the app started, served, kept recording spans, exited cleanly on SIGTERM, printed
+no traceback, and one line named the variable where the value is checkable), `FAIL` (any of the
+first five broke: the host app noticed), `silent` (survived, but no line says the value was
+refused), `noisy` (survived, with more than one line naming it)."""
 
 from __future__ import annotations
 
@@ -37,11 +40,21 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        named = self.lines == 1 if self.case.line_expected else self.lines <= 1
-        return self.served and self.recording and self.exited and not self.tracebacks and named
+        """The host app did not notice: started, served, recorded, exited, no traceback."""
+        return self.served and self.recording and self.exited and not self.tracebacks
+
+    @property
+    def verdict(self) -> str:
+        if not self.ok:
+            return "FAIL"
+        if self.lines > 1:
+            return "noisy"
+        if self.case.line_expected and not self.lines:
+            return "silent"
+        return "pass"
 
     def row(self) -> tuple[str, ...]:
-        verdict = "pass" if self.ok else "**FAIL**"
+        verdict = {"FAIL": "**FAIL**", "pass": "pass"}.get(self.verdict, self.verdict)
         return (f"`{self.case.variable}`", f"`{self.case.value[:24]!r}`", self.case.source,
                 "yes" if self.served else "**no**", "yes" if self.recording else "**no**",
                 "yes" if self.exited else "**no**", str(self.tracebacks), str(self.lines), verdict, self.detail)
@@ -90,6 +103,8 @@ def bad_values(quick: bool = False) -> list[BadValue]:
                 value, expected = _STRINGS[variable]
             elif entry.kind in _BY_KIND:
                 value, expected = _BY_KIND[entry.kind], True
+            elif re.search(r"_ENDPOINT$", variable):
+                value, expected = "::not a url::", True
             else:  # a free string or list: nothing is invalid, a hostile value must still pass
                 value, expected = "\x7f" * 3 + "x" * 300, False
             if quick and (entry.kind in kinds_seen or (variable.startswith("OTEL_") and
@@ -122,7 +137,7 @@ def try_value(work: Path, case: BadValue, endpoint: str) -> Outcome:
     except (RuntimeError, TimeoutError) as exc:
         text = str(exc)
         return Outcome(case, False, False, False, text.count("Traceback"), _lines(text, case.variable),
-                       detail=_last_line(text))
+                       detail=_traceback_summary(text) or _last_line(text))
     served = recording = False
     detail = ""
     try:
@@ -137,7 +152,7 @@ def try_value(work: Path, case: BadValue, endpoint: str) -> Outcome:
     if not recording and not detail:
         detail = "spans not recording: telemetry off"
     if app.tracebacks():
-        detail = detail or _traceback_summary(output)
+        detail = detail or _traceback_summary(output) or "traceback"
     return Outcome(case, served, recording, exited, app.tracebacks(), _lines(output, case.variable), detail)
 
 
@@ -152,7 +167,7 @@ def _lines(text: str, variable: str) -> int:
 
 
 def _last_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("RELIABILITY")]
     return lines[-1][:160] if lines else ""
 
 
@@ -163,4 +178,4 @@ def _traceback_summary(text: str) -> str:
             for after in lines[index + 1:]:
                 if after and not after.startswith(" "):
                     return after[:160]
-    return "traceback"
+    return ""

@@ -13,7 +13,7 @@ from tests.support.processes import ROOT
 __all__ = ["render"]
 
 _TABLE_HEADERS = {
-    "bad values": ("variable", "value", "source", "serves", "records", "clean exit", "tracebacks",
+    "bad values": ("variable", "value", "source", "serves", "records spans", "clean exit", "tracebacks",
                    "lines naming it", "verdict", "detail"),
     "helper misuse": ("call", "exception into caller", "counted", "cost recorded", "verdict"),
 }

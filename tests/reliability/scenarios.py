@@ -136,8 +136,13 @@ def collector_down(work: Path, quick: bool, protocol: str = "grpc") -> Result:
         healthy = load.window(began, stopped)
         _latency(result, load.window(stopped, ended), healthy, "collector down and after")
         produced = app.stats()
-        if not settle(lambda: collector.spans("GET /work") >= produced["traces"]
-                      and collector.logs("work done") >= produced["logs"], settle_s):
+
+        def landed() -> bool:  # every span and record of the app exported or counted as dropped
+            dropped = app.dropped()
+            return (collector.spans("GET /work") + dropped.get(("traces", "export_failed"), 0) >= produced["traces"]
+                    and collector.logs("work done") + dropped.get(("logs", "export_failed"), 0) >= produced["logs"])
+
+        if not settle(landed, settle_s):
             result.notes.append(f"exports had not settled {settle_s:.0f} s after the load stopped")
         if resumed is None and collector.spans("GET /work") > before_restart:
             resumed = time.monotonic() - restarted

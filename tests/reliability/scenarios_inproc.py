@@ -68,9 +68,14 @@ def bad_values(work: Path, quick: bool) -> Result:
         if not mine:
             continue
         bad = [o.case.variable for o in mine if not o.ok]
-        result.check(f"{source} variables: the app starts, serves, records, exits, one line each",
-                     not bad, f"{len(mine) - len(bad)}/{len(mine)} pass"
-                     + (f"; misbehaving: {', '.join(bad)}" if bad else ""))
+        result.check(f"{source} variables: the app starts, serves, records, exits cleanly, no traceback",
+                     not bad, f"{len(mine) - len(bad)}/{len(mine)} survive"
+                     + (f"; the host app noticed: {', '.join(bad)}" if bad else ""))
+        for verdict, what in (("silent", "accepted without a line naming them"),
+                              ("noisy", "named in more than one line")):
+            found = [o.case.variable for o in mine if o.verdict == verdict]
+            if found:
+                result.notes.append(f"{source} variables {what} ({len(found)}): {', '.join(found)}")
     return result
 
 
