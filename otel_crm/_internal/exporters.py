@@ -17,8 +17,8 @@ from otel_crm._internal import accounting, exit_drop, forks, sdk_compat, semconv
 from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.settings import Settings
 
-__all__ = ["ForkSafeLogExporter", "ForkSafeMetricExporter", "ForkSafeSpanExporter", "QueueGuard",
-           "otlp_exporter"]
+__all__ = ["GRPC_CHANNEL_OPTIONS", "ForkSafeLogExporter", "ForkSafeMetricExporter", "ForkSafeSpanExporter",
+           "QueueGuard", "otlp_exporter"]
 
 
 def otlp_exporter(settings: Settings, signal: str) -> Any:
@@ -39,7 +39,32 @@ def otlp_exporter(settings: Settings, signal: str) -> Any:
     return exporter
 
 
+# Quick recovery after a collector outage. gRPC waits between reconnection attempts with an
+# exponential backoff (1 s growing 1.6x up to 120 s by default), kept in a subchannel shared
+# process-wide: after a 30 s outage the next attempt came up to ~20 s after the collector was back,
+# and the exporter's own new channel inherited that wait. Attempts at most 1 s apart, on a
+# subchannel of the exporter's own, resume exports within about a second (docs/telemetry.md).
+GRPC_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.use_local_subchannel_pool", 1),
+)
+
+
+# The SDK exporters pause 1, 2, 4 s… between retries within the export timeout: a collector back
+# during a 4 s pause waited for it. Capped, retries come at most 1 s apart (and a batch given up
+# on, after the timeout, is counted: `export_failed`).
+MAX_RETRY_PAUSE_SECONDS = 1.0
+
+
 def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
+    exporter = _build_sdk_exporter(settings, signal)
+    sdk_compat.cap_retry_pause(exporter, MAX_RETRY_PAUSE_SECONDS)
+    return exporter
+
+
+def _build_sdk_exporter(settings: Settings, signal: str) -> Any:
     endpoint = settings.endpoint_for(signal)
     timeout = settings.otlp_timeout_ms / 1000
     headers = dict(settings.otlp_headers) or None
@@ -69,7 +94,8 @@ def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
     if insecure is None:
         insecure = not endpoint.startswith("https://")
     kwargs: dict[str, Any] = {"endpoint": endpoint, "insecure": insecure, "headers": headers,
-                              "timeout": timeout, "compression": grpc_compression}
+                              "timeout": timeout, "compression": grpc_compression,
+                              "channel_options": GRPC_CHANNEL_OPTIONS}
     if signal == "traces":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

@@ -44,8 +44,8 @@ from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_res
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.startup_report import startup_summary
 
-__all__ = ["RateLimitFilter", "configure", "install", "install_exit_hooks", "is_configured", "quiet_exporter_logs",
-           "run_with_deadline", "shutdown"]
+__all__ = ["RateLimitFilter", "configure", "deadline_summary", "install", "install_exit_hooks", "is_configured",
+           "quiet_exporter_logs", "run_with_deadline", "shutdown"]
 
 _log = logging.getLogger("otel_crm")
 
@@ -61,8 +61,9 @@ NOISY_LOGGERS = (
 )
 
 
-def run_with_deadline(function: Callable[[], Any], timeout: float, name: str) -> bool:
-    """Run `function` in a daemon thread; wait at most `timeout` s. True if it finished."""
+def run_with_deadline(function: Callable[[], Any], timeout: float, name: str, *, warn: bool = True) -> bool:
+    """Run `function` in a daemon thread; wait at most `timeout` s. True if it finished.
+    `warn=False`: the caller says what a missed deadline cost."""
     done = threading.Event()
 
     def target() -> None:
@@ -76,7 +77,7 @@ def run_with_deadline(function: Callable[[], Any], timeout: float, name: str) ->
     thread = threading.Thread(target=target, name=f"otel_crm-{name}", daemon=True)
     thread.start()
     finished = done.wait(timeout)
-    if not finished:
+    if not finished and warn:
         _log.warning("otel_crm: %s did not finish within %.1fs; telemetry still queued is dropped",
                      name, timeout)
     return finished
@@ -130,6 +131,13 @@ def _exit_shutdown(shutdown: Callable[[], Any]) -> Callable[[], None]:
     return run
 
 
+def deadline_summary(timeout: float, counted: Mapping[str, int]) -> str:
+    """The one exit line when the flush ran out of time: what it could not send, counted."""
+    counts = ", ".join(f"{counted.get(signal, 0)} {signal}" for signal in ("traces", "logs", "metrics"))
+    return (f"otel_crm: the exit flush did not finish within {timeout:.1f}s; dropped {counts} still queued "
+            f"or in flight (counted in crm.telemetry.dropped, reason shutdown)")
+
+
 def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
     """Flush and shut down at interpreter exit and on SIGTERM, each bounded by `timeout`.
 
@@ -148,9 +156,11 @@ def install_exit_hooks(shutdown: Callable[[], Any], timeout: float) -> None:
             if state["done"]:
                 return
             state["done"] = True
-        run_with_deadline(_exit_shutdown(shutdown), timeout, "shutdown")
-        accounting.settle()  # past the deadline, what is still queued or in flight is lost: counted
+        finished = run_with_deadline(_exit_shutdown(shutdown), timeout, "shutdown", warn=False)
+        counted = accounting.settle()  # past the deadline, what is still queued or in flight is lost
         line = exit_drop.summary()
+        if line is None and not finished:
+            line = deadline_summary(timeout, counted)
         if line is not None:  # stdout only: the logs pipeline is shut down by now
             _log.warning(line, extra={LOCAL_ONLY: True})
 

@@ -103,8 +103,9 @@ class Runtime:
             if self._shut_down:
                 return
             self._shut_down = True
-        for provider in (self.tracer_provider, self.logger_provider, self.meter_provider):
-            if provider is self.meter_provider and self.origin == "configure":
+        for signal, provider in (("traces", self.tracer_provider), ("logs", self.logger_provider),
+                                 ("metrics", self.meter_provider)):
+            if signal == "metrics" and self.origin == "configure":
                 # Spans and log records still queued are lost from here on: counted (reason
                 # shutdown) before the last metric export, which carries the count.
                 accounting.settle(("traces", "logs"))

@@ -12,9 +12,10 @@ The public API lacks a few things otel_crm needs; each is done here and nowhere 
 - :func:`restart_metrics_after_fork`: fresh measurement stores and locks in a forked child.
 - :func:`metric_exporter_preferences`, :func:`batch_queue`, :func:`wrap_grpc_calls`: exporter and
   batch-processor internals for fork safety and drop-and-count.
+- :func:`cap_retry_pause`: the OTLP exporters' pause between retries, capped (quick recovery).
 - ``BaseConfigurator``: the base class ``opentelemetry-instrument`` expects of a configurator.
 
-Each assumption is checked once, at import (the last three at first use: building a batch
+Each assumption is checked once, at import (the last four at first use: building a batch
 processor starts a thread, importing gRPC costs ~100 ms). A failed check never breaks the app: the
 feature falls back to the public API (same results, slower) or is skipped, and one warning says
 what is lost. `tests/unit/test_sdk_compat.py` requires every check to pass on the pinned SDK and
@@ -57,6 +58,7 @@ __all__ = [
     "active_span_processor",
     "attributes_dict",
     "batch_queue",
+    "cap_retry_pause",
     "instrumentation_info",
     "metric_exporter_preferences",
     "restart_metrics_after_fork",
@@ -279,6 +281,36 @@ def wrap_grpc_calls(exporter: object, wrap: Callable[[Any], Any]) -> bool:
         return False
     fields._stub = lambda channel: wrap(make_stub(channel))
     fields._client = wrap(fields._client)
+    return True
+
+
+class _CappedWait(threading.Event):
+    """The retry pause of an OTLP exporter, never longer than `cap` seconds; `set()` (shutdown)
+    still ends it at once."""
+
+    def __init__(self, cap: float, was_set: bool) -> None:
+        super().__init__()
+        self._cap = cap
+        if was_set:
+            self.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return super().wait(self._cap if timeout is None else min(timeout, self._cap))
+
+
+def cap_retry_pause(exporter: object, seconds: float) -> bool:
+    """Pause at most `seconds` between an OTLP exporter's retries (the SDK doubles it: 1, 2, 4 s…,
+    within the export timeout), so exports resume soon after the collector is back. The event the
+    exporter sleeps on is also its shutdown signal, kept as such. False when not found."""
+    fields: Any = exporter
+    owner, name = fields, "_shutdown_in_progress"  # the gRPC exporters
+    if not isinstance(getattr(owner, name, None), threading.Event):
+        owner, name = getattr(fields, "_client", None), "_shutdown_event"  # the HTTP exporters' client
+    event = getattr(owner, name, None)
+    if not isinstance(event, threading.Event):
+        _degraded("OTLP exporter retry pause", "exports resume up to 4 s later after a collector outage")
+        return False
+    setattr(owner, name, _CappedWait(seconds, event.is_set()))
     return True
 
 

@@ -171,3 +171,31 @@ def test_the_fork_wait_is_capped_whatever_the_export_timeout() -> None:
     started = time.monotonic()
     gate.before_fork()
     assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("signal", ["traces", "metrics", "logs"])
+def test_every_otlp_exporter_pauses_at_most_a_second_between_retries(protocol: str, signal: str) -> None:
+    import time
+
+    from otel_crm._internal.exporters import MAX_RETRY_PAUSE_SECONDS, _build_otlp_exporter
+
+    settings = resolve_settings({}, otlp_protocol=protocol, otlp_endpoint="http://127.0.0.1:9")
+    exporter = _build_otlp_exporter(settings, signal)
+    pause = getattr(exporter, "_shutdown_in_progress", None) or exporter._client._shutdown_event
+    started = time.monotonic()
+    assert pause.wait(0.05) is False and pause.wait(30) is False  # the SDK's 2**n s, capped
+    assert time.monotonic() - started < MAX_RETRY_PAUSE_SECONDS + 0.5
+    exporter.shutdown()  # still the shutdown signal: ends a pause at once
+    assert pause.wait(30) is True
+
+
+def test_grpc_exporters_reconnect_quickly_on_their_own_subchannel() -> None:
+    from otel_crm._internal.exporters import GRPC_CHANNEL_OPTIONS
+
+    settings = resolve_settings({}, otlp_protocol="grpc", otlp_endpoint="http://127.0.0.1:9")
+    exporter = otlp_exporter(settings, "traces")
+    options = dict(exporter._exporter.current()._channel_options)
+    assert options["grpc.max_reconnect_backoff_ms"] == 1000 and options["grpc.use_local_subchannel_pool"] == 1
+    assert set(dict(GRPC_CHANNEL_OPTIONS)) <= set(options)
+    assert "grpc.primary_user_agent" in options  # the SDK's own options are kept

@@ -181,3 +181,11 @@ def test_a_forked_worker_reports_its_own_pid_and_the_hooks_are_named() -> None:
     assert out == {"child": True, "parent_pid_kept": True, "hooks": [
         "runtime: metric stores", "runtime: metric budgets", "runtime: process.pid (traces)",
         "runtime: process.pid (metrics)", "runtime: process.pid (logs)"]}
+
+
+def test_the_deadline_line_says_what_was_dropped_per_signal() -> None:
+    from otel_crm._internal.lifecycle import deadline_summary
+
+    line = deadline_summary(3.0, {"traces": 12, "logs": 3})
+    assert line == ("otel_crm: the exit flush did not finish within 3.0s; dropped 12 traces, 3 logs, 0 metrics "
+                    "still queued or in flight (counted in crm.telemetry.dropped, reason shutdown)")

@@ -45,6 +45,28 @@ def test_shutdown_runs_once_traces_first_metrics_last(no_reraise: None) -> None:
     assert calls == ["traces", "logs", "metrics"], "a failing provider costs the others nothing"
 
 
+def test_what_is_still_queued_is_counted_before_the_last_metric_export() -> None:
+    from otel_crm._internal import accounting
+
+    accounting.reset()
+    calls: list[str] = []
+
+    class Metrics(Provider):
+        def shutdown(self) -> None:  # the last export: the drops must be counted by now
+            calls.append(str(accounting.snapshot()["traces"].dropped))
+
+    accounting.produce("traces", 2)
+    runtime = Runtime(settings=resolve_settings({}), origin="configure",
+                      tracer_provider=Provider("traces", calls),  # type: ignore[arg-type]
+                      meter_provider=Metrics("metrics", calls),  # type: ignore[arg-type]
+                      logger_provider=Provider("logs", calls))  # type: ignore[arg-type]
+    try:
+        runtime.shutdown()
+        assert calls == ["traces", "logs", "{'shutdown': 2}"]
+    finally:
+        accounting.reset()
+
+
 def test_before_anything_is_set_the_runtime_comes_from_the_environment() -> None:
     previous = installed_runtime()
     clear_current_runtime()

@@ -267,3 +267,13 @@ def test_the_scan_sees_private_names() -> None:
     tree = ast.parse("from opentelemetry.sdk._configuration import _BaseConfigurator\n"
                      "provider._update_resource(r)\nx = getattr(span, '_attributes', None)\n")
     assert _private_uses(tree, set()) == {"_configuration", "_BaseConfigurator", "_update_resource", "_attributes"}
+
+
+def test_an_exporter_without_a_known_retry_pause_is_left_alone_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Unknown:
+        pass
+
+    with caplog.at_level(logging.WARNING, logger="otel_crm"):
+        assert sdk_compat.cap_retry_pause(Unknown(), 1.0) is False
+    assert "exports resume up to 4 s later" in caplog.text
