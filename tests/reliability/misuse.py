@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CASES", "clean_env", "main", "run"]
+__all__ = ["clean_env", "main", "run"]
 
 NAN, INF = math.nan, math.inf
 BAD_COUNTS: tuple[Any, ...] = (None, "abc", NAN, INF, -1, 10**20, 1.5, object())
@@ -96,9 +96,6 @@ def _cases() -> list[tuple[str, bool, Callable[[], Any]]]:
          lambda: otel_crm.journey_milestone("nope", "x", subject_id=None, started_at=aware)),
     ]
     return cases
-
-
-CASES = _cases  # built lazily: importing otel_crm belongs to the driver process
 
 
 def _scrape(port: int) -> tuple[float, float]:
