@@ -170,6 +170,11 @@ def test_collector_outage_every_item_is_exported_or_counted_and_exports_resume_q
     # Metric data points: what the collector wrote is what the ledger says was exported.
     assert len(points) == ledger["metrics"]["exported"] > 0
     assert ledger["metrics"]["dropped"].get("export_failed", 0) > 0
+    # crm.telemetry.dropped (cumulative: the last point of each series is its total, sent by the
+    # exit flush's metric export) says the same as the ledger.
+    last = {(p.attributes["crm.signal"], p.attributes["crm.drop.reason"]): int(p.value or 0)
+            for p in points if p.metric == "crm.telemetry.dropped"}
+    assert last == {(signal, reason): n for signal, tally in ledger.items() for reason, n in tally["dropped"].items()}
     assert recovery <= RECOVERY_LIMIT_SECONDS, f"{protocol} exports resumed {recovery:.2f}s after the return"
 
 
