@@ -12,13 +12,14 @@ PYTEST_FLAGS ?= -q
 # Collector, Jaeger, telemetrygen, promtool, stack: build/run targets for the collector side.
 include mk/collector.mk
 
-.PHONY: help venv lint types unit integration e2e install-check test demo bench clean readme-tables
+.PHONY: help venv lint types unit integration e2e install-check test demo bench reliability clean readme-tables
 
 help:
 	@echo "make demo           the stack + the Flask example with traffic; prints queries that work, draws a trace"
 	@echo "make test           what CI runs: lint types unit integration e2e alerts-test validate-configs install-check"
 	@echo "make install-check  a fresh venv per Python 3.10-3.13, stock pip, no constraints, + opentelemetry-distro"
 	@echo "make bench          benchmarks -> docs/performance.md"
+	@echo "make reliability    faults, floods, bad settings, misuse against the real thing -> docs/reliability.md"
 	@echo "make stack / stack-down / collector / jaeger / alerts-test / readme-tables"
 
 # The venv is rebuilt only when the dependency spec changes.
@@ -56,6 +57,10 @@ readme-tables: venv
 
 bench: venv
 	$(PY) bench/run_all.py
+
+# Bounded scenarios (~5-8 min on 2 shared cores); writes the report, then fails if a scenario failed.
+reliability: venv collector
+	$(PY) -m tests.reliability.run --output docs/reliability.md
 
 demo: venv collector jaeger
 	bash scripts/demo.sh

@@ -1,0 +1,1 @@
+"""The reliability suite (`make reliability`, docs/reliability.md); quick scenarios run in `make test`."""
