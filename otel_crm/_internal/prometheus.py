@@ -16,8 +16,6 @@ import json
 import logging
 import os
 import socket
-import stat
-import tempfile
 import threading
 import time
 import uuid
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_crm._internal import forks
+from otel_crm._internal.prometheus_dir import private_dir, rendezvous_dir
 from otel_crm._internal.safety import report_internal_error
 
 __all__ = ["Endpoint", "Merger", "rendezvous_dir", "snapshot", "start_endpoint"]
@@ -98,21 +97,6 @@ class Merger:
         return out
 
 
-def rendezvous_dir(host: str, port: int) -> Path:
-    safe = "".join(c if c.isalnum() or c in ".-" else "_" for c in host)
-    return Path(tempfile.gettempdir()) / f"otel-crm-prometheus-{os.getuid()}-{safe}-{port}"
-
-
-def _private_dir(path: Path) -> Path:
-    """Create the rendezvous directory, or accept an existing one only if it is ours and private:
-    another user able to write there could feed numbers into our /metrics."""
-    path.mkdir(mode=0o700, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PermissionError(f"{path} is not a private directory of this user")
-    return path
-
-
 def _listen(path: Path) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -154,7 +138,7 @@ class Endpoint:
 
     def __init__(self, host: str, port: int, registry: Any = None) -> None:
         self.host, self.port, self.registry = host, port, registry
-        self.dir = _private_dir(rendezvous_dir(host, port))
+        self.dir = private_dir(rendezvous_dir(host, port))
         self.role = "none"
         self.token = uuid.uuid4().hex
         self._pid = os.getpid()

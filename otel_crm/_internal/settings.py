@@ -75,6 +75,19 @@ def _header_or_none(value: Any, source: str) -> tuple[Any, list[SettingProblem]]
     return ("" if str(value).strip().lower() == "none" else value), []
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[?[0-9A-Fa-f:.]+\]?")
+
+
+def _check_host(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
+    # A bind address: a host name (RFC 1123 labels), an IPv4 or an IPv6 address; anything else would
+    # fail at bind time (or earlier: the value also names a rendezvous directory).
+    text = str(value).strip()
+    if len(text) <= 253 and _HOST.fullmatch(text):
+        return text, []
+    return "127.0.0.1", [SettingProblem(source, text, "a host name or an IP address", "127.0.0.1")]
+
+
 def _check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
     rules, problems = compile_rules(value)
     return rules, [SettingProblem(f"{source} {p.label}", p.text, p.reason, None, "rule left out")
@@ -166,7 +179,8 @@ class Settings:
         "OTEL_CRM_PROMETHEUS_PORT", default=0,
         doc="Serve /metrics for Prometheus on this port (0: off).", minimum=0, maximum=65535)
     prometheus_host: str = setting(
-        "OTEL_CRM_PROMETHEUS_HOST", default="127.0.0.1", doc="Address the Prometheus endpoint binds to.")
+        "OTEL_CRM_PROMETHEUS_HOST", default="127.0.0.1", doc="Address the Prometheus endpoint binds to.",
+        check=_check_host)
     shutdown_timeout_seconds: float = setting(
         "OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS", default=3.0,
         doc="Longest time flush-at-exit may take, collector up or down.", minimum=0.1, maximum=120)

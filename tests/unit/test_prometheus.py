@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -71,7 +72,7 @@ def test_snapshot_leaves_out_created_timestamps() -> None:
 
 
 def test_the_rendezvous_directory_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prometheus.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     path = rendezvous_dir("127.0.0.1", 9464)
     path.mkdir(mode=0o777)
     path.chmod(0o777)

@@ -228,3 +228,21 @@ def test_credential_key_and_shown_raw() -> None:
     assert not any(credential_key(k) for k in ("team", "deployment.environment.name", "service.version"))
     entry = next(e for e in REGISTRY if e.name == "sampling_ratio")
     assert shown_raw(entry, "1.5x") == "1.5x"  # nothing secret about a ratio: shown as typed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "[::1]", "metrics.internal", "localhost"])
+def test_prometheus_host_accepts_names_and_addresses(host: str) -> None:
+    settings = resolve_settings({"OTEL_CRM_PROMETHEUS_HOST": host})
+    assert settings.prometheus_host == host and not settings.problems
+
+
+@pytest.mark.parametrize("host", ["h" * 300, "not a host", "a/b", "-x"])
+def test_a_bad_prometheus_host_is_one_line_and_the_default(host: str) -> None:
+    """Found by `make reliability`: a 300-character host crashed the endpoint (the host also names a
+    rendezvous directory: File name too long)."""
+    settings = resolve_settings({"OTEL_CRM_PROMETHEUS_HOST": host})
+    assert settings.prometheus_host == "127.0.0.1"
+    (problem,) = settings.problems
+    assert "OTEL_CRM_PROMETHEUS_HOST" in problem.message()
+    with pytest.raises(SettingsError):
+        resolve_settings({"OTEL_CRM_PROMETHEUS_HOST": host, "OTEL_CRM_STRICT": "true"})
