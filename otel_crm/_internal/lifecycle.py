@@ -39,9 +39,10 @@ from otel_crm._internal.runtime import (
     set_current_runtime,
 )
 from otel_crm._internal.safety import report_internal_error
+from otel_crm._internal.sampling import sampler_notice
 from otel_crm._internal.scrub_patterns import ScrubCallback
 from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_resource
-from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.settings import discard_invalid_standard_variables, resolve_settings
 from otel_crm._internal.startup_report import startup_summary
 
 __all__ = ["RateLimitFilter", "configure", "install", "install_exit_hooks", "is_configured", "quiet_exporter_logs",
@@ -192,7 +193,13 @@ def configure(*, environ: Mapping[str, str] | None = None, scrub_callback: Scrub
             if settings:
                 _log.warning("otel_crm: configure() already ran in this process; arguments ignored")
             return existing
-        runtime = compose(resolve_settings(environ, **settings), scrub_callback=scrub_callback)
+        resolved = resolve_settings(environ, **settings)
+        if environ is None:  # before anything upstream reads a standard variable otel_crm refused
+            discard_invalid_standard_variables(resolved)
+        runtime = compose(resolved, scrub_callback=scrub_callback)
+        notice = None if resolved.disabled else sampler_notice(resolved)
+        if notice is not None:
+            _log.warning(notice)
         install(runtime)
         if runtime.settings.startup_report and not runtime.settings.disabled:
             _log.info(startup_summary(runtime.settings))

@@ -33,6 +33,12 @@ from otel_crm._internal.settings_parse import (
     setting,
     show,
 )
+from otel_crm._internal.settings_std import (
+    PRE_IMPORT_VARIABLES,
+    STANDARD_NAMES,
+    StandardVariables,
+    stashed_name,
+)
 
 __all__ = [
     "REGISTRY",
@@ -49,6 +55,7 @@ __all__ = [
     "SettingProblem",
     "Settings",
     "SettingsError",
+    "discard_invalid_standard_variables",
     "distro_defaults",
     "registry_markdown",
     "resolve_settings",
@@ -75,7 +82,7 @@ def _check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingPro
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(StandardVariables):  # the standard variables upstream reads: settings_std.py
     # --- general ---------------------------------------------------------------------------------
     strict: bool = setting(
         "OTEL_CRM_STRICT", default=False,
@@ -320,7 +327,9 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-REGISTRY: tuple[Setting, ...] = registry_of(Settings)
+# otel_crm's own settings first, then the standard variables upstream reads (settings_std.py).
+REGISTRY: tuple[Setting, ...] = tuple(sorted(registry_of(Settings), key=lambda s: s.name in STANDARD_NAMES))
+_STANDARD_VARIABLES = frozenset(v for s in REGISTRY if s.name in STANDARD_NAMES for v in s.env)
 _NAMES = frozenset(s.name for s in REGISTRY)
 _ENV_NAME = re.compile(r"deployment\.environment(\.name)?$")
 
@@ -332,7 +341,7 @@ def resolve_settings(
 
     `environ` defaults to ``os.environ`` — the only place otel_crm reads it.
     """
-    env = os.environ if environ is None else environ
+    env = _unstash(os.environ if environ is None else environ)
     unknown = set(explicit) - _NAMES
     if unknown:
         raise TypeError(f"unknown otel_crm setting(s): {', '.join(sorted(unknown))}")
@@ -353,6 +362,25 @@ def resolve_settings(
     for problem in problems:
         _log.warning(problem.message())
     return Settings(**values, problems=tuple(problems), explicit=frozenset(chosen))
+
+
+def _unstash(env: Mapping[str, str]) -> Mapping[str, str]:
+    """Variables upstream reads at import, before otel_crm runs, whose invalid value
+    otel_crm_select.pth set aside under OTEL_CRM_INVALID_<name>: read them under their own name."""
+    moved = {name: env[stashed_name(name)] for name in PRE_IMPORT_VARIABLES
+             if stashed_name(name) in env and name not in env}
+    return {**env, **moved} if moved else env
+
+
+def discard_invalid_standard_variables(settings: Settings) -> None:
+    """Remove from the process environment each standard variable whose value was refused (its
+    one line was logged when resolving), and blank ones, before upstream reads them: upstream then
+    uses its default, the one otel_crm documents, instead of failing. Valid values stay."""
+    refused = {problem.variable for problem in settings.problems}
+    for name in _STANDARD_VARIABLES:
+        raw = os.environ.get(name)
+        if raw is not None and (name in refused or not raw.strip()):
+            del os.environ[name]
 
 
 def _environment_from_resource(values: Mapping[str, Any]) -> str:

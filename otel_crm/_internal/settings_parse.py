@@ -162,7 +162,13 @@ class SettingProblem:
 
     def message(self, *, strict: bool = False) -> str:
         text = f"otel_crm: invalid {self.variable}={self.value!r}: expected {self.allowed}"
-        return text if strict else f"{text}; {self.outcome or 'using the default ' + show(self.default)}"
+        if strict:
+            return text
+        if self.outcome:
+            return f"{text}; {self.outcome}"
+        if self.default in (None, "", (), {}):  # no value of ours: upstream's own default applies
+            return f"{text}; using the default (unset)"
+        return f"{text}; using the default {show(self.default)}"
 
 
 def show(value: Any) -> str:
