@@ -75,3 +75,54 @@ def test_strict_mode_refuses_to_start_with_the_line(tmp_path: Path) -> None:
     (line,) = [line for line in output.splitlines() if "not starting" in line]
     for variable, value in bad.items():
         assert f"{variable}={value!r}" in line
+
+
+# --- OTEL_PROPAGATORS and OTEL_TRACES_SAMPLER honoured ----------------------------------------------
+
+
+def test_b3_propagation_end_to_end_with_the_tenant_on_top(collector: Collector, tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.propagators.b3")
+    app = flask_app(tmp_path, instrumented_env(collector, "flask-b3", OTEL_CRM_SAMPLING_MODE="off",
+                                               OTEL_PROPAGATORS="b3"))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {"b3": f"{trace_id}-{parent_id}-1", "X-Tenant-ID": "acme",
+               # W3C headers are not read when only b3 is configured:
+               "traceparent": f"00-{'1' * 32}-{'2' * 16}-01"}
+    assert requests.get(app.url("/leads"), headers=headers, timeout=10).status_code == 200
+    app.process.stop()
+    assert "OTEL_PROPAGATORS" not in app.process.output()
+
+    def server_span():  # type: ignore[no-untyped-def]
+        return next((s for s in collector.spans() if s.name == "GET /leads"
+                     and s.resource.get("service.name") == "flask-b3"), None)
+
+    wait_until(lambda: server_span() is not None, 20, "the b3-parented server span in the collector")
+    span = server_span()
+    assert (span.trace_id, span.parent_span_id) == (trace_id, parent_id)
+    assert span.attributes["crm.tenant.id"] == "acme"
+
+
+def test_otel_traces_sampler_in_head_mode_and_the_line_in_tail_mode(collector: Collector, tmp_path: Path) -> None:
+    head = flask_app(tmp_path, instrumented_env(collector, "flask-head-off", OTEL_CRM_SAMPLING_MODE="head",
+                                                OTEL_TRACES_SAMPLER="always_off"), name="head")
+    tail = flask_app(tmp_path, instrumented_env(collector, "flask-tail", OTEL_CRM_SAMPLING_MODE="tail",
+                                                OTEL_CRM_SAMPLING_RATIO="1", OTEL_TRACES_SAMPLER="always_off"),
+                     name="tail")
+    for app in (head, tail):
+        for _ in range(5):
+            assert requests.get(app.url("/leads"), timeout=10).status_code == 200
+        app.process.stop()
+    assert not lines_naming(head.process.output(), "OTEL_TRACES_SAMPLER")
+    (line,) = lines_naming(tail.process.output(), "OTEL_TRACES_SAMPLER")
+    assert "OTEL_CRM_SAMPLING_MODE=tail decides" in line
+
+    def requests_counted() -> float:
+        return max((p.value or 0 for p in collector.metrics() if p.metric == "crm.requests"
+                    and p.resource.get("service.name") == "flask-head-off"), default=0)
+
+    wait_until(lambda: requests_counted() >= 5, 20, "head mode's RED metrics for every request")
+    wait_until(lambda: len([s for s in collector.spans() if s.resource.get("service.name") == "flask-tail"
+                            and s.name == "GET /leads"]) == 5, 20,
+               "the tail-mode app's request spans (its ratio 1, not always_off, decided)")
+    assert not [s for s in collector.spans() if s.resource.get("service.name") == "flask-head-off"
+                and s.name == "GET /leads"], "always_off in head mode: no request span exported"
