@@ -99,7 +99,8 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
         "OTEL_CRM_SERVICE_NAMESPACE", default="", doc="service.namespace (empty: not set).")
     service_instance_id: str = setting(
         "OTEL_CRM_SERVICE_INSTANCE_ID", default="",
-        doc="service.instance.id (empty: a random UUID per process, renewed after fork).")
+        doc="service.instance.id (empty: a random UUID per process, renewed after fork; an explicit id "
+            "is kept in forked workers too).")
     environment: str = setting(
         "OTEL_CRM_ENVIRONMENT", default="",
         doc="deployment.environment.name; `development`/`dev`/`local` select the development profile. "
