@@ -233,3 +233,39 @@ def test_a_streamed_body_is_closed_inside_the_context_and_leaks_nothing() -> Non
     assert list(body) == [b"a"] and current_tenant() is None
     body.close()  # type: ignore[attr-defined]
     assert seen == ["acme", "closed:acme"] and current_tenant() is None
+
+
+def test_a_server_without_request_uri_still_gets_url_path_and_query_on_the_server_span() -> None:
+    """Django's runserver (wsgiref) sets neither RAW_URI nor REQUEST_URI; the WSGI instrumentation
+    then records no url.path / url.query (docs/semconv.md). Ours supplies the request target."""
+    import io
+
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [(environ.get("RAW_URI") or environ["REQUEST_URI"]).encode()]
+
+    def environ(**extra: str) -> dict[str, Any]:
+        return {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/crm", "PATH_INFO": "/leads/a b", "QUERY_STRING": "x=1",
+                "SERVER_NAME": "t", "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+                **extra}
+
+    with capture_telemetry() as telemetry:
+        instrumented = TenantWSGIMiddleware(OpenTelemetryMiddleware(app, tracer_provider=telemetry.runtime
+                                                                    .tracer_provider))
+        assert b"".join(instrumented(environ(), lambda *args: None)) == b"/crm/leads/a%20b?x=1"
+        assert b"".join(instrumented(environ(RAW_URI="/as/sent?y"), lambda *args: None)) == b"/as/sent?y"
+        server = next(s for s in telemetry.spans() if s.kind is trace.SpanKind.SERVER)
+    attributes = dict(server.attributes or {})
+    # The conventions this process's instrumentations emit (OTEL_SEMCONV_STABILITY_OPT_IN is read
+    # once per process): the stable url.path / url.query, else the old http.target. Without the
+    # request target the stable ones are missing and the old mode writes http.url instead.
+    if "url.path" in attributes or "http.target" not in attributes:
+        assert (attributes["url.path"], attributes["url.query"]) == ("/leads/a b", "x=1")
+    else:
+        assert attributes["http.target"] == "/crm/leads/a%20b?x=1"
+    kept = environ(REQUEST_URI="/as/sent?y")
+    TenantWSGIMiddleware(app)(kept, lambda *args: None)
+    assert kept["REQUEST_URI"] == "/as/sent?y" and "RAW_URI" not in kept

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 from opentelemetry import context, trace
 
@@ -44,6 +45,8 @@ class TenantWSGIMiddleware:
 def wsgi_call(app: WSGIApp, extractor: TenantExtractor, environ: dict[str, Any],
               start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Call `app` inside the request's tenant context and write its access line."""
+    if "RAW_URI" not in environ and "REQUEST_URI" not in environ:
+        _add_request_target(environ)
     access = AccessLine(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
     token = None
     tenant = None
@@ -89,6 +92,17 @@ def wsgi_call(app: WSGIApp, extractor: TenantExtractor, environ: dict[str, Any],
             if token is not None:
                 context.detach(token)
             access.close()
+
+
+def _add_request_target(environ: dict[str, Any]) -> None:
+    """Servers that give neither RAW_URI nor REQUEST_URI (Django's runserver, wsgiref): the WSGI
+    instrumentation then records no url.path / url.query on the server span (docs/semconv.md,
+    "what otel_crm corrects"). Give it the request target, rebuilt as the client sent it."""
+    with guard("request_target"):
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        target = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~") or "/"
+        query = environ.get("QUERY_STRING")
+        environ["REQUEST_URI"] = f"{target}?{query}" if query else target
 
 
 def _is_file_wrapper(result: object, environ: dict[str, Any]) -> bool:
