@@ -28,17 +28,12 @@ from otel_crm._internal.settings_parse import (
     Setting,
     SettingProblem,
     SettingsError,
+    markdown_table,
     read_values,
     registry_of,
     setting,
-    show,
 )
-from otel_crm._internal.settings_std import (
-    PRE_IMPORT_VARIABLES,
-    STANDARD_NAMES,
-    StandardVariables,
-    stashed_name,
-)
+from otel_crm._internal.settings_std import STANDARD_NAMES, StandardVariables, unstash
 
 __all__ = [
     "REGISTRY",
@@ -330,7 +325,8 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
 
 # otel_crm's own settings first, then the standard variables upstream reads (settings_std.py).
 REGISTRY: tuple[Setting, ...] = tuple(sorted(registry_of(Settings), key=lambda s: s.name in STANDARD_NAMES))
-_STANDARD_VARIABLES = frozenset(v for s in REGISTRY if s.name in STANDARD_NAMES for v in s.env)
+# Every standard variable of the registry (ours read some too: OTEL_BSP_*, OTEL_EXPORTER_OTLP_*…).
+_STANDARD_VARIABLES = frozenset(v for s in REGISTRY for v in s.env if not v.startswith("OTEL_CRM_"))
 _NAMES = frozenset(s.name for s in REGISTRY)
 _ENV_NAME = re.compile(r"deployment\.environment(\.name)?$")
 
@@ -342,7 +338,7 @@ def resolve_settings(
 
     `environ` defaults to ``os.environ`` — the only place otel_crm reads it.
     """
-    env = _unstash(os.environ if environ is None else environ)
+    env = unstash(os.environ if environ is None else environ)
     unknown = set(explicit) - _NAMES
     if unknown:
         raise TypeError(f"unknown otel_crm setting(s): {', '.join(sorted(unknown))}")
@@ -363,14 +359,6 @@ def resolve_settings(
     for problem in problems:
         _log.warning(problem.message())
     return Settings(**values, problems=tuple(problems), explicit=frozenset(chosen))
-
-
-def _unstash(env: Mapping[str, str]) -> Mapping[str, str]:
-    """Variables upstream reads at import, before otel_crm runs, whose invalid value
-    otel_crm_select.pth set aside under OTEL_CRM_INVALID_<name>: read them under their own name."""
-    moved = {name: env[stashed_name(name)] for name in PRE_IMPORT_VARIABLES
-             if stashed_name(name) in env and name not in env}
-    return {**env, **moved} if moved else env
 
 
 def discard_invalid_standard_variables(settings: Settings) -> None:
@@ -400,13 +388,5 @@ def distro_defaults() -> dict[str, str]:
 
 
 def registry_markdown() -> str:
-    """The settings table for the README, generated from the registry."""
-    lines = ["| Setting | Variables (first wins) | Type / allowed | Default | What it does |",
-             "|---|---|---|---|---|"]
-    for s in REGISTRY:
-        default = show(s.default) if s.default not in (None, "", (), {}) else "—"
-        if s.development_default is not UNSET:
-            default += f" (development: {show(s.development_default)})"
-        variables = ", ".join(f"`{v}`" for v in s.env)
-        lines.append(f"| `{s.name}` | {variables} | {s.allowed()} | {default} | {s.doc} |")
-    return "\n".join(lines) + "\n"
+    """The settings table for docs/configuration.md, generated from the registry."""
+    return markdown_table(REGISTRY)

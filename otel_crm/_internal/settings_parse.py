@@ -26,6 +26,7 @@ __all__ = [
     "Setting",
     "SettingProblem",
     "SettingsError",
+    "markdown_table",
     "read_values",
     "registry_of",
     "setting",
@@ -269,6 +270,19 @@ def _parse_mapping(text: str) -> dict[str, str]:
             raise _Invalid
         result[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
     return result
+
+
+def markdown_table(registry: tuple[Setting, ...]) -> str:
+    """The settings table of docs/configuration.md: one row per registry entry."""
+    lines = ["| Setting | Variables (first wins) | Type / allowed | Default | What it does |",
+             "|---|---|---|---|---|"]
+    for s in registry:
+        default = show(s.default) if s.default not in (None, "", (), {}) else "—"
+        if s.development_default is not UNSET:
+            default += f" (development: {show(s.development_default)})"
+        variables = ", ".join(f"`{v}`" for v in s.env)
+        lines.append(f"| `{s.name}` | {variables} | {s.allowed()} | {default} | {s.doc} |")
+    return "\n".join(lines) + "\n"
 
 
 def _check_explicit(setting: Setting, value: Any) -> Any:

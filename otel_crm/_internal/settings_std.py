@@ -25,7 +25,7 @@ from typing import Any
 from otel_crm._internal.settings_parse import SettingProblem, setting
 
 __all__ = ["BUILTIN_SAMPLERS", "OPTIONAL_PROPAGATORS", "PRE_IMPORT_VARIABLES", "STANDARD_NAMES",
-           "StandardVariables", "installed_entry_points", "stashed_name"]
+           "StandardVariables", "installed_entry_points", "stashed_name", "unstash"]
 
 Check = Callable[[Any, str], tuple[Any, list[SettingProblem]]]
 
@@ -46,6 +46,14 @@ PRE_IMPORT_VARIABLES = ("OTEL_PROPAGATORS", "OTEL_PYTHON_CONTEXT",
 
 def stashed_name(variable: str) -> str:
     return f"OTEL_CRM_INVALID_{variable}"
+
+
+def unstash(env: Mapping[str, str]) -> Mapping[str, str]:
+    """Variables upstream reads at import, before otel_crm runs, whose invalid value
+    otel_crm_select.pth set aside under OTEL_CRM_INVALID_<name>: read them under their own name."""
+    moved = {name: env[stashed_name(name)] for name in PRE_IMPORT_VARIABLES
+             if stashed_name(name) in env and name not in env}
+    return {**env, **moved} if moved else env
 
 
 def installed_entry_points(group: str) -> frozenset[str]:

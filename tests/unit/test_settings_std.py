@@ -96,6 +96,7 @@ def test_refused_and_blank_values_leave_the_environment_valid_ones_stay(
     monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "abc")
     monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", " ")
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "12")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "novalue")  # a standard variable otel_crm reads too
     monkeypatch.setenv("OTEL_CRM_SCRUB_MODE", "abc")  # ours: read from settings only, never removed
     with pytest.raises(ValueError):
         SpanLimits()  # what upstream does with the raw value
@@ -103,6 +104,7 @@ def test_refused_and_blank_values_leave_the_environment_valid_ones_stay(
     discard_invalid_standard_variables(settings)
     assert "OTEL_SPAN_EVENT_COUNT_LIMIT" not in os.environ and "OTEL_SPAN_LINK_COUNT_LIMIT" not in os.environ
     assert os.environ["OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT"] == "12"
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in os.environ
     assert os.environ["OTEL_CRM_SCRUB_MODE"] == "abc"
     limits = SpanLimits()
     assert (limits.max_events, limits.max_links, limits.max_span_attribute_length) == (128, 128, 12)
