@@ -32,7 +32,8 @@ Check = Callable[[Any, str], tuple[Any, list[SettingProblem]]]
 # Propagator names of the optional upstream packages (entry points `opentelemetry_propagator`).
 OPTIONAL_PROPAGATORS = {"b3": "opentelemetry-propagator-b3", "b3multi": "opentelemetry-propagator-b3",
                         "jaeger": "opentelemetry-propagator-jaeger", "xray": "opentelemetry-propagator-aws-xray",
-                        "ot_trace": "opentelemetry-propagator-ot-trace"}
+                        "xray-lambda": "opentelemetry-propagator-aws-xray",
+                        "ottrace": "opentelemetry-propagator-ot-trace"}
 BUILTIN_PROPAGATORS = frozenset({"tracecontext", "baggage", "none"})
 BUILTIN_SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
                     "parentbased_always_off", "parentbased_traceidratio")
@@ -310,8 +311,9 @@ class StandardVariables:
     # --- context, propagation, sampling ---------------------------------------------------------
     propagators: tuple[str, ...] = setting(
         "OTEL_PROPAGATORS", default=("tracecontext", "baggage"), check=_propagators,
-        doc="Propagators, in order: tracecontext, baggage, none, and b3, b3multi, jaeger, xray, ot_trace "
-            "when their package is installed. otel_crm's tenant handling stays on top (docs/tenancy.md).")
+        doc="Propagators, in order: tracecontext, baggage, none, and b3, b3multi, jaeger, xray, "
+            "xray-lambda, ottrace when their package is installed. otel_crm's tenant handling stays on "
+            "top (docs/tenancy.md).")
     traces_sampler: str = setting(
         "OTEL_TRACES_SAMPLER", default="", check=_sampler,
         doc="Head sampler (used in head sampling mode only): always_on, always_off, traceidratio, "
