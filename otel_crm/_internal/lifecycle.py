@@ -39,9 +39,10 @@ from otel_crm._internal.runtime import (
     set_current_runtime,
 )
 from otel_crm._internal.safety import report_internal_error
+from otel_crm._internal.sampling import sampler_notice
 from otel_crm._internal.scrub_patterns import ScrubCallback
 from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_resource
-from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.settings import discard_invalid_standard_variables, resolve_settings
 from otel_crm._internal.startup_report import startup_summary
 
 __all__ = ["RateLimitFilter", "configure", "deadline_summary", "install", "install_exit_hooks", "is_configured",
@@ -203,7 +204,13 @@ def configure(*, environ: Mapping[str, str] | None = None, scrub_callback: Scrub
             if settings:
                 _log.warning("otel_crm: configure() already ran in this process; arguments ignored")
             return existing
-        runtime = compose(resolve_settings(environ, **settings), scrub_callback=scrub_callback)
+        resolved = resolve_settings(environ, **settings)
+        if environ is None:  # before anything upstream reads a standard variable otel_crm refused
+            discard_invalid_standard_variables(resolved)
+        runtime = compose(resolved, scrub_callback=scrub_callback)
+        notice = None if resolved.disabled else sampler_notice(resolved)
+        if notice is not None:
+            _log.warning(notice)
         install(runtime)
         if runtime.settings.startup_report and not runtime.settings.disabled:
             _log.info(startup_summary(runtime.settings))
@@ -246,19 +253,27 @@ def _register_fork_hooks(tracer_provider: TracerProvider, meter_provider: MeterP
     The SDK's providers already merge a fresh service.instance.id into their resource after a
     fork (so workers do not push cumulative series under one identity); we free the metrics
     pipeline of locks held by parent threads, give the worker a fresh tenant budget and add its
-    own process.pid, which the SDK leaves at the parent's. Independent hooks: one failing costs
+    own process.pid, which the SDK leaves at the parent's. An explicit service.instance.id is
+    the user's choice: it is put back in every worker (docs/lifecycle.md). Independent hooks: one failing costs
     none of the others. Registered after the providers were built, so they run after the SDK's
     own (which renew the locks `update_resource` takes)."""
     forks.register("runtime: metric stores", after_in_child=lambda: restart_metrics_after_fork(meter_provider))
     if runtime.cardinality is not None:
         forks.register("runtime: metric budgets", after_in_child=runtime.cardinality.after_fork)
+    settings = runtime.settings
+    instance = settings.service_instance_id or settings.resource_attributes.get(semconv.SERVICE_INSTANCE_ID, "")
     for kind, provider in (("traces", tracer_provider), ("metrics", meter_provider), ("logs", logger_provider)):
-        forks.register(f"runtime: process.pid ({kind})", after_in_child=_pid_updater(provider))
+        forks.register(f"runtime: process.pid ({kind})", after_in_child=_pid_updater(provider, instance))
 
 
-def _pid_updater(provider: TracerProvider | MeterProvider | LoggerProvider) -> Callable[[], None]:
+def _pid_updater(provider: TracerProvider | MeterProvider | LoggerProvider, instance: str) -> Callable[[], None]:
+    """The worker's own process.pid; an explicit service.instance.id (setting or
+    OTEL_RESOURCE_ATTRIBUTES) is put back over the random one the SDK gave the worker."""
     def update() -> None:
-        update_resource(provider, Resource({semconv.PROCESS_PID: os.getpid()}))
+        attributes: dict[str, str | int] = {semconv.PROCESS_PID: os.getpid()}
+        if instance:
+            attributes[semconv.SERVICE_INSTANCE_ID] = instance
+        update_resource(provider, Resource(attributes))
 
     return update
 

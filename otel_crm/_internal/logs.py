@@ -128,7 +128,10 @@ def create_logger_provider(settings: Settings, resource: Resource, *, scrubber: 
     else:
         if "otlp" in settings.logs_exporter:
             exporters.append(CountingBatchLogRecordProcessor(
-                otlp_exporter(settings, "logs"), meter=meter, export_timeout_millis=settings.otlp_timeout_ms))
+                otlp_exporter(settings, "logs"), meter=meter, export_timeout_millis=settings.otlp_timeout_ms,
+                # Validated values, passed explicitly: the SDK refuses a batch above the queue size.
+                schedule_delay_millis=settings.blrp_schedule_delay_ms, max_queue_size=settings.blrp_max_queue_size,
+                max_export_batch_size=min(settings.blrp_max_export_batch_size, settings.blrp_max_queue_size)))
         if "console" in settings.logs_exporter:
             exporters.append(BatchLogRecordProcessor(ConsoleLogRecordExporter()))
     for exporting in exporters:

@@ -15,7 +15,9 @@ middleware, outside the server span) survives extraction, which starts from an e
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Iterable
+from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,12 +46,13 @@ from otel_crm._internal.tenancy import (
     tenant_from_baggage,
 )
 
-__all__ = ["CrmBaggagePropagator", "host_allowed", "install_propagator", "outgoing_request"]
+__all__ = ["CrmBaggagePropagator", "host_allowed", "install_propagator", "outgoing_request", "propagators_for"]
 
 # The verdict of a client request hook for the call about to inject: True = blocked, False =
 # allowed, None = no hook ran (decide from the client span).
 _blocked: contextvars.ContextVar[bool | None] = contextvars.ContextVar("otel_crm_baggage_blocked",
                                                                        default=None)
+_log = logging.getLogger("otel_crm")
 _allowed_hosts: tuple[str, ...] = ("localhost", "127.0.0.1")
 _TENANT_KEYS = (BAGGAGE_TENANT_ID, BAGGAGE_USER_ID, BAGGAGE_TENANT_TIER)
 _HOST_ATTRIBUTES = (semconv.SERVER_ADDRESS, semconv.NET_PEER_NAME, semconv.HTTP_HOST)
@@ -102,14 +105,18 @@ class CrmBaggagePropagator(TextMapPropagator):
     """W3C baggage that carries the in-process tenant out (to allowed hosts only) and does not let
     callers set it (unless `trust_incoming` — then the web extractor reads it)."""
 
-    def __init__(self, *, trust_incoming: bool = False) -> None:
+    def __init__(self, *, trust_incoming: bool = False, propagate: bool = True) -> None:
         self._w3c = W3CBaggagePropagator()
-        self._trust_incoming = trust_incoming
+        self._trust_incoming = trust_incoming and propagate
+        self._propagate = propagate  # False: OTEL_PROPAGATORS has no `baggage`, keep the tenant only
 
     def extract(self, carrier: CarrierT, context: Context | None = None,
                 getter: Getter[CarrierT] = default_getter) -> Context:
         ambient = current_tenant()
-        result = self._w3c.extract(carrier, context, getter)
+        if self._propagate:
+            result = self._w3c.extract(carrier, context, getter)
+        else:
+            result = context if context is not None else Context()
         if not self._trust_incoming:
             for key in _TENANT_KEYS:
                 if baggage.get_baggage(key, result) is not None:
@@ -128,6 +135,8 @@ class CrmBaggagePropagator(TextMapPropagator):
 
     def inject(self, carrier: CarrierT, context: Context | None = None,
                setter: Setter[CarrierT] = default_setter) -> None:
+        if not self._propagate:
+            return
         verdict = _blocked.get()
         if verdict is not None:
             _blocked.set(None)
@@ -141,15 +150,39 @@ class CrmBaggagePropagator(TextMapPropagator):
 
     @property
     def fields(self) -> set[str]:
-        return self._w3c.fields
+        return self._w3c.fields if self._propagate else set()
+
+
+def propagators_for(settings: Settings) -> list[TextMapPropagator]:
+    """OTEL_PROPAGATORS in order (names checked by the settings: installed ones only), with W3C
+    baggage replaced by ours. Without `baggage` ours still runs, propagating nothing, so the
+    tenant opened around the request survives extraction."""
+    chosen: list[TextMapPropagator] = []
+    baggage_seen = False
+    for name in settings.propagators:
+        if name == "none":
+            chosen = []
+            break
+        if name == "tracecontext":
+            chosen.append(TraceContextTextMapPropagator())
+        elif name == "baggage":
+            baggage_seen = True
+            chosen.append(CrmBaggagePropagator(trust_incoming=settings.trust_incoming_baggage))
+        else:
+            try:
+                (entry,) = entry_points(group="opentelemetry_propagator", name=name)
+                chosen.append(entry.load()())
+            except Exception as exc:  # a broken package: left out, one line
+                _log.warning("otel_crm: OTEL_PROPAGATORS: propagator %r failed to load (%r); left out", name, exc)
+    if not baggage_seen or not chosen:
+        chosen.append(CrmBaggagePropagator(trust_incoming=settings.trust_incoming_baggage, propagate=False))
+    return chosen
 
 
 def install_propagator(settings: Settings) -> None:
     global _allowed_hosts
     _allowed_hosts = tuple(settings.baggage_allowed_hosts)
-    propagate.set_global_textmap(CompositePropagator(
-        [TraceContextTextMapPropagator(),
-         CrmBaggagePropagator(trust_incoming=settings.trust_incoming_baggage)]))
+    propagate.set_global_textmap(CompositePropagator(propagators_for(settings)))
 
 
 def requests_request_hook(span: Any, request: Any) -> None:

@@ -83,9 +83,10 @@ class Scrubber:
         if mode == "hash":
             key = salt.encode("utf-8") if salt else _random_salt()
             self._hmac = hmac.new(key, digestmod=hashlib.sha256)
-        # Invalid custom patterns were always only logged; allow patterns are refused under strict.
+        # An invalid pattern is one line and skipped; strict mode refuses it (a secret pattern
+        # silently missing would let what it names leave).
         self._custom = sp.compile_patterns(extra_patterns, "OTEL_CRM_SCRUB_PATTERNS", "scrub_patterns",
-                                           False)
+                                           strict)
         self._allow = sp.compile_patterns(allow_patterns, "OTEL_CRM_SCRUB_ALLOW_PATTERNS",
                                        "scrub_allow_patterns", strict)
         self._callback = callback

@@ -22,18 +22,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from otel_crm._internal import secret_logs
-from otel_crm._internal.sampling.policy import SamplingRule, compile_rules
+from otel_crm._internal.sampling.policy import SamplingRule
+from otel_crm._internal.settings_checks import check_host, check_sampling_rules, header_or_none
 from otel_crm._internal.settings_parse import (
     UNSET,
     Kind,
     Setting,
     SettingProblem,
     SettingsError,
+    markdown_table,
     read_values,
     registry_of,
     setting,
-    show,
 )
+from otel_crm._internal.settings_std import STANDARD_NAMES, StandardVariables, unstash
 
 __all__ = [
     "REGISTRY",
@@ -50,6 +52,7 @@ __all__ = [
     "SettingProblem",
     "Settings",
     "SettingsError",
+    "discard_invalid_standard_variables",
     "distro_defaults",
     "registry_markdown",
     "resolve_settings",
@@ -69,33 +72,8 @@ ScrubMode = Literal["redact", "hash", "off"]
 Profile = Literal["development", "production"]
 
 
-def _header_or_none(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
-    # An empty variable means "unset" for every setting (the OTel convention), so switching header
-    # extraction off needs a word: `none`.
-    return ("" if str(value).strip().lower() == "none" else value), []
-
-
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[?[0-9A-Fa-f:.]+\]?")
-
-
-def _check_host(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
-    # A bind address: a host name (RFC 1123 labels), an IPv4 or an IPv6 address; anything else would
-    # fail at bind time (or earlier: the value also names a rendezvous directory).
-    text = str(value).strip()
-    if len(text) <= 253 and _HOST.fullmatch(text):
-        return text, []
-    return "127.0.0.1", [SettingProblem(source, text, "a host name or an IP address", "127.0.0.1")]
-
-
-def _check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
-    rules, problems = compile_rules(value)
-    return rules, [SettingProblem(f"{source} {p.label}", p.text, p.reason, None, "rule left out")
-                   for p in problems]
-
-
 @dataclass(frozen=True)
-class Settings:
+class Settings(StandardVariables):  # the standard variables upstream reads: settings_std.py
     # --- general ---------------------------------------------------------------------------------
     strict: bool = setting(
         "OTEL_CRM_STRICT", default=False,
@@ -112,7 +90,8 @@ class Settings:
         "OTEL_CRM_SERVICE_NAMESPACE", default="", doc="service.namespace (empty: not set).")
     service_instance_id: str = setting(
         "OTEL_CRM_SERVICE_INSTANCE_ID", default="",
-        doc="service.instance.id (empty: a random UUID per process, renewed after fork).")
+        doc="service.instance.id (empty: a random UUID per process, renewed after fork; an explicit id "
+            "is kept in forked workers too).")
     environment: str = setting(
         "OTEL_CRM_ENVIRONMENT", default="",
         doc="deployment.environment.name; `development`/`dev`/`local` select the development profile. "
@@ -180,7 +159,7 @@ class Settings:
         doc="Serve /metrics for Prometheus on this port (0: off).", minimum=0, maximum=65535)
     prometheus_host: str = setting(
         "OTEL_CRM_PROMETHEUS_HOST", default="127.0.0.1", doc="Address the Prometheus endpoint binds to.",
-        check=_check_host)
+        check=check_host)
     shutdown_timeout_seconds: float = setting(
         "OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS", default=3.0,
         doc="Longest time flush-at-exit may take, collector up or down.", minimum=0.1, maximum=120)
@@ -214,7 +193,7 @@ class Settings:
         "OTEL_CRM_SAMPLING_RULES", default=(),
         doc="Ordered sampling rules, first match wins: each matches any of route, method, tenant, "
             "operation, service and gives ratio (0-1), optional name, errors, slow (docs/sampling.md).",
-        check=_check_sampling_rules)
+        check=check_sampling_rules)
     sampling_ratio: float = setting(
         "OTEL_CRM_SAMPLING_RATIO", default=0.1,
         doc="Share of ok, fast traces kept (development profile: 1.0).", minimum=0.0, maximum=1.0,
@@ -240,10 +219,10 @@ class Settings:
     # --- tenancy ---------------------------------------------------------------------------------
     tenant_header: str = setting(
         "OTEL_CRM_TENANT_HEADER", default="X-Tenant-ID",
-        doc="Request header holding the tenant id (`none`: no header is read).", check=_header_or_none)
+        doc="Request header holding the tenant id (`none`: no header is read).", check=header_or_none)
     user_header: str = setting(
         "OTEL_CRM_USER_HEADER", default="X-User-ID",
-        doc="Request header holding the user id (`none`: no header is read).", check=_header_or_none)
+        doc="Request header holding the user id (`none`: no header is read).", check=header_or_none)
     tenant_resolver: str = setting(
         "OTEL_CRM_TENANT_RESOLVER", default="",
         doc="`module:function` taking the framework request, returning a tenant id or None.")
@@ -342,7 +321,10 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-REGISTRY: tuple[Setting, ...] = registry_of(Settings)
+# otel_crm's own settings first, then the standard variables upstream reads (settings_std.py).
+REGISTRY: tuple[Setting, ...] = tuple(sorted(registry_of(Settings), key=lambda s: s.name in STANDARD_NAMES))
+# Every standard variable of the registry (ours read some too: OTEL_BSP_*, OTEL_EXPORTER_OTLP_*…).
+_STANDARD_VARIABLES = frozenset(v for s in REGISTRY for v in s.env if not v.startswith("OTEL_CRM_"))
 _NAMES = frozenset(s.name for s in REGISTRY)
 _ENV_NAME = re.compile(r"deployment\.environment(\.name)?$")
 
@@ -355,7 +337,7 @@ def resolve_settings(
     `environ` defaults to ``os.environ`` — the only place otel_crm reads it.
     """
     secret_logs.install()  # before any exporter or resource is built from what is resolved here
-    env = os.environ if environ is None else environ
+    env = unstash(os.environ if environ is None else environ)
     unknown = set(explicit) - _NAMES
     if unknown:
         raise TypeError(f"unknown otel_crm setting(s): {', '.join(sorted(unknown))}")
@@ -378,6 +360,17 @@ def resolve_settings(
     return Settings(**values, problems=tuple(problems), explicit=frozenset(chosen))
 
 
+def discard_invalid_standard_variables(settings: Settings) -> None:
+    """Remove from the process environment each standard variable whose value was refused (its
+    one line was logged when resolving), and blank ones, before upstream reads them: upstream then
+    uses its default, the one otel_crm documents, instead of failing. Valid values stay."""
+    refused = {problem.variable for problem in settings.problems}
+    for name in _STANDARD_VARIABLES:
+        raw = os.environ.get(name)
+        if raw is not None and (name in refused or not raw.strip()):
+            del os.environ[name]
+
+
 def _environment_from_resource(values: Mapping[str, Any]) -> str:
     attributes: Mapping[str, str] = values.get("resource_attributes") or {}
     for key, value in attributes.items():
@@ -394,13 +387,5 @@ def distro_defaults() -> dict[str, str]:
 
 
 def registry_markdown() -> str:
-    """The settings table for the README, generated from the registry."""
-    lines = ["| Setting | Variables (first wins) | Type / allowed | Default | What it does |",
-             "|---|---|---|---|---|"]
-    for s in REGISTRY:
-        default = show(s.default) if s.default not in (None, "", (), {}) else "—"
-        if s.development_default is not UNSET:
-            default += f" (development: {show(s.development_default)})"
-        variables = ", ".join(f"`{v}`" for v in s.env)
-        lines.append(f"| `{s.name}` | {variables} | {s.allowed()} | {default} | {s.doc} |")
-    return "\n".join(lines) + "\n"
+    """The settings table for docs/configuration.md, generated from the registry."""
+    return markdown_table(REGISTRY)

@@ -29,6 +29,7 @@ __all__ = [
     "SettingProblem",
     "SettingsError",
     "credential_key",
+    "markdown_table",
     "read_values",
     "registry_of",
     "setting",
@@ -170,7 +171,13 @@ class SettingProblem:
 
     def message(self, *, strict: bool = False) -> str:
         text = f"otel_crm: invalid {self.variable}={self.value!r}: expected {self.allowed}"
-        return text if strict else f"{text}; {self.outcome or 'using the default ' + show(self.default)}"
+        if strict:
+            return text
+        if self.outcome:
+            return f"{text}; {self.outcome}"
+        if self.default in (None, "", (), {}):  # no value of ours: upstream's own default applies
+            return f"{text}; using the default (unset)"
+        return f"{text}; using the default {show(self.default)}"
 
 
 def show(value: Any) -> str:
@@ -297,6 +304,19 @@ def _parse_mapping(text: str) -> dict[str, str]:
             raise _Invalid
         result[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
     return result
+
+
+def markdown_table(registry: tuple[Setting, ...]) -> str:
+    """The settings table of docs/configuration.md: one row per registry entry."""
+    lines = ["| Setting | Variables (first wins) | Type / allowed | Default | What it does |",
+             "|---|---|---|---|---|"]
+    for s in registry:
+        default = show(s.default) if s.default not in (None, "", (), {}) else "—"
+        if s.development_default is not UNSET:
+            default += f" (development: {show(s.development_default)})"
+        variables = ", ".join(f"`{v}`" for v in s.env)
+        lines.append(f"| `{s.name}` | {variables} | {s.allowed()} | {default} | {s.doc} |")
+    return "\n".join(lines) + "\n"
 
 
 def _check_explicit(setting: Setting, value: Any) -> Any:

@@ -124,3 +124,21 @@ def test_collector_down_adds_no_latency_and_exit_is_bounded(tmp_path: Path) -> N
     exit_seconds = app.process.stop(timeout=15)
     assert exit_seconds < 3 + 2.5, f"exit took {exit_seconds:.1f}s with the collector down"
     assert app.process.proc.returncode is not None
+
+
+def test_a_streamed_response_logs_with_the_tenant_and_the_trace_id(collector: Collector, tmp_path: Path) -> None:
+    app = flask_app(tmp_path, instrumented_env(collector, "flask-stream", OTEL_CRM_SAMPLING_MODE="off"))
+    _post(app.url("/leads"), {"name": "Ada", "email": "ada@example.com", "company": "Acme"})
+    response = requests.get(app.url("/leads/export"), headers={"X-Tenant-ID": "acme"}, timeout=10, stream=True)
+    assert b"".join(response.iter_content(None)).decode().splitlines()[1].endswith(",Ada,Acme")
+    app.process.stop()
+
+    def exported() -> list:  # type: ignore[type-arg]
+        return [r for r in collector.logs() if r.body == "leads exported"]
+
+    wait_until(lambda: bool(exported()) and any(s.name == "GET /leads/export" for s in collector.spans()), 20,
+               "the streamed body's log record and the request's span in the collector")
+    (record,) = exported()
+    server = next(s for s in collector.spans() if s.name == "GET /leads/export")
+    assert record.attributes["crm.tenant.id"] == "acme"
+    assert (record.trace_id, record.span_id) == (server.trace_id, server.span_id)

@@ -151,3 +151,25 @@ def test_worker_forked_while_parent_threads_are_busy_still_delivers(collector: C
     assert str(span.resource["process.pid"]) == child_pid
     wait_until(lambda: any(p.metric == "child.counter" and p.value == 3 for p in collector.metrics()), 10,
                "the child's counter")
+
+
+def test_an_explicit_instance_id_is_kept_by_every_preloaded_worker(collector: Collector, tmp_path: Path) -> None:
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    env = instrumented_env(collector, "prefork-named", OTEL_CRM_SAMPLING_MODE="off",
+                           OTEL_CRM_SERVICE_INSTANCE_ID="web-1")
+    argv = [gunicorn, "--workers", "2", "--chdir", str(ROOT / "examples" / "flask_crm"), "--graceful-timeout", "10",
+            "--preload", "app:create_app()"]
+    app = _start_with_port(tmp_path, argv, env, "{port}")
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: requests.get(app.url("/slow?seconds=0.3"), timeout=10).status_code,
+                             range(4))) == [200] * 4
+    app.process.stop(timeout=20)
+
+    def served() -> list:  # type: ignore[type-arg]
+        return [s for s in collector.spans() if s.name == "GET /slow"]
+
+    wait_until(lambda: len(served()) == 4, 20, "the four server spans")
+    assert len({s.resource["process.pid"] for s in served()}) == 2, "both workers served"
+    assert {s.resource["service.instance.id"] for s in served()} == {"web-1"}
+    wait_until(lambda: any(p.metric == "crm.requests" for p in collector.metrics()), 20, "RED metrics")
+    assert {p.resource["service.instance.id"] for p in collector.metrics() if p.metric == "crm.requests"} == {"web-1"}

@@ -84,3 +84,53 @@ def test_asgi_trace_response_header_off() -> None:
     with capture_telemetry(trace_response_header=False) as telemetry:
         sent, _ = _asgi_run(telemetry.runtime, [])
     assert sent[0]["headers"] == []
+
+
+def _streaming_app(tracer: Any, *, from_child_task: bool = False) -> Any:
+    """What Django's ASGI handler does with a streamed response: the server span is ended and
+    detached (middleware) before the response starts and the body is produced."""
+    from opentelemetry.trace import SpanKind
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        with tracer.start_as_current_span("GET /export", kind=SpanKind.SERVER):
+            pass
+
+        async def respond() -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for index in range(2):
+                logging.getLogger("crm").info("row %s", index)
+                await send({"type": "http.response.body", "body": b"x", "more_body": index == 0})
+
+        if from_child_task:
+            await asyncio.create_task(respond())
+        else:
+            await respond()
+
+    return app
+
+
+def test_a_streamed_asgi_body_logs_with_the_tenant_and_the_trace_id() -> None:
+    from opentelemetry import trace
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    with capture_telemetry() as telemetry:
+        for child in (False, True):
+            middleware = TenantASGIMiddleware(_streaming_app(telemetry.runtime.tracer("t"), from_child_task=child),
+                                              TenantExtractor(resolve_settings({})))
+
+            async def run(middleware: Any = middleware) -> None:
+                await middleware({"type": "http", "method": "GET", "path": "/export",
+                                  "headers": [(b"x-tenant-id", b"acme")]}, None, send)
+                assert current_tenant() is None and not trace.get_current_span().get_span_context().is_valid
+
+            asyncio.run(run())
+        servers = [s.context for s in telemetry.spans() if s.name == "GET /export"]
+        rows = [r.log_record for r in telemetry.logs() if str(r.log_record.body).startswith("row")]
+        assert len(servers) == 2 and len(rows) == 4
+        for server, records in zip(servers, (rows[:2], rows[2:]), strict=True):
+            for record in records:
+                assert record.attributes["crm.tenant.id"] == "acme"  # type: ignore[index]
+                assert (record.trace_id, record.span_id) == (server.trace_id, server.span_id)
+        assert not [r for r in telemetry.logs() if "detach" in str(r.log_record.body).lower()]

@@ -268,3 +268,84 @@ def test_django_wsgi_and_asgi_responses_carry_the_trace_id(switch: str) -> None:
             continue
         assert found["traceresponse"] == f"00-{server}-01", kind
         assert found["server-timing"] == f'traceparent;desc="00-{server}-01"', kind
+
+
+_DJANGO_STREAMING_SCRIPT = r'''
+import asyncio, io, json, logging
+import django
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.urls import path
+
+from opentelemetry import trace
+
+def rows():
+    for index in range(2):
+        logging.getLogger("crm").info("row %s", index)
+        yield b"x"
+
+def view(request):
+    if trace.get_current_span().get_span_context().is_valid:
+        return StreamingHttpResponse(rows())
+    # ASGI: no server span without opentelemetry-instrumentation-asgi; open one as it would.
+    with trace.get_tracer("test").start_as_current_span("GET export", kind=trace.SpanKind.SERVER):
+        return StreamingHttpResponse(rows())
+
+settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], MIDDLEWARE=[], DATABASES={},
+                   INSTALLED_APPS=[], SECRET_KEY="x", LOGGING_CONFIG=None)
+urlpatterns = [path("export", view)]
+
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from otel_crm.testing import capture_telemetry
+from otel_crm._internal.settings import resolve_settings
+from otel_crm._internal.integrations.frameworks import patch_frameworks
+
+with capture_telemetry() as telemetry:
+    trace.set_tracer_provider(telemetry.runtime.tracer_provider)
+    DjangoInstrumentor().instrument()
+    django.setup()
+    patch_frameworks(resolve_settings({}), lambda name: name == "django")
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    body = WSGIHandler()({"REQUEST_METHOD": "GET", "PATH_INFO": "/export", "SERVER_NAME": "t",
+                          "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http",
+                          "HTTP_X_TENANT_ID": "acme"}, lambda status, headers, exc_info=None: None)
+    b"".join(body)
+    body.close()
+
+    async def asgi():
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()
+        async def send(message):
+            return None
+        await ASGIHandler()({"type": "http", "method": "GET", "path": "/export", "query_string": b"",
+                             "headers": [(b"host", b"t"), (b"x-tenant-id", b"acme")], "scheme": "http",
+                             "server": ("t", 80)}, receive, send)
+
+    asyncio.run(asgi())
+    servers = [[s.context.trace_id, s.context.span_id] for s in telemetry.spans()
+               if s.kind is trace.SpanKind.SERVER]
+    rows_logged = [[r.log_record.trace_id, r.log_record.span_id, (r.log_record.attributes or {}).get("crm.tenant.id")]
+                   for r in telemetry.logs() if str(r.log_record.body).startswith("row")]
+print(json.dumps({"servers": servers, "rows": rows_logged}))
+'''
+
+
+def test_django_streamed_bodies_log_with_the_tenant_and_the_trace_id() -> None:
+    """StreamingHttpResponse under Django's WSGI and ASGI handlers: the instrumentation ends the
+    server span in its middleware, before the handler produces the body."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _DJANGO_STREAMING_SCRIPT], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(outcome["servers"]) == 2 and len(outcome["rows"]) == 4, outcome
+    for server, rows in zip(outcome["servers"], (outcome["rows"][:2], outcome["rows"][2:]), strict=True):
+        assert rows == [[*server, "acme"]] * 2

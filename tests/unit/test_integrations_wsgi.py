@@ -148,3 +148,124 @@ def test_head_mode_records_carry_the_head_decision_from_the_start(ratio: float, 
     assert lines[0]["trace_sampled"] is kept
     assert records["inside the request"]["crm.trace.sampled"] is kept
     assert headers["traceresponse"].endswith("-01" if kept else "-00")
+
+
+# --- streamed bodies: tenant and trace context while the server iterates --------------------------
+
+
+def test_a_streamed_flask_body_logs_with_the_tenant_and_the_trace_id() -> None:
+    """Flask ends and detaches its server span (teardown) before the server iterates a streamed
+    body; a generator response and `stream_with_context` alike keep the request's context."""
+    from flask import Flask, Response, stream_with_context
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    from otel_crm._internal.integrations.frameworks import _patch_call
+
+    class StreamingFlask(Flask):
+        pass
+
+    _patch_call(StreamingFlask, TenantExtractor(resolve_settings({}), Flask.request_class))
+    with capture_telemetry() as telemetry:
+        app = StreamingFlask("streaming")
+
+        def rows(kind: str) -> Any:
+            for index in range(2):
+                logging.getLogger("crm").info("%s row %s", kind, index)
+                yield f"{index}\n"
+
+        app.add_url_rule("/plain", "plain", lambda: Response(rows("plain")))
+        app.add_url_rule("/ctx", "ctx", lambda: Response(stream_with_context(rows("ctx"))))
+        FlaskInstrumentor().instrument_app(app)
+        try:
+            client = app.test_client()
+            for kind in ("plain", "ctx"):
+                assert client.get(f"/{kind}", headers={"X-Tenant-ID": "acme"}).data == b"0\n1\n"
+                assert current_tenant() is None and not trace.get_current_span().get_span_context().is_valid
+        finally:
+            FlaskInstrumentor().uninstrument_app(app)
+        servers = {s.name: s.context for s in telemetry.spans() if s.kind is trace.SpanKind.SERVER}
+        if not servers:
+            pytest.skip("another tracer provider was installed globally first in this process")
+        for kind in ("plain", "ctx"):
+            records = [r.log_record for r in telemetry.logs() if str(r.log_record.body).startswith(f"{kind} row")]
+            assert len(records) == 2
+            for record in records:
+                assert record.attributes["crm.tenant.id"] == "acme"  # type: ignore[index]
+                assert (record.trace_id, record.span_id) == (servers[f"GET /{kind}"].trace_id,
+                                                             servers[f"GET /{kind}"].span_id)
+
+
+def test_a_produced_body_and_a_file_wrapper_are_returned_as_they_are() -> None:
+    class FileWrapper:
+        def __init__(self, file: Any) -> None:
+            self.file = file
+
+    produced = [b"done"]
+    wrapped = FileWrapper(None)
+    for body in (produced, wrapped):
+        def app(environ: dict[str, Any], start_response: Any, body: Any = body) -> Any:
+            start_response("200 OK", [])
+            return body
+
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.file_wrapper": FileWrapper}
+        assert TenantWSGIMiddleware(app)(environ, lambda *args: None) is body
+
+
+def test_a_streamed_body_is_closed_inside_the_context_and_leaks_nothing() -> None:
+    seen: list[str | None] = []
+
+    class Body:
+        def __iter__(self) -> Any:
+            seen.append(getattr(current_tenant(), "id", None))
+            yield b"a"
+
+        def close(self) -> None:
+            seen.append("closed:" + str(getattr(current_tenant(), "id", None)))
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return Body()
+
+    body = TenantWSGIMiddleware(app)({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_X_TENANT_ID": "acme"},
+                                     lambda *args: None)
+    assert current_tenant() is None
+    assert list(body) == [b"a"] and current_tenant() is None
+    body.close()  # type: ignore[attr-defined]
+    assert seen == ["acme", "closed:acme"] and current_tenant() is None
+
+
+def test_a_server_without_request_uri_still_gets_url_path_and_query_on_the_server_span() -> None:
+    """Django's runserver (wsgiref) sets neither RAW_URI nor REQUEST_URI; the WSGI instrumentation
+    then records no url.path / url.query (docs/semconv.md). Ours supplies the request target."""
+    import io
+
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [])
+        return [(environ.get("RAW_URI") or environ["REQUEST_URI"]).encode()]
+
+    def environ(**extra: str) -> dict[str, Any]:
+        return {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "/crm", "PATH_INFO": "/leads/a b", "QUERY_STRING": "x=1",
+                "SERVER_NAME": "t", "SERVER_PORT": "80", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+                **extra}
+
+    with capture_telemetry() as telemetry:
+        instrumented = TenantWSGIMiddleware(OpenTelemetryMiddleware(app, tracer_provider=telemetry.runtime
+                                                                    .tracer_provider))
+        assert b"".join(instrumented(environ(), lambda *args: None)) == b"/crm/leads/a%20b?x=1"
+        assert b"".join(instrumented(environ(RAW_URI="/as/sent?y"), lambda *args: None)) == b"/as/sent?y"
+        server = next(s for s in telemetry.spans() if s.kind is trace.SpanKind.SERVER)
+    attributes = dict(server.attributes or {})
+    # The conventions this process's instrumentations emit (OTEL_SEMCONV_STABILITY_OPT_IN is read
+    # once per process): the stable url.path / url.query, else the old http.target. Without the
+    # request target the stable ones are missing and the old mode writes http.url instead.
+    if "url.path" in attributes or "http.target" not in attributes:
+        assert (attributes["url.path"], attributes["url.query"]) == ("/leads/a b", "x=1")
+    else:
+        assert attributes["http.target"] == "/crm/leads/a%20b?x=1"
+    kept = environ(REQUEST_URI="/as/sent?y")
+    TenantWSGIMiddleware(app)(kept, lambda *args: None)
+    assert kept["REQUEST_URI"] == "/as/sent?y" and "RAW_URI" not in kept

@@ -14,6 +14,8 @@ import textwrap
 import threading
 import time
 
+import pytest
+
 from otel_crm._internal.lifecycle import RateLimitFilter, run_with_deadline
 
 
@@ -189,3 +191,37 @@ def test_the_deadline_line_says_what_was_dropped_per_signal() -> None:
     line = deadline_summary(3.0, {"traces": 12, "logs": 3})
     assert line == ("otel_crm: the exit flush did not finish within 3.0s; dropped 12 traces, 3 logs, 0 metrics "
                     "still queued or in flight (counted in crm.telemetry.dropped, reason shutdown)")
+
+
+_FORK_INSTANCE = """
+    import json, os, otel_crm
+    runtime = otel_crm.configure(sampling_mode="off", {argument})
+    parent = runtime.tracer_provider.resource.attributes["service.instance.id"]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        ids = [p.resource.attributes["service.instance.id"] for p in (runtime.tracer_provider,
+                                                                     runtime.logger_provider)]
+        ids.append(runtime.meter_provider._sdk_config.resource.attributes["service.instance.id"])
+        os.write(write, json.dumps(ids).encode())
+        os._exit(0)
+    os.close(write)
+    child = json.loads(os.fdopen(read).read())
+    os.waitpid(pid, 0)
+    print(json.dumps({{"parent": parent, "child": child}}))
+"""
+
+
+@pytest.mark.parametrize(("argument", "environ"), [
+    ("service_instance_id='web-1'", {}),
+    ("", {"OTEL_CRM_SERVICE_INSTANCE_ID": "web-1"}),
+    ("", {"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=web-1"}),
+])
+def test_an_explicit_instance_id_is_kept_in_a_forked_worker(argument: str, environ: dict[str, str]) -> None:
+    out = _run(_FORK_INSTANCE.format(argument=argument), **environ)
+    assert out == {"parent": "web-1", "child": ["web-1"] * 3}
+
+
+def test_without_an_explicit_instance_id_a_worker_gets_its_own() -> None:
+    out = _run(_FORK_INSTANCE.format(argument=""))
+    assert len(set(out["child"])) == 1 and out["child"][0] != out["parent"]

@@ -84,3 +84,21 @@ def test_a_full_log_queue_drops_and_counts() -> None:
     provider.shutdown()
     assert dropped and dropped[0].attributes == {"crm.signal": "logs", "crm.drop.reason": "queue_full"}
     assert 100 - 15 <= dropped[0].value <= 100 - 10
+
+
+def test_log_batch_settings_are_passed_validated_and_the_batch_capped_at_the_queue(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, InMemoryLogRecordExporter
+    from opentelemetry.sdk.resources import Resource
+
+    from otel_crm._internal.logs import create_logger_provider
+
+    # What upstream does with the same values read from the environment: it refuses them.
+    monkeypatch.setenv("OTEL_BLRP_MAX_QUEUE_SIZE", "100")
+    monkeypatch.setenv("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "512")
+    with pytest.raises(ValueError):
+        BatchLogRecordProcessor(InMemoryLogRecordExporter())  # type: ignore[no-untyped-call]
+    settings = resolve_settings(logs_exporter=["otlp"], otlp_endpoint="http://127.0.0.1:9")
+    assert (settings.blrp_max_queue_size, settings.blrp_max_export_batch_size) == (100, 512)
+    provider = create_logger_provider(settings, Resource({}))  # ours passes the batch capped at 100
+    provider.shutdown()

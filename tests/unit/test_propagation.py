@@ -13,6 +13,7 @@ import pytest
 import requests
 from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
 
 from otel_crm._internal.propagation import (
@@ -20,6 +21,7 @@ from otel_crm._internal.propagation import (
     host_allowed,
     install_propagator,
     outgoing_request,
+    propagators_for,
     requests_request_hook,
 )
 from otel_crm._internal.settings import resolve_settings
@@ -127,6 +129,51 @@ def test_installed_propagator_keeps_the_tenant_through_traceparent_extraction(cr
         extracted = propagate.extract({"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
     assert current_tenant(extracted).id == "acme"  # type: ignore[union-attr]
     assert trace.get_current_span(extracted).get_span_context().trace_id == int("1" * 32, 16)
+
+
+def _composite(propagators: str) -> CompositePropagator:
+    return CompositePropagator(propagators_for(resolve_settings({"OTEL_PROPAGATORS": propagators})))
+
+
+def test_otel_propagators_in_order_with_our_baggage_in_place_of_w3c() -> None:
+    chosen = propagators_for(resolve_settings({"OTEL_PROPAGATORS": "baggage,tracecontext"}))
+    assert [type(p).__name__ for p in chosen] == ["CrmBaggagePropagator", "TraceContextTextMapPropagator"]
+    with tenant_context("acme"):
+        carrier: dict[str, str] = {}
+        _composite("tracecontext").inject(carrier)
+    assert carrier == {}, "no span, and no `baggage` asked for: nothing goes out"
+
+
+def test_none_propagates_nothing_but_keeps_the_tenant() -> None:
+    composite = _composite("none")
+    with tenant_context("acme"), tracer.start_as_current_span("client"):
+        carrier: dict[str, str] = {}
+        composite.inject(carrier)
+        extracted = composite.extract({"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+                                       "baggage": "crm.tenant.id=victim"})
+    assert carrier == {} and composite.fields == set()
+    assert current_tenant(extracted).id == "acme"  # type: ignore[union-attr]
+    assert not trace.get_current_span(extracted).get_span_context().is_valid
+
+
+def test_b3_alone_carries_the_trace_and_the_tenant_stays_on_top() -> None:
+    pytest.importorskip("opentelemetry.propagators.b3")
+    composite = _composite("b3")
+    with tenant_context("acme"), tracer.start_as_current_span("client") as span:
+        carrier: dict[str, str] = {}
+        composite.inject(carrier)
+        extracted = composite.extract({"b3": f"{'1' * 32}-{'2' * 16}-1"})
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+    assert set(carrier) == {"b3"} and carrier["b3"].startswith(trace_id)
+    assert trace.get_current_span(extracted).get_span_context().trace_id == int("1" * 32, 16)
+    assert current_tenant(extracted).id == "acme"  # type: ignore[union-attr]
+
+
+def test_a_propagator_that_fails_to_load_is_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    settings = resolve_settings({}).replace(propagators=("tracecontext", "jaeger"))  # not installed
+    chosen = propagators_for(settings)
+    assert [type(p).__name__ for p in chosen] == ["TraceContextTextMapPropagator", "CrmBaggagePropagator"]
+    assert any("'jaeger'" in r.getMessage() for r in caplog.records)
 
 
 # --- real requests calls through the requests instrumentation and our hook ---------------------

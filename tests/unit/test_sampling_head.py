@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.sampling import Decision as SdkDecision
@@ -17,6 +18,8 @@ from otel_crm._internal.sampling import (
     TraceFacts,
     compile_rules,
     head_sampler,
+    policy_from_settings,
+    sampler_notice,
     sampling_processor,
 )
 from otel_crm._internal.settings import resolve_settings
@@ -145,3 +148,58 @@ def test_only_tail_mode_puts_a_tail_sampler_in_front_of_the_export_chain() -> No
     assert tail.decision_for(1) is None
     for mode in ("head", "collector", "off"):
         assert sampling_processor(resolve_settings({}, sampling_mode=mode), downstream, None) is downstream
+
+
+def _roots_kept(telemetry: object, name: str) -> list[int]:
+    return [s.context.trace_id for s in telemetry.spans() if s.name == name]  # type: ignore[attr-defined]
+
+
+def test_otel_traces_sampler_decides_in_head_mode_and_every_request_is_still_counted() -> None:
+    bound = TraceIdRatioBased.get_bound_for_rate(0.25)
+    with capture_telemetry(sampling_mode="head", sampling_ratio=1.0, traces_sampler="traceidratio",
+                           traces_sampler_arg=0.25) as telemetry:
+        tracer = trace.get_tracer("t")
+        for _ in range(400):
+            with tracer.start_as_current_span("GET /leads", kind=SERVER):
+                pass
+        kept = _roots_kept(telemetry, "GET /leads")
+        assert 50 < len(kept) < 150 and all(t & 0xFFFFFFFFFFFFFFFF < bound for t in kept)
+        assert telemetry.metric_sum("crm.requests") == 400
+    with capture_telemetry(sampling_mode="head", traces_sampler="always_off") as telemetry:
+        with trace.get_tracer("t").start_as_current_span("GET /leads", kind=SERVER):
+            pass
+        assert _roots_kept(telemetry, "GET /leads") == [] and telemetry.metric_sum("crm.requests") == 1
+
+
+@pytest.mark.parametrize(("name", "remote_sampled", "exported"), [
+    ("parentbased_always_on", False, False), ("always_on", False, True),
+    ("parentbased_always_off", True, True), ("always_off", True, False),
+])
+def test_parent_based_or_not_as_the_standard_name_says(name: str, remote_sampled: bool, exported: bool) -> None:
+    sampler = head_sampler(resolve_settings({"OTEL_CRM_SAMPLING_MODE": "head", "OTEL_TRACES_SAMPLER": name}))
+    assert ("ParentBased" in sampler.get_description()) is name.startswith("parentbased")
+    flags = TraceFlags(TraceFlags.SAMPLED if remote_sampled else TraceFlags.DEFAULT)
+    remote = set_span_in_context(NonRecordingSpan(SpanContext(0x1234, 0x99, is_remote=True, trace_flags=flags)))
+    result = sampler.should_sample(remote, 0x1234, "GET /leads", SERVER)
+    assert result.decision.is_sampled() is exported
+    assert result.decision is not SdkDecision.DROP, "an entry span is always recorded (RED metrics)"
+
+
+def test_other_modes_say_in_one_line_which_mode_wins() -> None:
+    assert sampler_notice(resolve_settings({"OTEL_TRACES_SAMPLER": "always_on"},
+                                           sampling_mode="head")) is None
+    assert sampler_notice(resolve_settings({})) is None
+    for mode in ("tail", "collector", "off"):
+        settings = resolve_settings({"OTEL_TRACES_SAMPLER": "always_on", "OTEL_CRM_SAMPLING_MODE": mode})
+        notice = sampler_notice(settings)
+        assert notice is not None and "OTEL_TRACES_SAMPLER='always_on'" in notice
+        assert f"OTEL_CRM_SAMPLING_MODE={mode}" in notice
+        assert head_sampler(settings).get_description() == "AlwaysOnSampler"
+
+
+def test_the_development_profile_honours_an_explicit_ratio() -> None:
+    development = {"OTEL_CRM_ENVIRONMENT": "development"}
+    assert policy_from_settings(resolve_settings(development)).keep_all is True
+    explicit = resolve_settings({**development, "OTEL_CRM_SAMPLING_RATIO": "0.2"})
+    assert explicit.sampling_ratio == 0.2 and policy_from_settings(explicit).keep_all is False
+    assert policy_from_settings(resolve_settings(development, sampling_ratio=0.5)).keep_all is False

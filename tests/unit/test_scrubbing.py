@@ -339,6 +339,16 @@ def test_invalid_allow_patterns_one_line_or_refused_in_strict_mode(caplog: pytes
         Scrubber.from_settings(resolve_settings(env | {"OTEL_CRM_STRICT": "true"}))
 
 
+def test_invalid_scrub_pattern_is_refused_in_strict_mode(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="otel_crm")
+    env = {"OTEL_CRM_SCRUB_PATTERNS": r"(unclosed,EMP-\d+"}
+    scrubber = Scrubber.from_settings(resolve_settings(env))
+    assert scrubber is not None and scrubber.scrub_text("id EMP-1234") == "id [REDACTED:custom]"
+    assert len([r for r in caplog.records if "OTEL_CRM_SCRUB_PATTERNS" in r.getMessage()]) == 1
+    with pytest.raises(SettingsError, match="OTEL_CRM_SCRUB_PATTERNS='\\(unclosed'"):
+        Scrubber.from_settings(resolve_settings(env | {"OTEL_CRM_STRICT": "true"}))
+
+
 def test_callback_sees_each_match_and_where_it_was_found() -> None:
     seen: list[ScrubMatch] = []
 

@@ -3,10 +3,13 @@ context; HTTP requests get the access line and the trace id response headers, `t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import Token
 from typing import Any
 
-from opentelemetry import context
+from opentelemetry import context, trace
+from opentelemetry.context import Context
 
 from otel_crm._internal.access import AccessLine
 from otel_crm._internal.integrations.extractor import TenantExtractor, default_extractor
@@ -32,6 +35,38 @@ def _environ(scope: dict[str, Any]) -> dict[str, Any]:
     return environ
 
 
+_Held = tuple[Token[Context], "asyncio.Task[Any] | None"]
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # not under asyncio (trio): one task per request there
+        return None
+
+
+def _keep_server_span(access: AccessLine) -> list[_Held]:
+    """When the response starts after the framework ended and detached its server span (Django's
+    middleware does, before a streamed body is produced), make that span current again for the
+    rest of the response, so log records of the body keep the trace id (the tenant is current
+    already: we opened it around the whole call)."""
+    if trace.get_current_span().get_span_context().is_valid:
+        return []
+    span_context = access.server_span_context()
+    if not span_context.is_valid:
+        return []
+    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(span_context)))
+    return [(token, _current_task())]
+
+
+def _release_server_span(held: list[_Held]) -> None:
+    # Only in the task that attached it: a response sent from a child task (a task group) leaves
+    # its copy of the context with that task.
+    for token, task in held:
+        if task is _current_task():
+            context.detach(token)
+
+
 class TenantASGIMiddleware:
     """Wrap any ASGI app: ``app = TenantASGIMiddleware(app)`` (extractor optional, as for WSGI)."""
 
@@ -52,10 +87,13 @@ class TenantASGIMiddleware:
                 token = context.attach(context_with_tenant(tenant))
 
         trace_headers = current_runtime().settings.trace_response_header
+        span_token: list[_Held] = []
 
         async def capturing_send(message: Message) -> None:
             if message.get("type") == "http.response.start":
                 access.response_started(message.get("status", 500))
+                if not span_token:
+                    span_token.extend(_keep_server_span(access))
                 if trace_headers:
                     try:
                         message["headers"] = asgi_trace_headers(message.get("headers") or (),
@@ -72,6 +110,7 @@ class TenantASGIMiddleware:
                 if scope["type"] == "http":
                     access.write()
             finally:
+                _release_server_span(span_token)
                 if token is not None:
                     context.detach(token)
                 access.close()

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
-from opentelemetry import context
+from opentelemetry import context, trace
 
 from otel_crm._internal.access import AccessLine
 from otel_crm._internal.integrations.extractor import TenantExtractor, default_extractor
@@ -44,6 +45,8 @@ class TenantWSGIMiddleware:
 def wsgi_call(app: WSGIApp, extractor: TenantExtractor, environ: dict[str, Any],
               start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Call `app` inside the request's tenant context and write its access line."""
+    if "RAW_URI" not in environ and "REQUEST_URI" not in environ:
+        _add_request_target(environ)
     access = AccessLine(environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/"))
     token = None
     tenant = None
@@ -75,7 +78,9 @@ def wsgi_call(app: WSGIApp, extractor: TenantExtractor, environ: dict[str, Any],
             # re-open the tenant context around each chunk and log when the body is done.
             lazy = True
             return _LazyBody(result, tenant, access.write)
-        return result
+        if isinstance(result, (list, tuple)) or _is_file_wrapper(result, environ):
+            return result  # produced already (or sent by the server itself): nothing runs while sent
+        return _CurrentBody(result, _body_context(access))
     finally:
         # The access line is logged inside the tenant context (it carries the tenant), then the
         # context is detached before returning: a server that never calls close() must not leak
@@ -87,6 +92,67 @@ def wsgi_call(app: WSGIApp, extractor: TenantExtractor, environ: dict[str, Any],
             if token is not None:
                 context.detach(token)
             access.close()
+
+
+def _add_request_target(environ: dict[str, Any]) -> None:
+    """Servers that give neither RAW_URI nor REQUEST_URI (Django's runserver, wsgiref): the WSGI
+    instrumentation then records no url.path / url.query on the server span (docs/semconv.md,
+    "what otel_crm corrects"). Give it the request target, rebuilt as the client sent it."""
+    with guard("request_target"):
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        target = quote(path.encode("latin-1"), safe="/:@!$&'()*+,;=-._~") or "/"
+        query = environ.get("QUERY_STRING")
+        environ["REQUEST_URI"] = f"{target}?{query}" if query else target
+
+
+def _is_file_wrapper(result: object, environ: dict[str, Any]) -> bool:
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(result, wrapper)
+
+
+def _body_context(access: AccessLine) -> context.Context:
+    """The context a response body is iterated in: the request's (tenant included) and its server
+    span, which frameworks end and detach before the server iterates the body (Flask's teardown,
+    Django's middleware), so log records of a streamed body keep the trace id."""
+    current = context.get_current()
+    if not trace.get_current_span(current).get_span_context().is_valid:
+        span_context = access.server_span_context()
+        if span_context.is_valid:
+            return trace.set_span_in_context(trace.NonRecordingSpan(span_context), current)
+    return current
+
+
+class _CurrentBody:
+    """A response body iterated (and closed) inside the request's context, attached around each
+    chunk only: nothing leaks to the server thread between chunks or into the next request."""
+
+    __slots__ = ("_body", "_context", "_iterator")
+
+    def __init__(self, body: Iterable[bytes], ctx: context.Context):
+        self._body = body
+        self._context = ctx
+        self._iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> _CurrentBody:
+        return self
+
+    def __next__(self) -> bytes:
+        token = context.attach(self._context)
+        try:
+            if self._iterator is None:
+                self._iterator = iter(self._body)
+            return next(self._iterator)
+        finally:
+            context.detach(token)
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            token = context.attach(self._context)
+            try:
+                close()
+            finally:
+                context.detach(token)
 
 
 class _LazyBody:

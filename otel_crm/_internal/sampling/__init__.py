@@ -13,7 +13,13 @@ The collector's ``tail_sampling`` policies for the same rules come from ``collec
 from __future__ import annotations
 
 from otel_crm._internal.sampling.head import EntryRecordingHeadSampler
-from otel_crm._internal.sampling.modes import head_sampler, policy_from_settings, sampling_mode, sampling_processor
+from otel_crm._internal.sampling.modes import (
+    head_sampler,
+    policy_from_settings,
+    sampler_notice,
+    sampling_mode,
+    sampling_processor,
+)
 from otel_crm._internal.sampling.policy import (
     SAMPLING_MODES,
     Decision,
@@ -41,6 +47,7 @@ __all__ = [
     "compile_rules",
     "head_sampler",
     "policy_from_settings",
+    "sampler_notice",
     "sampling_mode",
     "sampling_processor",
 ]

@@ -45,11 +45,15 @@ class EntryRecordingHeadSampler(Sampler):
     span are dropped as usual, so the extra cost is one unexported span per request.
     """
 
-    def __init__(self, ratio: float, rules: Sequence[SamplingRule] = (), *, service: str | None = None):
+    def __init__(self, ratio: float, rules: Sequence[SamplingRule] = (), *, service: str | None = None,
+                 standard: Sampler | None = None):
         self._ratio = ratio
-        self._policy = SamplingPolicy(ratio=ratio, rules=tuple(rules))
+        # `standard`: the sampler OTEL_TRACES_SAMPLER names decides every span instead of the ratio
+        # and rules; an entry span it drops is still recorded (RED metrics), as below.
+        self._policy = SamplingPolicy(ratio=ratio, rules=tuple(rules) if standard is None else ())
         self._service = service
-        self._parent_based = ParentBased(TraceIdRatioBased(ratio))
+        self._parent_based = standard if standard is not None else ParentBased(TraceIdRatioBased(ratio))
+        self._standard = standard
 
     def should_sample(self, parent_context: Context | None, trace_id: int, name: str,  # noqa: PLR0917 - the SDK signature
                       kind: SpanKind | None = None, attributes: Attributes = None,
@@ -76,4 +80,6 @@ class EntryRecordingHeadSampler(Sampler):
         return SamplingResult(Decision.RECORD_AND_SAMPLE, {**given, semconv.CRM_SAMPLING_RULE: decision.rule})
 
     def get_description(self) -> str:
+        if self._standard is not None:
+            return f"EntryRecordingHeadSampler{{{self._standard.get_description()}}}"
         return f"EntryRecordingHeadSampler{{{self._ratio}}}"
