@@ -80,6 +80,11 @@ _STANDARD_RULES: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+def _source(variable: str) -> str:
+    # The registry declares the standard variables too (settings_std.py): the prefix tells them apart.
+    return "otel_crm" if variable.startswith("OTEL_CRM_") else "standard"
+
+
 def _standard_variables() -> list[str]:
     import opentelemetry.environment_variables as api_vars
     import opentelemetry.sdk.environment_variables as sdk_vars
@@ -111,7 +116,7 @@ def bad_values(quick: bool = False) -> list[BadValue]:
                           not variable.startswith("OTEL_CRM_"))):
                 continue
             kinds_seen.add(entry.kind)
-            cases.append(BadValue(variable, value, "otel_crm", expected))
+            cases.append(BadValue(variable, value, _source(variable), expected))
     quick_standard = {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_PROPAGATORS",
                       "OTEL_TRACES_SAMPLER", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_EXPORTER_OTLP_TIMEOUT"}
     for variable in _standard_variables():
@@ -124,7 +129,7 @@ def bad_values(quick: bool = False) -> list[BadValue]:
             if re.search(pattern, variable):
                 value, expected = rule_value, rule_expected
                 break
-        cases.append(BadValue(variable, value, "standard" if variable not in ours else "otel_crm", expected))
+        cases.append(BadValue(variable, value, _source(variable), expected))
     return cases
 
 
