@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from otel_crm._internal import secret_logs
+from otel_crm._internal import settings_checks as checks
 from otel_crm._internal.sampling.policy import SamplingRule
-from otel_crm._internal.settings_checks import check_host, check_sampling_rules, header_or_none
 from otel_crm._internal.settings_parse import (
     UNSET,
     Kind,
@@ -120,14 +120,17 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
         "OTEL_CRM_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", default="grpc", doc="OTLP transport.")
     otlp_endpoint: str = setting(
         "OTEL_EXPORTER_OTLP_ENDPOINT", default="",
-        doc="OTLP endpoint for every signal (empty: http://localhost:4317 for grpc, :4318 for http).")
+        doc="OTLP endpoint for every signal (empty: http://localhost:4317 for grpc, :4318 for http).",
+        check=checks.check_endpoint)
     otlp_traces_endpoint: str = setting(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", default="",
-        doc="OTLP endpoint for spans only (http: the full URL, used as is).")
+        doc="OTLP endpoint for spans only (http: the full URL, used as is).", check=checks.check_endpoint)
     otlp_metrics_endpoint: str = setting(
-        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", default="", doc="OTLP endpoint for metrics only.")
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", default="", doc="OTLP endpoint for metrics only.",
+        check=checks.check_endpoint)
     otlp_logs_endpoint: str = setting(
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", default="", doc="OTLP endpoint for logs only.")
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", default="", doc="OTLP endpoint for logs only.",
+        check=checks.check_endpoint)
     otlp_headers: Mapping[str, str] = setting(
         "OTEL_EXPORTER_OTLP_HEADERS", default={},
         doc="Headers sent with every export (values are masked by `otel-crm doctor`).", secret=True)
@@ -159,7 +162,7 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
         doc="Serve /metrics for Prometheus on this port (0: off).", minimum=0, maximum=65535)
     prometheus_host: str = setting(
         "OTEL_CRM_PROMETHEUS_HOST", default="127.0.0.1", doc="Address the Prometheus endpoint binds to.",
-        check=check_host)
+        check=checks.check_host)
     shutdown_timeout_seconds: float = setting(
         "OTEL_CRM_SHUTDOWN_TIMEOUT_SECONDS", default=3.0,
         doc="Longest time flush-at-exit may take, collector up or down.", minimum=0.1, maximum=120)
@@ -193,7 +196,7 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
         "OTEL_CRM_SAMPLING_RULES", default=(),
         doc="Ordered sampling rules, first match wins: each matches any of route, method, tenant, "
             "operation, service and gives ratio (0-1), optional name, errors, slow (docs/sampling.md).",
-        check=check_sampling_rules)
+        check=checks.check_sampling_rules)
     sampling_ratio: float = setting(
         "OTEL_CRM_SAMPLING_RATIO", default=0.1,
         doc="Share of ok, fast traces kept (development profile: 1.0).", minimum=0.0, maximum=1.0,
@@ -219,10 +222,10 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
     # --- tenancy ---------------------------------------------------------------------------------
     tenant_header: str = setting(
         "OTEL_CRM_TENANT_HEADER", default="X-Tenant-ID",
-        doc="Request header holding the tenant id (`none`: no header is read).", check=header_or_none)
+        doc="Request header holding the tenant id (`none`: no header is read).", check=checks.header_or_none)
     user_header: str = setting(
         "OTEL_CRM_USER_HEADER", default="X-User-ID",
-        doc="Request header holding the user id (`none`: no header is read).", check=header_or_none)
+        doc="Request header holding the user id (`none`: no header is read).", check=checks.header_or_none)
     tenant_resolver: str = setting(
         "OTEL_CRM_TENANT_RESOLVER", default="",
         doc="`module:function` taking the framework request, returning a tenant id or None.")
@@ -283,7 +286,8 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
     # --- business helpers ------------------------------------------------------------------------
     pricing_file: str = setting(
         "OTEL_CRM_PRICING_FILE", default="",
-        doc="JSON file of LLM prices per million tokens, merged over the built-in table.")
+        doc="JSON file of LLM prices per million tokens, merged over the built-in table.",
+        check=checks.check_readable_file)
     capture_message_content: bool = setting(
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", default=False,
         doc="Record prompt/completion content on GenAI spans (scrubbed).")
@@ -293,7 +297,7 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
             "see docs/journeys.md.")
     journeys_file: str = setting(
         "OTEL_CRM_JOURNEYS_FILE", default="",
-        doc="JSON file of business journeys, merged under `journeys` (same shape).")
+        doc="JSON file of business journeys, merged under `journeys` (same shape).", check=checks.check_readable_file)
     # --- command line ----------------------------------------------------------------------------
     jaeger_url: str = setting(
         "OTEL_CRM_JAEGER_URL", default="http://127.0.0.1:16686",

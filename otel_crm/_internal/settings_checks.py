@@ -4,12 +4,14 @@ takes the parsed value and where it came from, and returns the value to keep and
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from otel_crm._internal.sampling.policy import compile_rules
 from otel_crm._internal.settings_parse import SettingProblem
 
-__all__ = ["check_host", "check_sampling_rules", "header_or_none"]
+__all__ = ["check_endpoint", "check_host", "check_readable_file", "check_sampling_rules", "header_or_none"]
 
 
 def header_or_none(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
@@ -35,3 +37,32 @@ def check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProb
     rules, problems = compile_rules(value)
     return rules, [SettingProblem(f"{source} {p.label}", p.text, p.reason, None, "rule left out")
                    for p in problems]
+
+
+_HOST_PORT = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]):[0-9]{{1,5}}")
+
+
+def check_endpoint(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
+    # An OTLP endpoint: an http(s) URL with a host (and a valid port if any), or gRPC's `host:port`.
+    # Anything else would fail on every export, with a line per batch instead of one at startup.
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        valid = (parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0) \
+            or bool(_HOST_PORT.fullmatch(text))
+    except ValueError:  # a port out of range or not a number
+        valid = False
+    if valid:
+        return text, []
+    return "", [SettingProblem(source, text, "an http:// or https:// URL with a host (or host:port for grpc)", "")]
+
+
+def check_readable_file(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
+    # Said at startup rather than at first use (which may be hours later, or never).
+    try:
+        readable = Path(str(value)).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        readable = False
+    if readable:
+        return value, []
+    return "", [SettingProblem(source, str(value), "the path of a readable file", "", "the file is ignored")]

@@ -21,21 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "MASK",
-    "UNSET",
-    "Kind",
-    "Setting",
-    "SettingProblem",
-    "SettingsError",
-    "credential_key",
-    "markdown_table",
-    "read_values",
-    "registry_of",
-    "setting",
-    "show",
-    "shown_raw",
-]
+__all__ = ["MASK", "UNSET", "Kind", "Setting", "SettingProblem", "SettingsError", "credential_key",
+           "markdown_table", "read_values", "registry_of", "setting", "show", "shown_raw"]
 
 MASK = "****"
 # A key or variable name that says it holds a credential (a header, a resource attribute...).
@@ -391,5 +378,10 @@ def read_values(registry: tuple[Setting, ...], env: Mapping[str, str], explicit:
 
 def _check_items(entry: Setting, values: dict[str, Any], source: str, problems: list[SettingProblem]) -> None:
     if entry.check is not None:
-        values[entry.name], found = entry.check(values[entry.name], source)
+        value = values[entry.name]
+        try:
+            values[entry.name], found = entry.check(value, source)
+        except Exception:  # a check must never stop the host app: the value is refused instead
+            shown = shown_raw(entry, str(value), source)
+            values[entry.name], found = entry.default, [SettingProblem(source, shown, entry.allowed(), entry.default)]
         problems.extend(found)

@@ -87,7 +87,11 @@ def _regexes(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
 
 
 def _readable_file(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
-    if Path(value).is_file():
+    try:
+        readable = Path(value).is_file()
+    except (OSError, ValueError):  # a name too long for the file system (found by make reliability), a NUL
+        readable = False
+    if readable:
         return value, []
     return "", [_problem(source, value, "the path of a readable file", "")]
 

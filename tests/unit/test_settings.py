@@ -250,3 +250,24 @@ def test_a_bad_prometheus_host_is_one_line_and_the_default(host: str) -> None:
     assert "OTEL_CRM_PROMETHEUS_HOST" in problem.message()
     with pytest.raises(SettingsError):
         resolve_settings({"OTEL_CRM_PROMETHEUS_HOST": host, "OTEL_CRM_STRICT": "true"})
+
+
+def test_a_check_that_raises_is_one_line_and_the_default_never_a_crash() -> None:
+    """Found by `make reliability`: a 300-character certificate path made the file check raise
+    `File name too long` out of resolve_settings, which stopped the host app."""
+    settings = resolve_settings({"OTEL_EXPORTER_OTLP_CERTIFICATE": "\x7f" * 3 + "x" * 300,
+                                 "OTEL_CRM_PRICING_FILE": "y" * 5000})
+    assert {p.variable for p in settings.problems} == {"OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_CRM_PRICING_FILE"}
+    entry = next(e for e in REGISTRY if e.name == "prometheus_host")
+
+    def broken(value: object, source: str) -> tuple[object, list[object]]:
+        raise RuntimeError("a bug in a check")
+
+    original = entry.check
+    object.__setattr__(entry, "check", broken)  # the registry's entries are frozen
+    try:
+        settings = resolve_settings({"OTEL_CRM_PROMETHEUS_HOST": "metrics.internal"})
+        assert settings.prometheus_host == "127.0.0.1"
+        assert [p.variable for p in settings.problems] == ["OTEL_CRM_PROMETHEUS_HOST"]
+    finally:
+        object.__setattr__(entry, "check", original)
