@@ -297,7 +297,7 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
             "see docs/journeys.md.")
     journeys_file: str = setting(
         "OTEL_CRM_JOURNEYS_FILE", default="",
-        doc="JSON file of business journeys, merged under `journeys` (same shape).", check=checks.check_readable_file)
+        doc="JSON file of business journeys, merged under `journeys` (same shape).")
     # --- command line ----------------------------------------------------------------------------
     jaeger_url: str = setting(
         "OTEL_CRM_JAEGER_URL", default="http://127.0.0.1:16686",
