@@ -91,7 +91,7 @@ class RedMetricsProcessor(SpanProcessor):
         key: _Key = (span.name, span.kind, tenant, error_type, *(source.get(name) for name in _COPIED))
         row = self._by_key.get(key)
         if row is None:
-            row = self._row(key, self._attributes(span, source, tenant, error_type))
+            row = self._row(key, self._labels(span, source, tenant, error_type))
         with self._lock:
             row[1] += 1
             if failed:
@@ -99,7 +99,7 @@ class RedMetricsProcessor(SpanProcessor):
         if span.end_time is not None and span.start_time is not None:
             self._duration.record((span.end_time - span.start_time) / 1e9, row[0])
 
-    def _attributes(self, span: ReadableSpan, source: Any, tenant: object,
+    def _labels(self, span: ReadableSpan, source: Any, tenant: object,
                     error_type: str | None) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {}
         for key in _COPIED:
