@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otel_crm._internal import semconv
-from otel_crm._internal.local_sums import LocalUpDownCounter
+from otel_crm._internal.local_sums import local_up_down_counter
 from otel_crm._internal.sdk_compat import attributes_dict, span_parts
 
 __all__ = [
@@ -298,9 +298,9 @@ class _CorrectingMeter:
 
     def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> Any:
         if name != DB_CLIENT_CONNECTIONS_USAGE:
-            return LocalUpDownCounter(self._inner, name, unit, description)
-        return LocalUpDownCounter(self._inner, semconv.DB_CLIENT_CONNECTION_COUNT, "{connection}",
-                                  CONNECTION_COUNT_DESCRIPTION, rename=connection_count_attributes)
+            return local_up_down_counter(self._inner, name, unit, description)
+        return local_up_down_counter(self._inner, semconv.DB_CLIENT_CONNECTION_COUNT, "{connection}",
+                                     CONNECTION_COUNT_DESCRIPTION, rename=connection_count_attributes)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,7 +26,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from otel_crm._internal import forks
 from otel_crm._internal.safety import guard
 
-__all__ = ["LocalUpDownCounter"]
+__all__ = ["LocalUpDownCounter", "local_up_down_counter"]
 
 Rename = Callable[[Attributes], dict[str, AttributeValue]]
 
@@ -89,3 +90,21 @@ class LocalUpDownCounter:
         """{sorted recorded attributes: sum} (for tests)."""
         with self._lock:
             return {tuple(sorted(recorded.items())): total for recorded, total in self._rows.values()}
+
+
+# One counter per meter and name: the SDK registers an instrument name once per meter and returns
+# the first instrument (and only its callbacks) to later calls, so a second LocalUpDownCounter of the
+# same name would sum what nobody reports. The SDK's own up-down counters are shared the same way.
+_shared: weakref.WeakKeyDictionary[Any, dict[str, LocalUpDownCounter]] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def local_up_down_counter(meter: Meter, name: str, unit: str = "", description: str = "",
+                          rename: Rename | None = None) -> LocalUpDownCounter:
+    """The meter's :class:`LocalUpDownCounter` called `name` (created on first use)."""
+    with _shared_lock:
+        by_name = _shared.setdefault(meter, {})
+        counter = by_name.get(name)
+        if counter is None:
+            counter = by_name[name] = LocalUpDownCounter(meter, name, unit, description, rename)
+        return counter

@@ -18,7 +18,9 @@ admitted every value in it (an overflow is never cached, so every overflow is st
 
 from __future__ import annotations
 
+import functools
 import threading
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,12 +50,7 @@ _CACHE_MAX = 4096  # raw keys remembered; a full cache starts again (bounded mem
 class RedMetricsProcessor(SpanProcessor):
     def __init__(self, meter: Meter, cardinality: CardinalityGuard | None = None):
         self._reset()
-        meter.create_observable_counter(
-            semconv.CRM_REQUESTS, callbacks=[self._observe_requests], unit="{request}",
-            description="Entry spans (requests, jobs, commands), counted before sampling.")
-        meter.create_observable_counter(
-            semconv.CRM_REQUEST_ERRORS, callbacks=[self._observe_errors], unit="{request}",
-            description="Entry spans that ended in error, counted before sampling.")
+        _register(meter, self)
         self._duration = meter.create_histogram(
             semconv.CRM_REQUEST_DURATION, unit="s",
             description="Duration of entry spans, recorded before sampling.",
@@ -130,22 +127,49 @@ class RedMetricsProcessor(SpanProcessor):
             self._by_key[key] = row
         return row
 
-    def _observe(self, column: int) -> Iterable[Observation]:
+    def rows(self) -> list[tuple[dict[str, AttributeValue], int, int]]:
+        """(attributes, requests, errors) per attribute set counted so far."""
         with self._lock:
-            rows = [(row[0], row[column]) for row in self._rows.values()]
-        return [Observation(count, attributes) for attributes, count in rows if count]
-
-    def _observe_requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(1)
-
-    def _observe_errors(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._observe(2)
+            return [(row[0], row[1], row[2]) for row in self._rows.values()]
 
     def shutdown(self) -> None:
         return None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+# The SDK registers an instrument name once per meter and calls only the first instrument's
+# callbacks: every processor recording on a meter is reported by the one pair of observable
+# counters registered for it (rows of equal attributes summed).
+_processors: weakref.WeakKeyDictionary[Any, weakref.WeakSet[RedMetricsProcessor]] = weakref.WeakKeyDictionary()
+_processors_lock = threading.Lock()
+
+
+def _register(meter: Meter, processor: RedMetricsProcessor) -> None:
+    with _processors_lock:
+        members = _processors.get(meter)
+        if members is None:
+            members = _processors[meter] = weakref.WeakSet()
+            meter.create_observable_counter(
+                semconv.CRM_REQUESTS, callbacks=[functools.partial(_observe, members, 1)], unit="{request}",
+                description="Entry spans (requests, jobs, commands), counted before sampling.")
+            meter.create_observable_counter(
+                semconv.CRM_REQUEST_ERRORS, callbacks=[functools.partial(_observe, members, 2)],
+                unit="{request}", description="Entry spans that ended in error, counted before sampling.")
+        members.add(processor)
+
+
+def _observe(members: weakref.WeakSet[RedMetricsProcessor], column: int,
+             options: CallbackOptions) -> Iterable[Observation]:
+    totals: dict[frozenset[tuple[str, AttributeValue]], list[Any]] = {}
+    for processor in list(members):
+        for row in processor.rows():
+            count = row[column]
+            if count:
+                total = totals.setdefault(frozenset(row[0].items()), [row[0], 0])
+                total[1] += count
+    return [Observation(count, attributes) for attributes, count in totals.values()]
 
 
 def _exception_type(span: ReadableSpan) -> str | None:

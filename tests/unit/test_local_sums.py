@@ -72,3 +72,16 @@ def test_a_forked_child_starts_from_zero() -> None:
     assert any(name.startswith("metrics: local sums of x") for name in forks.registered())
     assert in_child(lambda: repr(local.sums())) == "{}"
     assert local.sums() == {(("a", "b"),): 5}
+
+
+def test_one_counter_per_meter_and_name_as_the_sdk_registers_one_instrument() -> None:
+    from otel_crm._internal.local_sums import local_up_down_counter
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("m")
+    first = local_up_down_counter(meter, "http.server.active_requests", "{request}")
+    second = local_up_down_counter(meter, "http.server.active_requests", "{request}")
+    assert first is second  # a second instrument's callback would never be called: its sums lost
+    first.add(1, {"k": "v"})
+    second.add(1, {"k": "v"})
+    assert _points(reader, "http.server.active_requests")[1] == [((("k", "v"),), 2)]
