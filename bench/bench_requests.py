@@ -89,6 +89,7 @@ class Arm:
     worker_args: tuple[str, ...] = ()
     doc: str = ""
     protocol: str = ""  # "grpc" or "http": which collector endpoint the arm exports to
+    pythonpath: str = ""  # an otel_crm snapshot of an earlier commit (--baseline), ahead of this tree
 
 
 PROTOCOLS = ("grpc", "http")
@@ -131,7 +132,26 @@ def arm_env(arm: Arm, endpoints: dict[str, str]) -> dict[str, str]:
     if arm.instrumented:
         env.update({"OTEL_SERVICE_NAME": "flask-crm-bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoints[arm.protocol]})
         env.update(arm.env)
+    if arm.pythonpath:
+        env["PYTHONPATH"] = arm.pythonpath
     return env
+
+
+def baseline_arms(spec: str, workdir: Path) -> list[Arm]:
+    """`label=ref,...`: otel_crm-grpc arms running the otel_crm package of each git ref (extracted
+    with `git archive` and put first on PYTHONPATH): before/after figures from one interleaved run."""
+    out = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        label, _, ref = item.partition("=")
+        target = workdir / f"otel_crm-at-{label}"
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", ref or label, "otel_crm"], cwd=str(ROOT), check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        out.append(Arm(f"crm@{label}", True, {**CRM_ENV, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+                       doc=f"otel_crm-grpc as of `{ref or label}` (baseline)", protocol="grpc",
+                       pythonpath=str(target)))
+    return out
 
 
 def argv_for(arm: Arm, script: Sequence[str]) -> list[str]:
@@ -382,14 +402,15 @@ def table(results: Results, all_arms: list[Arm], cpu_label: str) -> list[str]:
         verdict = "meets" if mix <= goal else "misses"
         lines.append(f"| {num} / {den} | " + " | ".join(f"{x:.2f}" for x in per)
                      + f" | **{mix:.2f}** | {min(rr):.2f}–{max(rr):.2f} | ≤ {goal} ({verdict}) |")
-    extra = [a for a in all_arms if a.name.startswith("crm-")]
+    extra = [a for a in all_arms if a.name.startswith(("crm-", "crm@"))]
     if extra:
-        lines += ["", "What-if arms (diagnosis only; not a shipped configuration):", "",
-                  f"| arm | what | mix {cpu_label} µs | / upstream-grpc | / bare |", "|---|---|---:|---:|---:|"]
+        lines += ["", "Baseline and what-if arms (otel_crm of an earlier commit; diagnosis-only settings):", "",
+                  f"| arm | what | mix {cpu_label} µs | / upstream-grpc | / bare | / otel_crm-grpc |",
+                  "|---|---|---:|---:|---:|---:|"]
         for arm in extra:
             mix = cpu[arm.name]["mix"]
             lines.append(f"| {arm.name} | {arm.doc} | {mix:.0f} | {mix / cpu['upstream-grpc']['mix']:.2f} | "
-                         f"{mix / cpu['bare']['mix']:.2f} |")
+                         f"{mix / cpu['bare']['mix']:.2f} | {mix / cpu['otel_crm-grpc']['mix']:.2f} |")
     return lines
 
 
@@ -478,6 +499,8 @@ def main() -> None:
     parser.add_argument("--variants", default="inproc,http")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--diagnose", action="store_true", help="add the what-if otel_crm arms (in-process)")
+    parser.add_argument("--baseline", default="", help="label=gitref,...: add in-process otel_crm-grpc arms "
+                        "running otel_crm as of each ref (before/after in one run)")
     parser.add_argument("--output", default=str(DOCS / "bench-requests.md"))
     args = parser.parse_args()
     if args.quick:
@@ -488,18 +511,19 @@ def main() -> None:
     logdir = Path(tempfile.mkdtemp(prefix="otel-crm-bench-requests-"))
     print(f"bench_requests: logs in {logdir}", flush=True)
     main_arms = arms(False)
+    inproc_arms = arms(args.diagnose) + baseline_arms(args.baseline, logdir)
     inproc = httpv = None
     profile = ""
     with NullCollector() as collector:
         endpoints = {"grpc": collector.grpc_endpoint, "http": collector.http_endpoint}
         if "inproc" in variants:
-            inproc = inproc_variant(arms(args.diagnose), endpoints, logdir, args.rounds, args.inproc_requests,
+            inproc = inproc_variant(inproc_arms, endpoints, logdir, args.rounds, args.inproc_requests,
                                     args.blocks, args.warmup)
         if "http" in variants:
             httpv = http_variant(main_arms, endpoints, logdir, args.rounds, args.http_requests, args.warmup)
         if not args.no_profile and not args.quick:
             profile = profile_arms(main_arms, endpoints, logdir, min(args.inproc_requests, 1000))
-    text = report(args, arms(args.diagnose) if inproc else main_arms, inproc, httpv, profile,
+    text = report(args, inproc_arms if inproc else main_arms, inproc, httpv, profile,
                   (load0, os.getloadavg()[0]), time.monotonic() - started)
     print(text)
     if not args.quick:

@@ -311,7 +311,7 @@ BASE_CONFIGURATOR_FOUND = _check("_BaseConfigurator", "otel_crm's configurator u
 # The shortcuts answer the common exact types (str within the limit, int, float, bool, None, bytes;
 # a dict of those with non-empty str keys) with the SDK's very result; anything else goes to the SDK.
 
-_SCALARS = (str, int, float, bool, type(None), bytes)
+_SCALAR_SET = frozenset({str, int, float, bool, type(None), bytes})
 # Values the SDK cleans without a warning (the probe runs at install: it must not log).
 _PROBES: tuple[Any, ...] = ("s", "abcdef", 3, 2.5, True, None, b"b", ("a", 1), ["l"], {"k": "v", "n": 1, "b": False},
                             {"z": "1", "a": 1.5, "m": None}, {"n": {"a": [1, 2]}, "t": ("x",)})
@@ -347,11 +347,20 @@ def _make_fast_clean(clean: Callable[[Any, int | None], Any]) -> Callable[[Any, 
 
 def _make_fast_hash(hash_attributes: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def fast_hash(value: Any) -> Any:
-        if type(value) is dict and all(type(key) is str for key in value):
-            out = [(key, (type(value[key]).__name__, value[key])) for key in sorted(value)]
-            if all(type(item[1][1]) in _SCALARS for item in out):
-                return ("mapping", tuple(out))
-        return hash_attributes(value)
+        if type(value) is not dict:
+            return hash_attributes(value)
+        out = []
+        try:
+            keys = sorted(value)
+        except TypeError:  # keys of mixed types: the SDK sorts them by their text
+            return hash_attributes(value)
+        for key in keys:
+            item = value[key]
+            kind = type(item)
+            if type(key) is not str or kind not in _SCALAR_SET:
+                return hash_attributes(value)
+            out.append((key, (kind.__name__, item)))
+        return ("mapping", tuple(out))
 
     fast_hash.__wrapped__ = hash_attributes  # type: ignore[attr-defined]
     return fast_hash
