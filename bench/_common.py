@@ -22,8 +22,31 @@ DOCS = ROOT / "docs"
 VENV_BIN = Path(sys.executable).parent
 PYTHON = sys.executable
 
-__all__ = ["BENCH", "DOCS", "PYTHON", "ROOT", "VENV_BIN", "NullCollector", "clean_env", "cpu_model",
-           "free_port", "http_ok", "machine_summary", "median", "tcp_open", "wait_until"]
+# The request benchmark's paths (bench/_bench_app.py), leads seeded, and the tenants its requests
+# carry in X-Tenant-ID, in turn.
+REQUEST_PATHS = ("/ok", "/leads", "/report")
+SEED_LEADS = 5
+TENANTS = tuple(f"tenant-{i:02d}" for i in range(20))
+
+__all__ = [
+    "BENCH",
+    "DOCS",
+    "PYTHON",
+    "REQUEST_PATHS",
+    "ROOT",
+    "SEED_LEADS",
+    "TENANTS",
+    "VENV_BIN",
+    "NullCollector",
+    "clean_env",
+    "cpu_model",
+    "free_port",
+    "http_ok",
+    "machine_summary",
+    "median",
+    "tcp_open",
+    "wait_until",
+]
 
 
 def cpu_model() -> str:
@@ -68,6 +91,10 @@ class NullCollector:
     @property
     def grpc_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def __enter__(self) -> NullCollector:
         if not self.binary.exists():

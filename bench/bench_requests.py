@@ -1,28 +1,35 @@
-"""Per-request cost of the Flask CRM example: uninstrumented vs upstream `opentelemetry-distro`
-(always-on) vs otel_crm (production defaults), in one run.
+"""Per-request cost of a Flask app: uninstrumented vs upstream `opentelemetry-distro` (always-on) vs
+otel_crm (production defaults), over OTLP/gRPC and OTLP/HTTP, in one run.
 
-    .venv/bin/python bench/bench_requests.py            # ~10-15 min, writes docs/bench-requests.md
+    .venv/bin/python bench/bench_requests.py            # ~5 min, writes docs/bench-requests.md
     .venv/bin/python bench/bench_requests.py --quick    # ~2 min smoke run, prints only
 
-Arms (the same OTLP/gRPC exporter and the same endpoint: one real otelcol-crm started here on free
-loopback ports with bench/collector-null.yaml, which receives everything and discards it):
+The app is bench/_bench_app.py: the Flask CRM example plus `/report` (four SQL child spans). Paths:
+GET /ok (no I/O), GET /leads (one SQL span), GET /report (four SQL spans); every request carries
+`X-Tenant-ID` from 20 tenants in turn. One real otelcol-crm started here on free loopback ports
+(bench/collector-null.yaml: receives everything on gRPC and HTTP, discards it) is every arm's endpoint.
 
-  bare      `python examples/flask_crm/app.py`, no OpenTelemetry at all
-  upstream  `opentelemetry-instrument` with OTEL_PYTHON_DISTRO=distro, OTEL_PYTHON_CONFIGURATOR=
-            configurator, OTLP traces/metrics/logs; always-on sampling; logs are shipped by
-            opentelemetry-instrumentation-logging's handler (the default when it is installed)
-  otel_crm  `opentelemetry-instrument` with otel_crm's production defaults: tail sampling 10%,
-            RED metrics, tenant extraction, access log, JSON logs on stdout, scrubbing
+Arms:
 
-Two variants, both with arms interleaved (order rotates every round) and medians over rounds:
+  bare           no OpenTelemetry at all
+  upstream-grpc  `opentelemetry-instrument` with OTEL_PYTHON_DISTRO=distro, OTEL_PYTHON_CONFIGURATOR=
+  upstream-http  configurator, OTLP traces/metrics/logs over gRPC / HTTP; always-on sampling; logs
+                 shipped by opentelemetry-instrumentation-logging's handler (the default when installed)
+  otel_crm-grpc  `opentelemetry-instrument` with otel_crm's production defaults: tail sampling 10%,
+  otel_crm-http  RED metrics, tenant extraction (X-Tenant-ID), access log, JSON logs on stdout, scrubbing
 
-  in-process  a fresh subprocess per arm and round runs bench/_inproc_worker.py: `create_app()` and
-              Flask's test client in a loop (no HTTP server, no socket). Wall time and process CPU
-              time (all threads: exporters included) per request.
-  http        the three apps served by werkzeug (`app.py`'s own `app.run`), requests from this
-              process over one keep-alive http.client connection per arm. Client-observed wall time
-              and the server process's CPU time (/proc/<pid>/stat) per request.
+Two variants, arms interleaved (order rotates every round), medians over rounds:
 
+  in-process  a fresh subprocess per arm and round runs bench/_inproc_worker.py: Flask's test client in
+              a loop (no HTTP server, no socket), each timed block ending with a force_flush of spans
+              and log records inside the timed window. Process CPU time (all threads: exporters
+              included) and wall time per request.
+  http        the apps served by werkzeug (bench/_bench_app.py), requests from this process over one
+              keep-alive http.client connection per arm; each timed window ends with GET /_bench/flush
+              (the same force_flush). Client-observed wall time and the server process's CPU time
+              (/proc/<pid>/stat, all threads) per request.
+
+Metrics are exported at the production interval (60 s, both distros): not flushed per block.
 stdout and stderr of every app go to a log file (otel_crm's JSON logs, werkzeug's request lines);
 PYTHONUNBUFFERED is unset for all arms. CPU time is the figure to trust on a busy machine: wall
 time also counts the time other processes held the CPU.
@@ -54,6 +61,8 @@ from _common import (
     DOCS,
     PYTHON,
     ROOT,
+    SEED_LEADS,
+    TENANTS,
     VENV_BIN,
     NullCollector,
     clean_env,
@@ -63,12 +72,11 @@ from _common import (
     median,
     wait_until,
 )
+from _common import REQUEST_PATHS as PATHS
 
-APP = ROOT / "examples" / "flask_crm" / "app.py"
+APP = BENCH / "_bench_app.py"
 WORKER = BENCH / "_inproc_worker.py"
 INSTRUMENT = str(VENV_BIN / "opentelemetry-instrument")
-PATHS = ("/ok", "/leads")
-SEED_LEADS = 5
 GOAL_VS_UPSTREAM = 0.75
 GOAL_VS_BARE = 1.6
 
@@ -80,39 +88,70 @@ class Arm:
     env: dict[str, str] = field(default_factory=dict)
     worker_args: tuple[str, ...] = ()
     doc: str = ""
+    protocol: str = ""  # "grpc" or "http": which collector endpoint the arm exports to
+    pythonpath: str = ""  # an otel_crm snapshot of an earlier commit (--baseline), ahead of this tree
+
+
+PROTOCOLS = ("grpc", "http")
+_OTLP = {"grpc": "grpc", "http": "http/protobuf"}
+UPSTREAM_ENV = {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator",
+                "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp", "OTEL_LOGS_EXPORTER": "otlp"}
+CRM_ENV = {"OTEL_PYTHON_DISTRO": "otel_crm", "OTEL_PYTHON_CONFIGURATOR": "otel_crm"}
 
 
 def arms(diagnose: bool) -> list[Arm]:
-    main = [
-        Arm("bare", False, doc="no OpenTelemetry"),
-        Arm("upstream", True, {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator",
-                               "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
-                               "OTEL_LOGS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-            doc="opentelemetry-distro 0.66b1, always-on, OTLP traces/metrics/logs"),
-        Arm("otel_crm", True, {"OTEL_PYTHON_DISTRO": "otel_crm", "OTEL_PYTHON_CONFIGURATOR": "otel_crm"},
-            doc="otel_crm production defaults (tail 10%, JSON logs on stdout)"),
-    ]
+    main = [Arm("bare", False, doc="no OpenTelemetry")]
+    for proto in PROTOCOLS:
+        main.append(Arm(f"upstream-{proto}", True, {**UPSTREAM_ENV, "OTEL_EXPORTER_OTLP_PROTOCOL": _OTLP[proto]},
+                        doc=f"opentelemetry-distro, always-on, OTLP/{proto.upper()} traces/metrics/logs",
+                        protocol=proto))
+        main.append(Arm(f"otel_crm-{proto}", True, {**CRM_ENV, "OTEL_EXPORTER_OTLP_PROTOCOL": _OTLP[proto]},
+                        doc=f"otel_crm production defaults (tail 10%, RED, tenancy, scrubbing, JSON logs on "
+                            f"stdout), OTLP/{proto.upper()}", protocol=proto))
     if not diagnose:
         return main
-    crm = main[2].env
+    crm = {**CRM_ENV, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
     return [
         *main,
-        Arm("crm-no-access-log", True, crm, ("--disable-logger", "otel_crm.access"),
-            doc="otel_crm, the `otel_crm.access` logger disabled (what-if)"),
         Arm("crm-no-logs", True, {**crm, "OTEL_CRM_LOG_FORMAT": "none", "OTEL_LOGS_EXPORTER": "none"},
-            doc="otel_crm, OTEL_CRM_LOG_FORMAT=none and OTEL_LOGS_EXPORTER=none"),
+            doc="otel_crm-grpc, OTEL_CRM_LOG_FORMAT=none and OTEL_LOGS_EXPORTER=none (what-if)", protocol="grpc"),
         Arm("crm-sampling-off", True, {**crm, "OTEL_CRM_SAMPLING_MODE": "off"},
-            doc="otel_crm, OTEL_CRM_SAMPLING_MODE=off (exports 100%, like upstream)"),
+            doc="otel_crm-grpc, OTEL_CRM_SAMPLING_MODE=off (exports 100%, like upstream; what-if)",
+            protocol="grpc"),
     ]
 
 
-def arm_env(arm: Arm, endpoint: str) -> dict[str, str]:
-    env = clean_env({"CRM_SERVICES_URL": "http://127.0.0.1:9"})  # /ok and /leads call out to nothing
+# (numerator, denominator, goal) pairs the report states
+PAIRS = (("otel_crm-grpc", "upstream-grpc", GOAL_VS_UPSTREAM), ("otel_crm-http", "upstream-http", GOAL_VS_UPSTREAM),
+         ("otel_crm-grpc", "bare", GOAL_VS_BARE), ("otel_crm-http", "bare", GOAL_VS_BARE))
+
+
+def arm_env(arm: Arm, endpoints: dict[str, str]) -> dict[str, str]:
+    env = clean_env({"CRM_SERVICES_URL": "http://127.0.0.1:9"})  # no route calls out
     env.pop("PYTHONUNBUFFERED", None)
     if arm.instrumented:
-        env.update({"OTEL_SERVICE_NAME": "flask-crm-bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        env.update({"OTEL_SERVICE_NAME": "flask-crm-bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoints[arm.protocol]})
         env.update(arm.env)
+    if arm.pythonpath:
+        env["PYTHONPATH"] = arm.pythonpath
     return env
+
+
+def baseline_arms(spec: str, workdir: Path) -> list[Arm]:
+    """`label=ref,...`: otel_crm-grpc arms running the otel_crm package of each git ref (extracted
+    with `git archive` and put first on PYTHONPATH): before/after figures from one interleaved run."""
+    out = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        label, _, ref = item.partition("=")
+        target = workdir / f"otel_crm-at-{label}"
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", ref or label, "otel_crm"], cwd=str(ROOT), check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+        out.append(Arm(f"crm@{label}", True, {**CRM_ENV, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+                       doc=f"otel_crm-grpc as of `{ref or label}` (baseline)", protocol="grpc",
+                       pythonpath=str(target)))
+    return out
 
 
 def argv_for(arm: Arm, script: Sequence[str]) -> list[str]:
@@ -124,9 +163,16 @@ def rotated(items: Sequence[Any], shift: int) -> list[Any]:
     return list(items[shift:]) + list(items[:shift])
 
 
+Results = dict[str, dict[str, dict[str, list[float]]]]  # {arm: {measure: {path: [one per round]}}}
+
+
+def empty_results(all_arms: Sequence[Arm]) -> Results:
+    return {a.name: {m: {p: [] for p in PATHS} for m in ("wall_us", "cpu_us")} for a in all_arms}
+
+
 # --- in-process variant -----------------------------------------------------------------------------
 
-def run_worker(arm: Arm, endpoint: str, logdir: Path, n: int, blocks: int, warmup: int,
+def run_worker(arm: Arm, endpoints: dict[str, str], logdir: Path, n: int, blocks: int, warmup: int,
                profile: str = "") -> dict[str, Any]:
     out = logdir / f"inproc-{arm.name}.json"
     out.unlink(missing_ok=True)
@@ -136,7 +182,7 @@ def run_worker(arm: Arm, endpoint: str, logdir: Path, n: int, blocks: int, warmu
         args += ["--profile", profile]
     log_path = logdir / f"inproc-{arm.name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.run(argv_for(arm, args), env=arm_env(arm, endpoint), stdout=log,
+        proc = subprocess.run(argv_for(arm, args), env=arm_env(arm, endpoints), stdout=log,
                               stderr=subprocess.STDOUT, cwd=str(ROOT), timeout=900, check=False)
     if proc.returncode != 0 or not out.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -144,20 +190,17 @@ def run_worker(arm: Arm, endpoint: str, logdir: Path, n: int, blocks: int, warmu
     return dict(json.loads(out.read_text()))
 
 
-def inproc_variant(all_arms: list[Arm], endpoint: str, logdir: Path, rounds: int, n: int,
-                   blocks: int, warmup: int) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """{arm: {measure: {path: [median of blocks, one per round]}}}"""
-    results: dict[str, dict[str, dict[str, list[float]]]] = {
-        a.name: {m: {p: [] for p in PATHS} for m in ("wall_us", "cpu_us")} for a in all_arms}
+def inproc_variant(all_arms: list[Arm], endpoints: dict[str, str], logdir: Path, rounds: int, n: int,
+                   blocks: int, warmup: int) -> Results:
+    results = empty_results(all_arms)
     for r in range(rounds):
         for arm in rotated(all_arms, r):
-            data = run_worker(arm, endpoint, logdir, n, blocks, warmup)
+            data = run_worker(arm, endpoints, logdir, n, blocks, warmup)
             for measure in ("wall_us", "cpu_us"):
                 for path in PATHS:
                     results[arm.name][measure][path].append(median(data[measure][path]))
-            print(f"  in-process round {r + 1}/{rounds} {arm.name:>18}: "
-                  + ", ".join(f"{p} {median(data['cpu_us'][p]):7.1f} µs cpu / {median(data['wall_us'][p]):7.1f} wall"
-                              for p in PATHS), flush=True)
+            print(f"  in-process round {r + 1}/{rounds} {arm.name:>16}: "
+                  + ", ".join(f"{p} {median(data['cpu_us'][p]):6.0f}" for p in PATHS) + " µs cpu", flush=True)
     return results
 
 
@@ -169,10 +212,10 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, arm: Arm, endpoint: str, logdir: Path):
+    def __init__(self, arm: Arm, endpoints: dict[str, str], logdir: Path):
         self.arm = arm
         self.port = free_port()
-        env = arm_env(arm, endpoint)
+        env = arm_env(arm, endpoints)
         env["CRM_PORT"] = str(self.port)
         self.log_path = logdir / f"http-{arm.name}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it
@@ -181,6 +224,7 @@ class Server:
                                      stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True)
         log.close()
         self.conn: http.client.HTTPConnection | None = None
+        self.headers = [{"X-Tenant-ID": t} for t in TENANTS]
 
     def wait(self) -> None:
         def up() -> bool:
@@ -204,17 +248,19 @@ class Server:
         return int(response.status)
 
     def timed(self, path: str, n: int) -> tuple[float, float]:
-        """(wall µs, server CPU µs) per request over n keep-alive GETs."""
+        """(wall µs, server CPU µs) per request over n keep-alive GETs, then the flush request."""
         assert self.conn is not None
-        conn = self.conn
+        conn, headers = self.conn, self.headers
         cpu0 = proc_cpu_seconds(self.proc.pid)
         started = time.perf_counter()
-        for _ in range(n):
-            conn.request("GET", path)
+        for i in range(n):
+            conn.request("GET", path, headers=headers[i % len(headers)])
             response = conn.getresponse()
             response.read()
             if response.status != 200:
                 raise RuntimeError(f"{self.arm.name} {path}: HTTP {response.status}")
+        if self.request("GET", "/_bench/flush") != 200:
+            raise RuntimeError(f"{self.arm.name}: flush failed")
         wall = time.perf_counter() - started
         cpu = proc_cpu_seconds(self.proc.pid) - cpu0
         return wall / n * 1e6, cpu / n * 1e6
@@ -231,11 +277,10 @@ class Server:
                 self.proc.wait()
 
 
-def http_variant(all_arms: list[Arm], endpoint: str, logdir: Path, rounds: int, n: int,
-                 warmup: int) -> dict[str, dict[str, dict[str, list[float]]]]:
-    results: dict[str, dict[str, dict[str, list[float]]]] = {
-        a.name: {m: {p: [] for p in PATHS} for m in ("wall_us", "cpu_us")} for a in all_arms}
-    servers = [Server(arm, endpoint, logdir) for arm in all_arms]
+def http_variant(all_arms: list[Arm], endpoints: dict[str, str], logdir: Path, rounds: int, n: int,
+                 warmup: int) -> Results:
+    results = empty_results(all_arms)
+    servers = [Server(arm, endpoints, logdir) for arm in all_arms]
     try:
         for server in servers:
             server.wait()
@@ -250,9 +295,10 @@ def http_variant(all_arms: list[Arm], endpoint: str, logdir: Path, rounds: int, 
                     wall, cpu = server.timed(path, n)
                     results[server.arm.name]["wall_us"][path].append(wall)
                     results[server.arm.name]["cpu_us"][path].append(cpu)
-                    line.append(f"{path} {wall:7.1f} µs wall / {cpu:7.1f} server cpu")
-                print(f"  http round {r + 1}/{rounds} {server.arm.name:>18}: " + ", ".join(line), flush=True)
-                time.sleep(0.3)  # let this arm's exporter threads settle before the next arm
+                    line.append(f"{path} {cpu:6.0f}")
+                print(f"  http round {r + 1}/{rounds} {server.arm.name:>16}: " + ", ".join(line) + " µs server cpu",
+                      flush=True)
+                time.sleep(0.2)  # let this arm's exporter threads settle before the next arm
     finally:
         for server in servers:
             server.stop()
@@ -261,54 +307,60 @@ def http_variant(all_arms: list[Arm], endpoint: str, logdir: Path, rounds: int, 
 
 # --- profile ----------------------------------------------------------------------------------------
 
-def profile_arms(all_arms: list[Arm], endpoint: str, logdir: Path, n: int) -> str:
-    """cProfile of the timed loop, upstream vs otel_crm: the biggest costs otel_crm adds."""
+def _where(key: tuple[str, int, str]) -> str:
+    file, line, func = key
+    file = re.sub(r"^.*/site-packages/|^.*/lib/python3\.\d+/|^" + re.escape(str(ROOT)) + "/", "", file)
+    return f"`{file}:{line}` {func}" if line else f"`{func}`"
+
+
+def profile_arms(all_arms: list[Arm], endpoints: dict[str, str], logdir: Path, n: int) -> str:
+    """cProfile of the timed loop, upstream vs otel_crm (gRPC): own time of the top entries and the
+    biggest costs otel_crm adds."""
     by_name = {a.name: a for a in all_arms}
     stats: dict[str, pstats.Stats] = {}
-    for name in ("upstream", "otel_crm"):
+    for name in ("upstream-grpc", "otel_crm-grpc"):
         path = str(logdir / f"{name}.prof")
-        run_worker(by_name[name], endpoint, logdir, n, 2, 300, profile=path)
+        run_worker(by_name[name], endpoints, logdir, n, 2, 200, profile=path)
         stats[name] = pstats.Stats(path, stream=io.StringIO())
     requests = n // 2 * 2 * len(PATHS)  # blocks * per_block * paths
 
     def rows(st: pstats.Stats) -> dict[tuple[str, int, str], tuple[int, float, float]]:
         return {k: (v[1], v[2], v[3]) for k, v in st.stats.items()}  # type: ignore[attr-defined]
 
-    def where(key: tuple[str, int, str]) -> str:
-        file, line, func = key
-        file = re.sub(r"^.*/site-packages/|^.*/lib/python3\.\d+/|^" + re.escape(str(ROOT)) + "/", "", file)
-        return f"`{file}:{line}` {func}" if line else f"`{func}`"
-
-    crm, up = rows(stats["otel_crm"]), rows(stats["upstream"])
+    crm, up = rows(stats["otel_crm-grpc"]), rows(stats["upstream-grpc"])
     total_crm = sum(v[1] for v in crm.values())
     total_up = sum(v[1] for v in up.values())
-    lines = [f"cProfile of the in-process timed loop ({requests} requests, /ok and /leads, one run per arm; "
-             f"profiling inflates everything, read the shares). Total profiled time per request: "
-             f"upstream {total_up / requests * 1e6:.0f} µs, otel_crm {total_crm / requests * 1e6:.0f} µs.", "",
-             "Cumulative time of otel_crm's own code per request (the top entries overlap: callers "
-             "include callees):", "",
-             "| function | calls/request | cumulative µs/request | share of otel_crm's total |",
-             "|---|---:|---:|---:|"]
+    lines = [f"cProfile of the in-process timed loop, main thread ({requests} requests over {', '.join(PATHS)}, "
+             f"one run per arm; profiling inflates everything, read the shares). Total profiled time per "
+             f"request: upstream {total_up / requests * 1e6:.0f} µs, otel_crm {total_crm / requests * 1e6:.0f} µs.",
+             "", "Top own-time entries under otel_crm (any module):", "",
+             "| function | calls/request | own µs/request | share |", "|---|---:|---:|---:|"]
+    for key, (calls, tt, _ct) in sorted(crm.items(), key=lambda kv: -kv[1][1])[:15]:
+        lines.append(f"| {_where(key)} | {calls / requests:.1f} | {tt / requests * 1e6:.1f} | "
+                     f"{tt / total_crm * 100:.1f}% |")
+    lines += ["", "Cumulative time of otel_crm's own code per request (callers include callees):", "",
+              "| function | calls/request | cumulative µs/request | share of otel_crm's total |",
+              "|---|---:|---:|---:|"]
     own = sorted(((k, v) for k, v in crm.items() if "/otel_crm/" in k[0]), key=lambda kv: -kv[1][2])
-    for key, (calls, _tt, ct) in own[:14]:
-        lines.append(f"| {where(key)} | {calls / requests:.1f} | {ct / requests * 1e6:.1f} | "
+    for key, (calls, _tt, ct) in own[:12]:
+        lines.append(f"| {_where(key)} | {calls / requests:.1f} | {ct / requests * 1e6:.1f} | "
                      f"{ct / total_crm * 100:.1f}% |")
-    lines += ["", "Self time that grows most from upstream to otel_crm (per request, any module):", "",
+    lines += ["", "Own time that grows most from upstream to otel_crm (per request, any module):", "",
               "| function | upstream µs | otel_crm µs | delta |", "|---|---:|---:|---:|"]
     deltas = []
     for key in set(crm) | set(up):
         a = up.get(key, (0, 0.0, 0.0))[1] / requests * 1e6
         b = crm.get(key, (0, 0.0, 0.0))[1] / requests * 1e6
         deltas.append((b - a, key, a, b))
-    for delta, key, a, b in sorted(deltas, key=lambda d: -d[0])[:15]:
-        lines.append(f"| {where(key)} | {a:.1f} | {b:.1f} | +{delta:.1f} |")
+    for delta, key, a, b in sorted(deltas, key=lambda d: -d[0])[:12]:
+        lines.append(f"| {_where(key)} | {a:.1f} | {b:.1f} | +{delta:.1f} |")
     return "\n".join(lines)
 
 
 # --- report -----------------------------------------------------------------------------------------
 
-def summarize(results: dict[str, dict[str, dict[str, list[float]]]], measure: str) -> dict[str, dict[str, float]]:
-    """{arm: {path or 'mix': median µs}}; mix = mean of the per-path medians (a 50/50 request mix)."""
+def summarize(results: Results, measure: str) -> dict[str, dict[str, float]]:
+    """{arm: {path or 'mix': median µs}}; mix = mean of the per-path medians (an even request mix)."""
     out: dict[str, dict[str, float]] = {}
     for arm, data in results.items():
         per = {p: median(data[measure][p]) for p in PATHS}
@@ -317,38 +369,61 @@ def summarize(results: dict[str, dict[str, dict[str, list[float]]]], measure: st
     return out
 
 
-def table(results: dict[str, dict[str, dict[str, list[float]]]], all_arms: list[Arm], cpu_label: str) -> list[str]:
+def spread(results: Results, measure: str, arm: str) -> str:
+    """min-max over rounds of the arm's mix (per-round mean of the paths): the noise to read a ratio against."""
+    rounds = len(results[arm][measure][PATHS[0]])
+    mixes = [sum(results[arm][measure][p][r] for p in PATHS) / len(PATHS) for r in range(rounds)]
+    return f"{min(mixes):.0f}–{max(mixes):.0f}"
+
+
+def round_ratios(results: Results, measure: str, num: str, den: str) -> list[float]:
+    rounds = len(results[num][measure][PATHS[0]])
+    return [sum(results[num][measure][p][r] for p in PATHS) / sum(results[den][measure][p][r] for p in PATHS)
+            for r in range(rounds)]
+
+
+def table(results: Results, all_arms: list[Arm], cpu_label: str) -> list[str]:
     all_arms = [a for a in all_arms if a.name in results]
     wall, cpu = summarize(results, "wall_us"), summarize(results, "cpu_us")
-    lines = [f"| arm | /ok wall µs | /leads wall µs | /ok {cpu_label} µs | /leads {cpu_label} µs |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| arm | " + " | ".join(f"{p} {cpu_label} µs" for p in PATHS) + f" | mix {cpu_label} µs | "
+             "mix range over rounds | mix wall µs |", "|---|" + "---:|" * (len(PATHS) + 3)]
     for arm in all_arms:
-        w, c = wall[arm.name], cpu[arm.name]
-        lines.append(f"| {arm.name} | {w['/ok']:.0f} | {w['/leads']:.0f} | {c['/ok']:.0f} | {c['/leads']:.0f} |")
-    lines += ["", "| ratio | measure | /ok | /leads | mix | goal |", "|---|---|---:|---:|---:|---|"]
-    for label, data in (("wall", wall), (cpu_label, cpu)):
-        for num, den, goal in (("otel_crm", "upstream", GOAL_VS_UPSTREAM), ("otel_crm", "bare", GOAL_VS_BARE),
-                               ("upstream", "bare", None)):
-            vals = [data[num][p] / data[den][p] for p in (*PATHS, "mix")]
-            verdict = "" if goal is None else (f"≤ {goal} — {'met' if vals[2] <= goal else 'MISSED'}")
-            lines.append(f"| {num} / {den} | {label} | {vals[0]:.2f} | {vals[1]:.2f} | {vals[2]:.2f} | {verdict} |")
-    extra = [a for a in all_arms if a.name not in ("bare", "upstream", "otel_crm")]
+        c = cpu[arm.name]
+        lines.append(f"| {arm.name} | " + " | ".join(f"{c[p]:.0f}" for p in PATHS)
+                     + f" | {c['mix']:.0f} | {spread(results, 'cpu_us', arm.name)} | {wall[arm.name]['mix']:.0f} |")
+    lines += ["", f"| ratio ({cpu_label}) | " + " | ".join(PATHS) + " | mix | per-round mix ratios (min–max) | goal |",
+              "|---|" + "---:|" * (len(PATHS) + 2) + "---|"]
+    for num, den, goal in PAIRS:
+        if num not in cpu or den not in cpu:
+            continue
+        per = [cpu[num][p] / cpu[den][p] for p in PATHS]
+        mix = cpu[num]["mix"] / cpu[den]["mix"]
+        rr = round_ratios(results, "cpu_us", num, den)
+        verdict = "meets" if mix <= goal else "misses"
+        lines.append(f"| {num} / {den} | " + " | ".join(f"{x:.2f}" for x in per)
+                     + f" | **{mix:.2f}** | {min(rr):.2f}–{max(rr):.2f} | ≤ {goal} ({verdict}) |")
+    extra = [a for a in all_arms if a.name.startswith(("crm-", "crm@"))]
     if extra:
-        lines += ["", "What-if arms (diagnosis only; not a shipped configuration):", "",
-                  f"| arm | what | mix {cpu_label} µs | / upstream | / bare |", "|---|---|---:|---:|---:|"]
+        lines += ["", "Baseline and what-if arms (otel_crm of an earlier commit; diagnosis-only settings):", "",
+                  f"| arm | what | mix {cpu_label} µs | / upstream-grpc | / bare | / otel_crm-grpc |",
+                  "|---|---|---:|---:|---:|---:|"]
         for arm in extra:
             mix = cpu[arm.name]["mix"]
-            lines.append(f"| {arm.name} | {arm.doc} | {mix:.0f} | {mix / cpu['upstream']['mix']:.2f} | "
-                         f"{mix / cpu['bare']['mix']:.2f} |")
+            lines.append(f"| {arm.name} | {arm.doc} | {mix:.0f} | {mix / cpu['upstream-grpc']['mix']:.2f} | "
+                         f"{mix / cpu['bare']['mix']:.2f} | {mix / cpu['otel_crm-grpc']['mix']:.2f} |")
     return lines
 
 
-def ratio(results: dict[str, dict[str, dict[str, list[float]]]], measure: str, num: str, den: str) -> float:
+def ratio(results: Results, measure: str, num: str, den: str) -> float:
     s = summarize(results, measure)
     return s[num]["mix"] / s[den]["mix"]
 
 
-Results = dict[str, dict[str, dict[str, list[float]]]]
+def headline(results: Results, label: str) -> str:
+    r = {f"{n}/{d}": ratio(results, "cpu_us", n, d) for n, d, _ in PAIRS}
+    return (f"{label}: otel_crm/upstream {r['otel_crm-grpc/upstream-grpc']:.2f}x gRPC, "
+            f"{r['otel_crm-http/upstream-http']:.2f}x HTTP (goal ≤ {GOAL_VS_UPSTREAM}); otel_crm/bare "
+            f"{r['otel_crm-grpc/bare']:.2f}x gRPC, {r['otel_crm-http/bare']:.2f}x HTTP (goal ≤ {GOAL_VS_BARE})")
 
 
 def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None, httpv: Results | None,
@@ -356,36 +431,35 @@ def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None
     cmd = ".venv/bin/python bench/bench_requests.py"
     summary = []
     if inproc:
-        summary.append(f"in-process CPU: otel_crm/upstream {ratio(inproc, 'cpu_us', 'otel_crm', 'upstream'):.2f}x "
-                       f"(goal ≤ {GOAL_VS_UPSTREAM}), otel_crm/bare {ratio(inproc, 'cpu_us', 'otel_crm', 'bare'):.2f}x "
-                       f"(goal ≤ {GOAL_VS_BARE})")
+        summary.append(headline(inproc, "in-process CPU"))
     if httpv:
-        summary.append(f"HTTP server CPU: otel_crm/upstream {ratio(httpv, 'cpu_us', 'otel_crm', 'upstream'):.2f}x, "
-                       f"otel_crm/bare {ratio(httpv, 'cpu_us', 'otel_crm', 'bare'):.2f}x (wall "
-                       f"{ratio(httpv, 'wall_us', 'otel_crm', 'upstream'):.2f}x / "
-                       f"{ratio(httpv, 'wall_us', 'otel_crm', 'bare'):.2f}x)")
+        summary.append(headline(httpv, "HTTP server CPU"))
     lines = [
-        "# Requests: Flask example, uninstrumented vs upstream distro vs otel_crm", "",
+        "# Requests: a Flask app, uninstrumented vs upstream distro vs otel_crm, gRPC and HTTP export", "",
         f"<!-- summary: {'; '.join(summary)} -->", "",
-        f"Reproduce: `{cmd}` (writes this file; `--quick` for a smoke run, `--no-diagnose` drops the what-if arms; "
+        f"Reproduce: `{cmd}` (writes this file; `--quick` for a smoke run, `--diagnose` adds what-if arms; "
         "`make bench` runs every bench).",
         "",
         f"Machine: {machine_summary()}. Load average before/after the run: {load[0]:.1f} / {load[1]:.1f} "
         f"(other work on the machine inflates wall times; CPU time is the steadier figure). "
         f"Run took {seconds / 60:.1f} min. Versions: " + versions() + ".",
         "",
-        "Arms — all exporting OTLP/gRPC to the same real collector (otelcol-crm, "
-        "`bench/collector-null.yaml`: receive and discard):", "",
+        "Arms — all exporting to the same real collector (otelcol-crm, `bench/collector-null.yaml`: "
+        "receive on gRPC and HTTP, discard):", "",
     ]
     lines += [f"- **{a.name}**: {a.doc}" for a in all_arms]
     lines += ["",
               "Method: arms interleaved, order rotating each round; figures are medians over rounds. "
-              "Requests are GET `/ok` (JSON, no I/O) and GET `/leads` (SQLAlchemy select on in-memory "
-              f"SQLite, {SEED_LEADS} leads seeded); `mix` is the mean of the two (a 50/50 mix). Apps' "
-              "stdout/stderr go to a file; PYTHONUNBUFFERED unset; SDK defaults for batch delays.", ""]
+              "The app is `bench/_bench_app.py` (the Flask example plus a route). Requests are GET `/ok` "
+              f"(JSON, no I/O), GET `/leads` (one SQLAlchemy select on in-memory SQLite, {SEED_LEADS} leads "
+              "seeded) and GET `/report` (four SQL statements: a request with several child spans); each "
+              f"carries `X-Tenant-ID` from {len(TENANTS)} tenants in turn. `mix` is the mean of the three "
+              "paths. Every timed window ends with a force_flush of spans and log records (exported before "
+              "the clock stops); metrics export at the production interval (60 s). Apps' stdout/stderr go "
+              "to a file; PYTHONUNBUFFERED unset; SDK defaults for batch delays.", ""]
     if inproc:
         lines += ["## In-process (Flask test client, no HTTP server)", "",
-                  f"`{args.rounds}` rounds × a fresh process per arm; each process warms up "
+                  f"{args.rounds} rounds × a fresh process per arm; each process warms up "
                   f"({args.warmup} requests per path), then times {args.inproc_requests} requests per path "
                   f"in {args.blocks} blocks (median of blocks). CPU = process CPU time, all threads "
                   "(export threads included).", ""]
@@ -393,15 +467,14 @@ def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None
         lines.append("")
     if httpv:
         lines += ["## Over HTTP (werkzeug dev server, keep-alive loopback client)", "",
-                  f"The three apps run side by side (`python examples/flask_crm/app.py`, under "
-                  f"`opentelemetry-instrument` for upstream/otel_crm); this process sends {args.http_requests} "
-                  f"GETs per path per arm per round over one keep-alive `http.client` connection, "
-                  f"{args.rounds} rounds after {args.warmup} warm-up requests per path. Wall = client-observed "
-                  "latency per request (client + loopback + server); server cpu = the app process's CPU "
-                  "time per request. Werkzeug's own per-request work (and its request log line: stderr for "
-                  "bare, an OTLP log record for upstream, OTLP + a JSON line for otel_crm) dilutes or adds "
-                  "to the ratios.", ""]
-        lines += table(httpv, all_arms, "server cpu")
+                  f"The apps run side by side (`python bench/_bench_app.py`, under `opentelemetry-instrument` "
+                  f"for the instrumented arms); this process sends {args.http_requests} GETs per path per arm "
+                  f"per round over one keep-alive `http.client` connection, {args.rounds} rounds after "
+                  f"{args.warmup} warm-up requests per path. Server cpu = the app process's CPU time "
+                  "(all threads) per request; wall = client-observed latency. Werkzeug's own per-request "
+                  "work (and its request log line: stderr for bare, an OTLP log record for upstream, the JSON "
+                  "access line for otel_crm) dilutes or adds to the ratios.", ""]
+        lines += table(httpv, [a for a in all_arms if a.name in httpv], "server cpu")
         lines.append("")
     if profile:
         lines += ["## Where otel_crm's time goes", "", profile, ""]
@@ -419,36 +492,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer rounds/requests, prints only")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--inproc-requests", type=int, default=2000, help="per path per process")
-    parser.add_argument("--blocks", type=int, default=8)
-    parser.add_argument("--http-requests", type=int, default=1500, help="per path per arm per round")
-    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--inproc-requests", type=int, default=800, help="per path per process")
+    parser.add_argument("--blocks", type=int, default=4)
+    parser.add_argument("--http-requests", type=int, default=500, help="per path per arm per round")
+    parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--variants", default="inproc,http")
     parser.add_argument("--no-profile", action="store_true")
-    parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
-                        help="skip the what-if otel_crm arms (in-process variant)")
+    parser.add_argument("--diagnose", action="store_true", help="add the what-if otel_crm arms (in-process)")
+    parser.add_argument("--baseline", default="", help="label=gitref,...: add in-process otel_crm-grpc arms "
+                        "running otel_crm as of each ref (before/after in one run)")
     parser.add_argument("--output", default=str(DOCS / "bench-requests.md"))
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.inproc_requests, args.http_requests, args.warmup = 2, 1000, 500, 200
+        args.rounds, args.inproc_requests, args.http_requests, args.warmup = 2, 400, 200, 100
     variants = set(args.variants.split(","))
     started = time.monotonic()
     load0 = os.getloadavg()[0]
     logdir = Path(tempfile.mkdtemp(prefix="otel-crm-bench-requests-"))
     print(f"bench_requests: logs in {logdir}", flush=True)
     main_arms = arms(False)
+    inproc_arms = arms(args.diagnose) + baseline_arms(args.baseline, logdir)
     inproc = httpv = None
     profile = ""
     with NullCollector() as collector:
-        endpoint = collector.grpc_endpoint
+        endpoints = {"grpc": collector.grpc_endpoint, "http": collector.http_endpoint}
         if "inproc" in variants:
-            inproc = inproc_variant(arms(args.diagnose), endpoint, logdir, args.rounds, args.inproc_requests,
+            inproc = inproc_variant(inproc_arms, endpoints, logdir, args.rounds, args.inproc_requests,
                                     args.blocks, args.warmup)
         if "http" in variants:
-            httpv = http_variant(main_arms, endpoint, logdir, args.rounds, args.http_requests, args.warmup)
+            httpv = http_variant(main_arms, endpoints, logdir, args.rounds, args.http_requests, args.warmup)
         if not args.no_profile and not args.quick:
-            profile = profile_arms(main_arms, endpoint, logdir, min(args.inproc_requests, 2000))
-    text = report(args, arms(args.diagnose) if inproc else main_arms, inproc, httpv, profile,
+            profile = profile_arms(main_arms, endpoints, logdir, min(args.inproc_requests, 1000))
+    text = report(args, inproc_arms if inproc else main_arms, inproc, httpv, profile,
                   (load0, os.getloadavg()[0]), time.monotonic() - started)
     print(text)
     if not args.quick:

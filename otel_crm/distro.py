@@ -25,6 +25,9 @@ ENV_DEFAULTS = {
 }
 
 
+_CORRECTED_METERS = frozenset({"sqlalchemy", "flask", "django"})
+
+
 class CrmDistro(BaseDistro):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         for key, value in ENV_DEFAULTS.items():
@@ -35,8 +38,10 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             kwargs.setdefault("request_hook", requests_request_hook)
         elif entry_point.name == "httpx":
             kwargs.setdefault("request_hook", httpx_request_hook)
-        elif entry_point.name == "sqlalchemy":
-            # Its pool metric is the deprecated db.client.connections.usage: record the registry's
-            # db.client.connection.count instead (docs/semconv.md).
+        elif entry_point.name in _CORRECTED_METERS:
+            # SQLAlchemy's pool metric is the deprecated db.client.connections.usage: record the
+            # registry's db.client.connection.count instead (docs/semconv.md). The up-down counters
+            # these record on every request (pool count, http.server.active_requests) are summed in
+            # process, reported when a reader collects (_internal/local_sums.py).
             kwargs.setdefault("meter_provider", CorrectingMeterProvider(metrics.get_meter_provider()))
         super().load_instrumentor(entry_point, **kwargs)

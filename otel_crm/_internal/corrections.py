@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otel_crm._internal import semconv
+from otel_crm._internal.local_sums import local_up_down_counter
 from otel_crm._internal.sdk_compat import attributes_dict, span_parts
 
 __all__ = [
@@ -285,20 +286,10 @@ def connection_count_attributes(attributes: Attributes | None) -> dict[str, Attr
     return renamed
 
 
-class _ConnectionCount:
-    """Stands in for the instrumentation's ``db.client.connections.usage`` up-down counter."""
-
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def add(self, amount: float, attributes: Attributes | None = None, context: Any = None) -> None:
-        self._inner.add(amount, connection_count_attributes(attributes), context)
-
-
 class _CorrectingMeter:
-    """A meter whose ``db.client.connections.usage`` is recorded as ``db.client.connection.count``."""
+    """A meter whose ``db.client.connections.usage`` is recorded as ``db.client.connection.count``,
+    and whose up-down counters are summed in process (`local_sums.py`: the instrumentations record
+    them on every request)."""
 
     __slots__ = ("_inner",)
 
@@ -307,9 +298,9 @@ class _CorrectingMeter:
 
     def create_up_down_counter(self, name: str, unit: str = "", description: str = "") -> Any:
         if name != DB_CLIENT_CONNECTIONS_USAGE:
-            return self._inner.create_up_down_counter(name, unit, description)
-        return _ConnectionCount(self._inner.create_up_down_counter(
-            semconv.DB_CLIENT_CONNECTION_COUNT, "{connection}", CONNECTION_COUNT_DESCRIPTION))
+            return local_up_down_counter(self._inner, name, unit, description)
+        return local_up_down_counter(self._inner, semconv.DB_CLIENT_CONNECTION_COUNT, "{connection}",
+                                     CONNECTION_COUNT_DESCRIPTION, rename=connection_count_attributes)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -318,7 +309,8 @@ class _CorrectingMeter:
 class CorrectingMeterProvider(MeterProvider):
     """Give this to an instrumentor (``meter_provider=``) that records the deprecated pool metric
     (SQLAlchemy): it records ``db.client.connection.count`` instead, with registry attributes and
-    unit, on the real provider — for push and pull (Prometheus) readers alike."""
+    unit, on the real provider — for push and pull (Prometheus) readers alike. Its up-down counters
+    (the pool count, the web frameworks' ``http.server.active_requests``) are summed in process."""
 
     def __init__(self, inner: MeterProvider) -> None:
         self._inner = inner

@@ -67,3 +67,59 @@ def test_tenants_beyond_the_limit_become_other() -> None:
         tenants = {p.attributes["crm.tenant.id"] for p in telemetry.metric_points("crm.requests")}
         assert tenants == {"a", "b", "__other__"}
         assert telemetry.metric_sum("crm.metric.overflow") == 2
+
+
+def test_repeated_requests_are_counted_each_time_and_overflows_each_time() -> None:
+    from otel_crm.testing import capture_telemetry
+
+    with capture_telemetry(tenant_metric_limit=1) as telemetry:
+        tracer = telemetry.runtime.tracer()
+        for tenant in ("a", "b", "a", "b", "b"):  # the attribute sets are cached after the first time
+            with otel_crm.tenant_context(tenant), tracer.start_as_current_span("job"):
+                pass
+        counts = {p.attributes["crm.tenant.id"]: p.value for p in telemetry.metric_points("crm.requests")}
+        assert counts == {"a": 2, "__other__": 3}
+        assert telemetry.metric_sum("crm.metric.overflow") == 3  # every overflowed recording, not once
+        durations = {p.attributes["crm.tenant.id"]: p.count for p in telemetry.metric_points("crm.request.duration")}
+        assert durations == counts
+
+
+def test_counts_are_cumulative_sums_and_a_forked_child_starts_from_zero() -> None:
+    from otel_crm._internal import forks
+    from otel_crm.testing import capture_telemetry
+
+    with capture_telemetry() as telemetry:
+        tracer = telemetry.runtime.tracer()
+        for _ in range(3):
+            with tracer.start_as_current_span("job"):
+                pass
+        assert telemetry.metric_sum("crm.requests") == 3
+        with tracer.start_as_current_span("job"):
+            pass
+        # delta points, one per collection: an observable counter's deltas as a counter's would be
+        assert [p.value for p in telemetry.metric_points("crm.requests")] == [3, 1]
+        assert any(name.startswith("red: request counts") for name in forks.registered())
+
+
+def test_two_processors_on_one_meter_are_both_reported() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_crm._internal.red import RedMetricsProcessor
+
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("otel_crm")
+    providers = []
+    for _ in range(2):  # the SDK calls only the first instrument's callbacks per name and meter
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(RedMetricsProcessor(meter))
+        providers.append(provider)
+    for provider in providers:
+        with provider.get_tracer("t").start_as_current_span("job"):
+            pass
+    data = reader.get_metrics_data()
+    assert data is not None
+    values = [p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              if m.name == "crm.requests" for p in m.data.data_points]
+    assert values == [2]

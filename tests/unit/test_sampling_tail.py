@@ -767,3 +767,28 @@ def test_entry_facts_read_only_the_fields_rules_use_from_live_or_plain_spans() -
         assert (facts.has_error, facts.root_duration_s) == (True, 1.5)
         assert entry_facts(span, False, None, frozenset({"tenant"})).route is None, "not read: no rule uses it"
     assert entry_facts(None, True, None, every).route is None
+
+
+def test_a_downstream_on_start_is_called_unless_it_is_the_batch_processors_no_op() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otel_crm._internal.sampling import SamplingPolicy, TailSamplingProcessor
+
+    started: list[str] = []
+
+    class Watching(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            started.append(span.name)
+
+    bounds = {"max_traces": 10, "max_spans_per_trace": 10, "max_spans": 100, "max_trace_age_s": 60.0}
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(TailSamplingProcessor(Watching(), SamplingPolicy(ratio=1.0), **bounds))
+    with provider.get_tracer("t").start_as_current_span("root"):
+        pass
+    assert started == ["root"]
+    batch = BatchSpanProcessor(InMemorySpanExporter())
+    try:
+        assert TailSamplingProcessor(batch, SamplingPolicy(ratio=1.0), **bounds)._downstream_on_start is None
+    finally:
+        batch.shutdown()
