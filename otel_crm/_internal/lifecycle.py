@@ -41,7 +41,8 @@ from otel_crm._internal.runtime import (
 from otel_crm._internal.safety import report_internal_error
 from otel_crm._internal.sampling import sampler_notice
 from otel_crm._internal.scrub_patterns import ScrubCallback
-from otel_crm._internal.sdk_compat import install_fast_paths, restart_metrics_after_fork, update_resource
+from otel_crm._internal.sdk_compat import restart_metrics_after_fork, update_resource
+from otel_crm._internal.sdk_fast_paths import install_fast_paths
 from otel_crm._internal.settings import discard_invalid_standard_variables, resolve_settings
 from otel_crm._internal.startup_report import startup_summary
 
@@ -229,7 +230,7 @@ def install(runtime: Runtime) -> None:
     # the setting (default http,database) so configure() without the wrapper gets it too.
     os.environ["OTEL_SEMCONV_STABILITY_OPT_IN"] = settings.semconv_stability_opt_in
     _set_globals(runtime.tracer_provider, runtime.meter_provider, runtime.logger_provider)
-    install_fast_paths()  # attribute cleaning and metric hashing for the common types (sdk_compat.py)
+    install_fast_paths()  # attribute cleaning and metric hashing for the common types (sdk_fast_paths.py)
     install_propagator(settings)
     quiet_exporter_logs()
     install_log_handlers(settings, runtime.logger_provider, scrubber=runtime.scrubber)

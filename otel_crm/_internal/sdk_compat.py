@@ -14,8 +14,8 @@ The public API lacks a few things otel_crm needs; each is done here and nowhere 
   batch-processor internals for fork safety and drop-and-count.
 - :func:`cap_retry_pause`: the OTLP exporters' pause between retries, capped (quick recovery).
 - ``BaseConfigurator``: the base class ``opentelemetry-instrument`` expects of a configurator.
-- :func:`install_fast_paths`: attribute cleaning and metric-attribute hashing answered for the common
-  exact types before the SDK's general functions (same results; probed against them at install).
+- Its sibling ``sdk_fast_paths.py`` (the other module allowed private SDK names): attribute cleaning
+  and metric-attribute hashing answered for the common exact types before the SDK's functions.
 
 Each assumption is checked once, at import (the last four at first use: building a batch
 processor starts a thread, importing gRPC costs ~100 ms). A failed check never breaks the app: the
@@ -61,7 +61,7 @@ __all__ = [
     "attributes_dict",
     "batch_queue",
     "cap_retry_pause",
-    "install_fast_paths",
+    "check_feature",
     "instrumentation_info",
     "metric_exporter_preferences",
     "restart_metrics_after_fork",
@@ -82,7 +82,8 @@ def _degraded(feature: str, consequence: str) -> None:
                      feature, consequence)
 
 
-def _check(feature: str, consequence: str, probe: Callable[[], bool]) -> bool:
+def check_feature(feature: str, consequence: str, probe: Callable[[], bool]) -> bool:
+    """`probe()` is true (it must not raise); otherwise one warning says `consequence`."""
     try:
         ok = probe()
     except Exception:
@@ -122,11 +123,11 @@ def _span_parts_direct() -> bool:
             and hasattr(span, "_instrumentation_info"))
 
 
-SPAN_FIELDS_DIRECT = _check("ReadableSpan fields", "the tail sampler uses the public properties (slower)",
+SPAN_FIELDS_DIRECT = check_feature("ReadableSpan fields", "the tail sampler uses the public properties (slower)",
                             _span_fields_direct)
-SPAN_PARTS_DIRECT = _check("ReadableSpan attributes/events/links", "scrubbing uses the public properties "
+SPAN_PARTS_DIRECT = check_feature("ReadableSpan attributes/events/links", "scrubbing uses the public properties "
                            "(slower)", _span_parts_direct)
-ATTRIBUTES_DICT = _check("BoundedAttributes._dict", "scrubbing iterates attributes the public way (slower)",
+ATTRIBUTES_DICT = check_feature("BoundedAttributes._dict", "scrubbing iterates attributes the public way (slower)",
                          lambda: type(getattr(BoundedAttributes(attributes={"a": 1}), "_dict", None)) is dict)
 
 
@@ -155,7 +156,7 @@ def attributes_dict(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
 
 # --- providers --------------------------------------------------------------------------------------
 
-RESOURCE_UPDATABLE = _check(
+RESOURCE_UPDATABLE = check_feature(
     "provider._update_resource", "a forked worker keeps the parent's process.pid",
     lambda: all(callable(getattr(cls, "_update_resource", None))
                 for cls in (TracerProvider, MeterProvider, LoggerProvider)))
@@ -173,7 +174,7 @@ def _span_processor_readable() -> bool:
     return isinstance(getattr(provider, "_active_span_processor", None), SpanProcessor)
 
 
-SPAN_PROCESSOR_READABLE = _check("TracerProvider._active_span_processor",
+SPAN_PROCESSOR_READABLE = check_feature("TracerProvider._active_span_processor",
                                  "otel_crm.testing captures only otel_crm's own spans", _span_processor_readable)
 
 
@@ -197,7 +198,7 @@ def _metric_stores_resettable() -> bool:
             and len(parameters) >= 2)
 
 
-METRIC_STORES_RESETTABLE = _check("MeterProvider measurement stores",
+METRIC_STORES_RESETTABLE = check_feature("MeterProvider measurement stores",
                                   "a worker forked mid-collection may never export a metric",
                                   _metric_stores_resettable)
 
@@ -248,7 +249,7 @@ def _preferences_readable() -> bool:
             and getattr(probe, "_preferred_aggregation", None) is aggregation)
 
 
-PREFERENCES_READABLE = _check("MetricExporter preferences",
+PREFERENCES_READABLE = check_feature("MetricExporter preferences",
                               "a fork-safe OTLP metric exporter uses the SDK's default temporality",
                               _preferences_readable)
 
@@ -331,98 +332,6 @@ except ImportError:  # pragma: no cover - every supported SDK has it
         def _configure(self, **kwargs: Any) -> None:
             raise NotImplementedError
 
-BASE_CONFIGURATOR_FOUND = _check("_BaseConfigurator", "otel_crm's configurator uses a stand-in base class",
+BASE_CONFIGURATOR_FOUND = check_feature("_BaseConfigurator", "otel_crm's configurator uses a stand-in base class",
                                  lambda: BaseConfigurator.__module__ == "opentelemetry.sdk._configuration"
                                  and callable(getattr(BaseConfigurator, "configure", None)))
-
-
-# --- hot-path shortcuts -----------------------------------------------------------------------------
-# Cleaning every attribute value (`opentelemetry.attributes._clean_attribute_value`: isinstance and
-# ABC checks) and hashing every measurement's attributes (`_view_instrument_match._hash_attributes`:
-# recursive, sorted by a key function) are the largest own-time entries of an instrumented request.
-# The shortcuts answer the common exact types (str within the limit, int, float, bool, None, bytes;
-# a dict of those with non-empty str keys) with the SDK's very result; anything else goes to the SDK.
-
-_SCALAR_SET = frozenset({str, int, float, bool, type(None), bytes})
-# Values the SDK cleans without a warning (the probe runs at install: it must not log).
-_PROBES: tuple[Any, ...] = ("s", "abcdef", 3, 2.5, True, None, b"b", ("a", 1), ["l"], {"k": "v", "n": 1, "b": False},
-                            {"z": "1", "a": 1.5, "m": None}, {"n": {"a": [1, 2]}, "t": ("x",)})
-
-
-def _sdk_functions() -> tuple[Any, Any, Any]:
-    import opentelemetry.attributes as attributes_module
-    from opentelemetry.sdk.metrics._internal import _view_instrument_match, measurement
-
-    return attributes_module, measurement, _view_instrument_match
-
-
-def _make_fast_clean(clean: Callable[[Any, int | None], Any]) -> Callable[[Any, int | None], Any]:
-    def fast_clean(value: Any, max_string_value_length: int | None) -> Any:
-        kind = type(value)
-        if kind is str:
-            if max_string_value_length is None or len(value) <= max_string_value_length:
-                return value
-        elif kind is int or kind is float or kind is bool or value is None or kind is bytes:
-            return value
-        elif kind is dict:
-            cleaned = {}
-            for key, item in value.items():
-                if type(key) is not str or not key:
-                    return clean(value, max_string_value_length)  # the SDK's warnings and rules
-                cleaned[key] = fast_clean(item, max_string_value_length)
-            return cleaned
-        return clean(value, max_string_value_length)
-
-    fast_clean.__wrapped__ = clean  # type: ignore[attr-defined]
-    return fast_clean
-
-
-def _make_fast_hash(hash_attributes: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def fast_hash(value: Any) -> Any:
-        if type(value) is not dict:
-            return hash_attributes(value)
-        out = []
-        try:
-            keys = sorted(value)
-        except TypeError:  # keys of mixed types: the SDK sorts them by their text
-            return hash_attributes(value)
-        for key in keys:
-            item = value[key]
-            kind = type(item)
-            if type(key) is not str or kind not in _SCALAR_SET:
-                return hash_attributes(value)
-            out.append((key, (kind.__name__, item)))
-        return ("mapping", tuple(out))
-
-    fast_hash.__wrapped__ = hash_attributes  # type: ignore[attr-defined]
-    return fast_hash
-
-
-def _fast_paths_equal() -> bool:
-    attributes_module, measurement, match = _sdk_functions()
-    clean = getattr(attributes_module._clean_attribute_value, "__wrapped__", attributes_module._clean_attribute_value)
-    hash_attributes = getattr(match._hash_attributes, "__wrapped__", match._hash_attributes)
-    if getattr(measurement._clean_attribute_value, "__wrapped__", measurement._clean_attribute_value) is not clean:
-        return False
-    fast_clean, fast_hash = _make_fast_clean(clean), _make_fast_hash(hash_attributes)
-    for value in _PROBES:
-        if any(fast_clean(value, limit) != clean(value, limit) for limit in (None, 6)):
-            return False
-        hashable = isinstance(value, dict) and all(isinstance(k, str) and k for k in value)
-        if hashable and fast_hash(clean(value, None)) != hash_attributes(clean(value, None)):
-            return False
-    return True
-
-
-def install_fast_paths() -> bool:
-    """Put the attribute-cleaning and measurement-hashing shortcuts in place (process-wide, once)."""
-    if not _check("attribute cleaning and hashing", "the SDK's own (slower) functions stay",
-                  _fast_paths_equal):
-        return False
-    attributes_module, measurement, match = _sdk_functions()
-    if not hasattr(attributes_module._clean_attribute_value, "__wrapped__"):
-        fast_clean = _make_fast_clean(attributes_module._clean_attribute_value)
-        attributes_module._clean_attribute_value = measurement._clean_attribute_value = fast_clean
-    if not hasattr(match._hash_attributes, "__wrapped__"):
-        match._hash_attributes = _make_fast_hash(match._hash_attributes)
-    return True
