@@ -204,8 +204,10 @@ class TailSamplingProcessor(SpanProcessor):
             if context is None or not context[3] & _SAMPLED or self._shut:
                 return
             trace_id = context[0]
-            error = status.status_code is _ERROR_CODE or (
-                bool(events) and any(event.name == "exception" for event in events))
+            # The public forms are Python calls on every span (a property, BoundedList.__len__).
+            error = (status._status_code if _FAST else status.status_code) is _ERROR_CODE or (
+                bool(getattr(events, "_dq", events) if _FAST else events)
+                and any(event.name == "exception" for event in events))
             root_s: float | None = None
             if parent is None or parent[2]:  # a local root: its duration counts
                 start, end = (span._start_time, span._end_time) if _FAST else (span.start_time, span.end_time)
@@ -246,8 +248,7 @@ class TailSamplingProcessor(SpanProcessor):
         return None
 
     def _check_age(self, out: _Batch | None) -> _Batch | None:
-        # Once per trace (at its decision) rather than per span: one clock read and a compare.
-        now = self._clock()
+        now = self._clock()  # once per decided trace, not per span: one clock read and a compare
         return self._expire(now, out) if now >= self._age_deadline else out
 
     def _facts(self, trace: _Trace) -> TraceFacts:
