@@ -803,3 +803,15 @@ def test_spans_of_another_make_with_plain_event_tuples_are_judged_too(rig: Rig) 
     rig.processor.on_start(span)  # type: ignore[arg-type]
     rig.processor.on_end(span)
     assert rig.exported()["made-elsewhere"].attributes[R] == "error"  # type: ignore[index]
+
+
+def test_a_long_trace_alone_is_held_to_its_age_bound_by_its_own_span_ends() -> None:
+    rig = Rig(ratio=0.0, max_trace_age_s=10.0)
+    rig.ids.next.append(DROP_ID)
+    root = rig.tracer.start_span("root")
+    context = trace.set_span_in_context(root)
+    rig.tracer.start_span("first", context=context).end()
+    rig.clock.now += 11
+    rig.tracer.start_span("second", context=context).end()  # no other trace starts or is decided
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_age"),): 1}
+    root.end()

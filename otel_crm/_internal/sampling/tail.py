@@ -23,8 +23,8 @@ After the decision
 Bounds (memory stays bounded whatever the load; every forced decision is counted by reason)
     ``max_traces`` undecided traces (the oldest is decided early), ``max_spans_per_trace`` spans tracked
     per trace (started or ended; the trace is decided early), ``max_spans`` spans tracked overall (oldest
-    traces decided early) and ``max_trace_age_s`` (checked at O(1) cost when a trace starts or is
-    decided, and at flush). A forced decision uses the policy with what the trace has so far.
+    traces decided early) and ``max_trace_age_s`` (checked at O(1) cost on span end and when a
+    trace starts, and at flush). A forced decision uses the policy with what the trace has so far.
 
 Long traces (partial keeps)
     A trace dropped early by ``max_spans_per_trace`` or ``max_trace_age_s`` while some of its spans still
@@ -224,9 +224,12 @@ class TailSamplingProcessor(SpanProcessor):
                         trace.error = True
                     if root_s is not None and (trace.root_s is None or root_s > trace.root_s):
                         trace.root_s = root_s
-                    out = None if trace.open else self._check_age(self._force(trace_id, trace, None, None))
+                    out = None if trace.open else self._force(trace_id, trace, None, None)
                 else:
-                    out = self._check_age(self._follow(trace_id, span))
+                    out = self._follow(trace_id, span)
+                now = self._clock()  # on every span end, so a long trace's own spans enforce its age bound
+                if now >= self._age_deadline:
+                    out = self._expire(now, out)
             finally:
                 lock.release()
             if out:
@@ -246,10 +249,6 @@ class TailSamplingProcessor(SpanProcessor):
             return [([span], decision)]
         self._n_dropped += 1
         return None
-
-    def _check_age(self, out: _Batch | None) -> _Batch | None:
-        now = self._clock()  # once per decided trace, not per span: one clock read and a compare
-        return self._expire(now, out) if now >= self._age_deadline else out
 
     def _facts(self, trace: _Trace) -> TraceFacts:
         if self._wants_entry:
