@@ -222,3 +222,12 @@ def test_strict_mode_refuses_an_invalid_rule() -> None:
 def test_a_policy_refuses_invalid_rules() -> None:
     with pytest.raises(ValueError, match="rule 1"):
         SamplingPolicy(rules=(SamplingRule("x", 2.0),))
+
+
+def test_decide_plain_is_decide_without_the_facts() -> None:
+    rules = compile_rules([{"name": "all", "ratio": 1.0}])[0]
+    for policy in (SamplingPolicy(ratio=0.3), SamplingPolicy(keep_all=True), SamplingPolicy(ratio=0.3, rules=rules)):
+        for trace_id in (0, 1 << 62, (1 << 64) - 1, (7 << 64) | 12345, 1 << 63):
+            for error, duration in ((False, None), (True, 0.1), (False, 2.0), (False, 1.99)):
+                assert policy.decide_plain(trace_id, error, duration) == policy.decide(
+                    trace_id, TraceFacts(error, duration))

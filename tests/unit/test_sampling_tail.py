@@ -792,3 +792,26 @@ def test_a_downstream_on_start_is_called_unless_it_is_the_batch_processors_no_op
         assert TailSamplingProcessor(batch, SamplingPolicy(ratio=1.0), **bounds)._downstream_on_start is None
     finally:
         batch.shutdown()
+
+
+def test_spans_of_another_make_with_plain_event_tuples_are_judged_too(rig: Rig) -> None:
+    from opentelemetry.sdk.trace import Event
+
+    context = SpanContext(DROP_ID, 0x77, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    span = ReadableSpan("made-elsewhere", context=context, parent=None, start_time=T0, end_time=T0 + 10,
+                        events=(Event("exception"),))  # a tuple, not the SDK's BoundedList
+    rig.processor.on_start(span)  # type: ignore[arg-type]
+    rig.processor.on_end(span)
+    assert rig.exported()["made-elsewhere"].attributes[R] == "error"  # type: ignore[index]
+
+
+def test_a_long_trace_alone_is_held_to_its_age_bound_by_its_own_span_ends() -> None:
+    rig = Rig(ratio=0.0, max_trace_age_s=10.0)
+    rig.ids.next.append(DROP_ID)
+    root = rig.tracer.start_span("root")
+    context = trace.set_span_in_context(root)
+    rig.tracer.start_span("first", context=context).end()
+    rig.clock.now += 11
+    rig.tracer.start_span("second", context=context).end()  # no other trace starts or is decided
+    assert rig.metric(semconv.CRM_SAMPLER_EVICTIONS) == {((R, "max_age"),): 1}
+    root.end()

@@ -200,7 +200,8 @@ _KNOWN_SDK_PRIVATE = {
 # attributes' dict; the OTLP log handler overrides LoggingHandler._get_attributes.
 _STILL_ALLOWED = {
     # The sampler's hot path reads span fields directly when sdk_compat.SPAN_FIELDS_DIRECT vouches for them.
-    "_internal/sampling/tail.py": {"_context", "_parent", "_status", "_events", "_start_time", "_end_time"},
+    "_internal/sampling/tail.py": {"_context", "_parent", "_status", "_events", "_start_time", "_end_time",
+                                   "_status_code", "_dq"},
     "_internal/sampling/spans.py": {"_dict"},
     "_internal/logs.py": {"_get_attributes"},
 }

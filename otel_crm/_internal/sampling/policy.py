@@ -357,6 +357,20 @@ class SamplingPolicy:
             return outcomes.ratio
         return outcomes.dropped
 
+    def decide_plain(self, trace_id: int, has_error: bool, root_duration_s: float | None) -> Decision:
+        """``decide(trace_id, TraceFacts(has_error, root_duration_s))`` without building the facts: for the
+        tail sampler's every trace when no rule looks at the entry span."""
+        if self.rules:
+            return self.decide(trace_id, TraceFacts(has_error, root_duration_s))
+        if self.keep_all:
+            return _ALL
+        outcomes = self._default
+        if has_error:
+            return outcomes.error
+        if root_duration_s is not None and root_duration_s >= self.slow_seconds:
+            return outcomes.slow_kept
+        return outcomes.ratio if trace_id & _TRACE_ID_LIMIT < outcomes.bound else outcomes.dropped
+
     def decide_partial(self, facts: TraceFacts) -> Decision:
         """After an early drop: keep what is left of the trace only for an error or a slow root."""
         outcomes = self._outcomes(facts)

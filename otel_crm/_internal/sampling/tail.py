@@ -23,8 +23,8 @@ After the decision
 Bounds (memory stays bounded whatever the load; every forced decision is counted by reason)
     ``max_traces`` undecided traces (the oldest is decided early), ``max_spans_per_trace`` spans tracked
     per trace (started or ended; the trace is decided early), ``max_spans`` spans tracked overall (oldest
-    traces decided early) and ``max_trace_age_s`` (checked on span end at O(1) cost and at flush). A forced
-    decision uses the policy with what the trace has so far.
+    traces decided early) and ``max_trace_age_s`` (checked at O(1) cost on span end and when a
+    trace starts, and at flush). A forced decision uses the policy with what the trace has so far.
 
 Long traces (partial keeps)
     A trace dropped early by ``max_spans_per_trace`` or ``max_trace_age_s`` while some of its spans still
@@ -73,7 +73,7 @@ Eviction = Literal["max_traces", "max_spans", "max_spans_per_trace", "max_age", 
 
 
 class _Trace:
-    __slots__ = ("born", "entry", "error", "open", "partial", "root_s", "spans")
+    __slots__ = ("born", "entry", "error", "open", "partial", "root_s", "spans", "tracked")
 
     def __init__(self, born: float) -> None:
         self.born = born
@@ -83,6 +83,7 @@ class _Trace:
         self.root_s: float | None = None  # longest local root seen
         self.entry: ReadableSpan | None = None  # the first local root (read when rules need it)
         self.partial = False  # the rest of a trace dropped early (see "Long traces")
+        self.tracked = 0  # len(open) + len(spans), kept as a count: read on every span start
 
 
 _Batch = list[tuple[list[ReadableSpan], Decision]]
@@ -139,41 +140,57 @@ class TailSamplingProcessor(SpanProcessor):
         try:
             if _FAST:  # see sdk_compat.SPAN_FIELDS_DIRECT
                 context: Any = span._context
-                parent: Any = span._parent
             else:
-                context, parent = span.context, span.parent
+                context = span.context
             if context is None or not context[3] & _SAMPLED or self._shut:
                 return
             trace_id = context[0]
             out: _Batch | None = None
-            with self._lock:
+            lock = self._lock
+            lock.acquire()  # not ``with``: half the cost, and nothing in between can raise
+            try:
                 trace = self._traces.get(trace_id)
-                if trace is None:
-                    prior = self._decided.get(trace_id)
-                    # A span of a decided trace follows the decision, except a new local root of a
-                    # dropped trace: a later fan-in gets its own chance (error, slow).
-                    if prior is None or not (prior.keep or not (parent is None or parent[2])):
-                        if len(self._traces) >= self._max_traces:
-                            out = self._evict_oldest("max_traces", out)
-                        trace = self._traces[trace_id] = _Trace(self._clock())
-                elif len(trace.open) + len(trace.spans) >= self._max_per_trace:
-                    out = self._force(trace_id, trace, "max_spans_per_trace", out)
-                    # this span follows the early decision, or joins what is watched after a drop
-                    trace = self._traces.get(trace_id)
+                if trace is None or trace.tracked >= self._max_per_trace or self._wants_entry:
+                    trace, out = self._open(span, trace_id, trace)
                 if trace is not None:
                     trace.open.add(context[1])
-                    if self._wants_entry and trace.entry is None and (parent is None or parent[2]):
-                        trace.entry = span
+                    trace.tracked += 1
                     self._held += 1
                     if self._held > self._max_spans:
                         while self._held > self._max_spans and self._traces:
                             out = self._evict_oldest("max_spans", out)
+            finally:
+                lock.release()
             if out:
                 self._export(out)
             if self._downstream_on_start is not None:
                 self._downstream_on_start(span, parent_context=parent_context)
         except Exception as exc:
             self._fail(exc)
+
+    def _open(self, span: Span, trace_id: int, trace: _Trace | None) -> tuple[_Trace | None, _Batch | None]:
+        """The rarer cases of a span start (lock held): a new trace, a full one, the entry span."""
+        parent: Any = span._parent if _FAST else span.parent
+        local_root = parent is None or parent[2]
+        out: _Batch | None = None
+        if trace is None:
+            prior = self._decided.get(trace_id)
+            # A span of a decided trace follows the decision, except a new local root of a dropped trace:
+            # a later fan-in gets its own chance (error, slow).
+            if prior is None or not (prior.keep or not local_root):
+                now = self._clock()
+                if now >= self._age_deadline:
+                    out = self._expire(now, out)
+                if len(self._traces) >= self._max_traces:
+                    out = self._evict_oldest("max_traces", out)
+                trace = self._traces[trace_id] = _Trace(now)
+        elif trace.tracked >= self._max_per_trace:
+            out = self._force(trace_id, trace, "max_spans_per_trace", out)
+            # this span follows the early decision, or joins what is watched after a drop
+            trace = self._traces.get(trace_id)
+        if trace is not None and self._wants_entry and trace.entry is None and local_root:
+            trace.entry = span
+        return trace, out
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
@@ -182,36 +199,39 @@ class TailSamplingProcessor(SpanProcessor):
                 parent: Any = span._parent
                 status: Any = span._status
                 events: Any = span._events
-                start, end = span._start_time, span._end_time
             else:
                 context, parent, status, events = span.context, span.parent, span.status, span.events
-                start, end = span.start_time, span.end_time
             if context is None or not context[3] & _SAMPLED or self._shut:
                 return
             trace_id = context[0]
-            span_id = context[1]
-            error = status.status_code is _ERROR_CODE or (
-                bool(events) and any(event.name == "exception" for event in events))
+            # The public forms are Python calls on every span (a property, BoundedList.__len__).
+            error = (status._status_code if _FAST else status.status_code) is _ERROR_CODE or (
+                bool(getattr(events, "_dq", events) if _FAST else events)
+                and any(event.name == "exception" for event in events))
             root_s: float | None = None
-            if (parent is None or parent[2]) and start is not None and end is not None:
-                root_s = (end - start) / 1e9
-            out: _Batch | None = None
-            with self._lock:
+            if parent is None or parent[2]:  # a local root: its duration counts
+                start, end = (span._start_time, span._end_time) if _FAST else (span.start_time, span.end_time)
+                if start is not None and end is not None:
+                    root_s = (end - start) / 1e9
+            lock = self._lock
+            lock.acquire()
+            try:
                 trace = self._traces.get(trace_id)
-                if trace is not None and span_id in trace.open:
-                    trace.open.discard(span_id)
+                if trace is not None and context[1] in trace.open:
+                    trace.open.discard(context[1])
                     trace.spans.append(span)
                     if error:
                         trace.error = True
                     if root_s is not None and (trace.root_s is None or root_s > trace.root_s):
                         trace.root_s = root_s
-                    if not trace.open:
-                        out = self._force(trace_id, trace, None, out)
+                    out = None if trace.open else self._force(trace_id, trace, None, None)
                 else:
                     out = self._follow(trace_id, span)
-                now = self._clock()
+                now = self._clock()  # on every span end, so a long trace's own spans enforce its age bound
                 if now >= self._age_deadline:
                     out = self._expire(now, out)
+            finally:
+                lock.release()
             if out:
                 self._export(out)
         except Exception as exc:
@@ -239,10 +259,14 @@ class TailSamplingProcessor(SpanProcessor):
                out: _Batch | None) -> _Batch | None:
         """Decide one buffered trace by the policy; its kept spans are appended to ``out``."""
         del self._traces[trace_id]
-        facts = self._facts(trace)
         policy = self._policy
-        decision = policy.decide_partial(facts) if trace.partial else policy.decide(trace_id, facts)
-        self._held -= len(trace.open) + len(trace.spans)
+        if trace.partial:
+            decision = policy.decide_partial(self._facts(trace))
+        elif self._wants_entry:
+            decision = policy.decide(trace_id, self._facts(trace))
+        else:  # no rules: no facts to build
+            decision = policy.decide_plain(trace_id, trace.error, trace.root_s)
+        self._held -= trace.tracked
         decided = self._decided
         if trace_id not in decided:  # a re-decided trace keeps its ring slot: one slot per id
             ring = self._ring
@@ -279,8 +303,9 @@ class TailSamplingProcessor(SpanProcessor):
         rest = _Trace(self._clock())
         rest.open = trace.open  # still running: they end into the new buffer
         rest.entry, rest.error, rest.root_s, rest.partial = trace.entry, trace.error, trace.root_s, True
+        rest.tracked = len(rest.open)
         self._traces[trace_id] = rest
-        self._held += len(rest.open)
+        self._held += rest.tracked
 
     def _evict_oldest(self, reason: Eviction, out: _Batch | None) -> _Batch | None:
         trace_id = next(iter(self._traces))
