@@ -234,9 +234,20 @@ def _run_corpus(collector: Collector, tmp_path: Path, secrets: tuple[Secret, ...
 
     def complete() -> bool:
         spans = collector.spans()
-        return (sum(1 for s in spans if _tag(s) is not None) >= expected_probe_spans
-                and any(p.metric == "crm.workflow.executions" for p in collector.metrics())
-                and sum(1 for r in collector.logs() if str(r.body).startswith("probe note:")) >= len(tags) + 1)
+        if sum(1 for s in spans if _tag(s) is not None) < expected_probe_spans:
+            return False
+        if sum(1 for r in collector.logs() if str(r.body).startswith("probe note:")) < len(tags) + 1:
+            return False
+        # The final metric export (at exit) carries every workflow and tenant the spans carry: an
+        # earlier periodic export in the file is not enough (seen under CI load).
+        points = collector.metrics()
+        workflows = {str(s.attributes["crm.workflow.name"]) for s in spans
+                     if s.name.startswith("execute_workflow") and "crm.workflow.name" in s.attributes}
+        tenants = {str(s.attributes["crm.tenant.id"]) for s in spans
+                   if (_tag(s) or ("", ""))[1] == "path" and "crm.tenant.id" in s.attributes}
+        exported = {str(p.attributes.get(key)) for p in points
+                    for key in ("crm.workflow.name", "crm.tenant.id") if key in p.attributes}
+        return workflows <= exported and tenants <= exported
 
     wait_until(complete, 30, "every probe's spans, log records and metrics in the collector's files")
     stdout = _stdout_json(app)
