@@ -11,14 +11,11 @@ stays, the secret goes (``****``). Installed before any exporter or resource is 
 from __future__ import annotations
 
 import logging
-import re
 
-from otel_crm._internal.settings_parse import MASK
+from otel_crm._internal.settings_parse import MASK, mask_userinfo
 
 __all__ = ["install", "mask_userinfo"]
 
-# user:password@ (the password runs to the last "@" of the token, as URL parsers read it)
-_USERINFO = re.compile(r"[^\s/?#@:'\"]*:[^\s/?#'\"]*@")
 _HEADERS_LOGGER = "opentelemetry.util.re"
 _RESOURCE_LOGGER = "opentelemetry.sdk.resources"
 # Loggers whose messages name an endpoint (a logger's filter does not apply to its children).
@@ -34,11 +31,6 @@ _ENDPOINT_LOGGERS = (
     "opentelemetry.exporter.otlp.proto.http._log_exporter",
     "opentelemetry.sdk._shared_internal",
 )
-
-
-def mask_userinfo(text: str) -> str:
-    """`text` with every ``user:password@`` replaced by ``****@``."""
-    return _USERINFO.sub(MASK + "@", text) if "@" in text else text
 
 
 class _MaskSecrets(logging.Filter):

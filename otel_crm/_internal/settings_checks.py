@@ -42,9 +42,6 @@ def check_sampling_rules(value: Any, source: str) -> tuple[Any, list[SettingProb
 _HOST_PORT = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\]):[0-9]{{1,5}}")
 
 
-_USERINFO = re.compile(r"(^|//)[^/]*@")
-
-
 def check_endpoint(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
     # An OTLP endpoint: an http(s) URL with a host (and a valid port if any), or gRPC's `host:port`.
     # Anything else would fail on every export, with a line per batch instead of one at startup.
@@ -57,8 +54,7 @@ def check_endpoint(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:
         valid = False
     if valid:
         return text, []
-    shown = _USERINFO.sub(r"\1****@", text)  # credentials in a malformed URL are still credentials
-    return "", [SettingProblem(source, shown, "an http:// or https:// URL with a host (or host:port for grpc)", "")]
+    return "", [SettingProblem(source, text, "an http:// or https:// URL with a host (or host:port for grpc)", "")]
 
 
 def check_readable_file(value: Any, source: str) -> tuple[Any, list[SettingProblem]]:

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["MASK", "UNSET", "Kind", "Setting", "SettingProblem", "SettingsError", "credential_key",
-           "markdown_table", "read_values", "registry_of", "setting", "show", "shown_raw"]
+           "markdown_table", "mask_userinfo", "read_values", "registry_of", "setting", "show", "shown_raw"]
 
 MASK = "****"
 # A key or variable name that says it holds a credential (a header, a resource attribute...).
 _CREDENTIAL = re.compile(r"pass|secret|token|auth|api[-_]?key|access[-_]?key|private|cookie|credential|"
                          r"session|signature|bearer|salt|headers", re.IGNORECASE)
+# user:password@ (the password runs to the last "@" of the token, as URL parsers read it)
+_USERINFO = re.compile(r"[^\s/?#@:'\"]*:[^\s/?#'\"]*@")
 UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
 _METADATA_KEY = "otel_crm.setting"
 
@@ -193,6 +195,11 @@ def credential_key(name: str) -> bool:
     return _CREDENTIAL.search(name) is not None
 
 
+def mask_userinfo(text: str) -> str:
+    """`text` with every ``user:password@`` replaced by ``****@``."""
+    return _USERINFO.sub(MASK + "@", text) if "@" in text else text
+
+
 def shown_raw(entry: Setting, raw: str, variable: str = "") -> str:
     """`raw`, the value of `entry` that failed to parse, as a warning may show it. Nothing of a
     secret or credential-looking variable (malformed, so no telling which part is the secret:
@@ -201,7 +208,7 @@ def shown_raw(entry: Setting, raw: str, variable: str = "") -> str:
     if entry.secret or credential_key(variable) or any(credential_key(name) for name in entry.env):
         return MASK
     if entry.kind is not Kind.MAPPING:
-        return raw
+        return mask_userinfo(raw)
     pieces = []
     for pair in raw.split(","):
         key, sep, _ = pair.partition("=")
@@ -382,6 +389,8 @@ def _check_items(entry: Setting, values: dict[str, Any], source: str, problems: 
         try:
             values[entry.name], found = entry.check(value, source)
         except Exception:  # a check must never stop the host app: the value is refused instead
-            shown = shown_raw(entry, str(value), source)
-            values[entry.name], found = entry.default, [SettingProblem(source, shown, entry.allowed(), entry.default)]
-        problems.extend(found)
+            values[entry.name], found = entry.default, [SettingProblem(source, str(value), entry.allowed(),
+                                                                       entry.default)]
+        # Checks report values as given: a secret setting's is masked whole, any other's user info.
+        problems.extend(dataclasses.replace(p, value=MASK if entry.secret else mask_userinfo(p.value))
+                        for p in found)

@@ -271,3 +271,10 @@ def test_a_check_that_raises_is_one_line_and_the_default_never_a_crash() -> None
         assert [p.variable for p in settings.problems] == ["OTEL_CRM_PROMETHEUS_HOST"]
     finally:
         object.__setattr__(entry, "check", original)
+
+
+@pytest.mark.parametrize("bad", ["u:S3CRET@127.0.0.1:4317", "http://u:S3CRET@[127.0.0.1:4317", "//a:S3CRET@h@x y"])
+def test_a_refused_value_never_shows_user_info(bad: str) -> None:
+    """Checks report the value as given; the resolver masks it like any value it cannot parse."""
+    (problem,) = resolve_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": bad}).problems
+    assert "S3CRET" not in problem.message() and "****@" in problem.message()
