@@ -46,6 +46,12 @@ def _load_line(load: Load, seconds: float) -> str:
             f"max {max(lat, default=0) * 1000:.1f} ms")
 
 
+def _exported(collector: FileCollector) -> dict[str, int]:
+    """What the collector's files hold: the app's spans and records, every record, every data point."""
+    return {"traces": collector.spans("GET /work"), "logs": collector.logs("work done"),
+            "all logs": collector.logs(), "metrics": collector.metric_points()}
+
+
 def _account(app: AppRun, dropped: dict[tuple[str, str], float], exported: dict[str, int],
              result: Result) -> list[Accounting]:
     """Produced: the app's count; exported: the collector's files; counted: otel_crm's settled
@@ -152,10 +158,7 @@ def collector_down(work: Path, quick: bool, protocol: str = "grpc") -> Result:
         dropped = app.dropped()
         app.terminate(timeout=SHUTDOWN_TIMEOUT + 5)
         _exit_checks(result, app)
-        result.accounting = _account(app, dropped, {"traces": collector.spans("GET /work"),
-                                                    "logs": collector.logs("work done"),
-                                                    "all logs": collector.logs(),
-                                                    "metrics": collector.metric_points()}, result)
+        result.accounting = _account(app, dropped, _exported(collector), result)
         result.check_accounting()
     finally:
         load.stop()
@@ -230,10 +233,7 @@ def sigterm_under_load(work: Path, quick: bool, protocol: str = "grpc", handler:
         settle(lambda: collector.spans("GET /work") >= produced.get("traces", 0)
                and collector.logs("work done") >= produced.get("logs", 0), 5)  # else the accounting shows the gap
         _exit_checks(result, app)
-        result.accounting = _account(app, dropped, {"traces": collector.spans("GET /work"),
-                                                    "logs": collector.logs("work done"),
-                                                    "all logs": collector.logs(),
-                                                    "metrics": collector.metric_points()}, result)
+        result.accounting = _account(app, dropped, _exported(collector), result)
         result.check_accounting()
     finally:
         load.stop()
