@@ -100,11 +100,12 @@ def tenant_from_baggage(ctx: Context | None = None) -> Tenant | None:
 def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
     """A context holding `tenant` as the context value and as baggage for downstream services."""
     ctx = context.set_value(_TENANT_KEY, tenant, ctx)
+    carried = baggage.get_all(ctx)  # read once (every request opens a tenant context, twice)
     ctx = baggage.set_baggage(BAGGAGE_TENANT_ID, tenant.id, ctx)
     for key, value in ((BAGGAGE_USER_ID, tenant.user_id), (BAGGAGE_TENANT_TIER, tenant.tier)):
         if value:
             ctx = baggage.set_baggage(key, value, ctx)
-        elif baggage.get_baggage(key, ctx) is not None:  # a nested tenant must not inherit these
+        elif carried.get(key) is not None:  # a nested tenant must not inherit these
             ctx = baggage.remove_baggage(key, ctx)
     return ctx
 
