@@ -217,16 +217,25 @@ class TenantSpanProcessor(SpanProcessor):
     def __init__(self, *, capture_user_id: bool = False, form: TenantForm | None = None):
         self._capture_user_id = capture_user_id
         self._form = form or _PLAIN
+        # The last tenant seen and its outgoing form: a request's spans share one Tenant object, so
+        # most spans skip the form cache's key tuple. One tuple, replaced whole (threads share it).
+        self._last: tuple[Tenant | None, str] = (None, "")
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         # Runs for every span: no generator-based context manager on the hot path; `guard` only
         # sees the (never expected) exception.
         try:
-            tenant = context.get_value(_TENANT_KEY, parent_context)
+            tenant = (parent_context if parent_context is not None else context.get_current()).get(_TENANT_KEY)
             if tenant is None or not isinstance(tenant, Tenant):
                 return
             if tenant.tier is None and (tenant.user_id is None or not self._capture_user_id):
-                span.set_attribute(semconv.CRM_TENANT_ID, self._form(tenant.id))
+                last = self._last
+                if last[0] is tenant:
+                    form = last[1]
+                else:
+                    form = self._form(tenant.id)
+                    self._last = (tenant, form)
+                span.set_attribute(semconv.CRM_TENANT_ID, form)
                 return
             attributes = {semconv.CRM_TENANT_ID: self._form(tenant.id)}
             if tenant.tier:

@@ -438,3 +438,41 @@ def test_a_hostile_tenant_id_has_one_outgoing_form_on_every_signal(
         if hostile.startswith(_JWT_HEADER):
             cut = len(hostile) > MAX_TENANT_ID_LENGTH
             assert form == ("[REDACTED:tenant-too-long]" if cut else "[REDACTED:secret]")
+
+
+# --- the span processor's last-tenant shortcut ----------------------------------------------------
+
+
+def test_span_processor_gives_each_span_its_own_tenants_form_when_tenants_alternate() -> None:
+    """The processor remembers the last tenant's form: spans of alternating tenants, of equal ids
+    in different objects, and of tenants with a tier (no shortcut) each get their own."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_crm._internal.tenancy import TenantForm, TenantSpanProcessor
+
+    calls: list[str] = []
+
+    class Scrubber:
+        def scrub_value(self, key: str, value: str) -> str:
+            calls.append(value)
+            return value.upper()
+
+    provider = TracerProvider()
+    provider.add_span_processor(TenantSpanProcessor(form=TenantForm(Scrubber())))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    plan = ["a", "a", "b", "a", None, "b", "b", "tier"]
+    for index, name in enumerate(plan):
+        if name is None:
+            tracer.start_span(f"s{index}").end()
+            continue
+        with tenant_context(name if name != "tier" else "c", tier="gold" if name == "tier" else None):
+            tracer.start_span(f"s{index}").end()
+    spans = {span.name: dict(span.attributes or {}) for span in exporter.get_finished_spans()}
+    expected = ["A", "A", "B", "A", None, "B", "B", "C"]
+    assert [spans[f"s{i}"].get("crm.tenant.id") for i in range(len(plan))] == expected
+    assert spans["s7"]["crm.tenant.tier"] == "gold"
+    assert sorted(set(calls)) == ["a", "b", "c"] and len(calls) == 3, "the form cache still answers"
