@@ -78,8 +78,11 @@ class RedMetricsProcessor(SpanProcessor):
             return
         if span.kind in _NOT_ENTRIES:  # e.g. a DB call at startup, outside any request or job
             return
-        with guard("red_metrics"):
+        try:  # once per request: `guard` only sees the (never expected) exception
             self._record(span)
+        except Exception:
+            with guard("red_metrics"):
+                raise
 
     def _record(self, span: ReadableSpan) -> None:
         source = span_attributes(span)
