@@ -47,6 +47,7 @@ _encode_line = json.JSONEncoder(ensure_ascii=False).encode
 _encode_record = json.JSONEncoder(ensure_ascii=False, default=str).encode
 # The string encoder those use (ensure_ascii=False): `line()` writes the same text piece by piece.
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring
+_FIELD_PREFIXES = {key: f", {_encode_str(key)}: " for key in REQUEST_FIELDS}  # `, "key": ` per field name
 # ANSI escape sequences (werkzeug colours its request and startup lines for a terminal): a log
 # line is searched and parsed, never displayed as-is, so they go.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
@@ -117,7 +118,13 @@ class JsonFormatter(logging.Formatter):
                 text = repr(value)  # as the encoder writes them (finite floats only)
             else:  # a bool, None, NaN, a subclass: what the encoder does with it, exactly
                 return self._line_encoded(message, logger, fields, span_context, created)
-            parts.append(f", {_encode_str(key)}: {text}")
+            prefix = _FIELD_PREFIXES.get(key)
+            if prefix is None:
+                prefix = f", {_encode_str(key)}: "
+                if len(_FIELD_PREFIXES) < 64:  # the request fields' few names
+                    _FIELD_PREFIXES[key] = prefix
+            parts.append(prefix)
+            parts.append(text)
         parts.append("}")
         return "".join(parts)
 

@@ -105,6 +105,7 @@ _FIELD_VALUES = [
     {"method": "GET", "path": "/x\x1b[31mred", "status_code": 10**20, "latency_ms": 1e-07},
     {"method": "GET", "path": "/", "status_code": -1, "latency_ms": 1e22},
     {"method": "GET", "path": "/", "status_code": 200, "latency_ms": 0.0},
+    {"route \"k\"\n": "/leads", "path": "/", "n": 3},  # names other than the request fields
     # types the text writer leaves to the encoder: bool, None, NaN, infinity, a str subclass
     {"method": "GET", "path": "/", "status_code": True, "latency_ms": float("nan")},
     {"method": "GET", "path": None, "status_code": 200, "latency_ms": float("inf")},
