@@ -99,15 +99,34 @@ def tenant_from_baggage(ctx: Context | None = None) -> Tenant | None:
 
 def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
     """A context holding `tenant` as the context value and as baggage for downstream services."""
+    if ctx is None:
+        ctx = context.get_current()
+    if ctx:
+        return _with_tenant(tenant, ctx)
+    # An empty context (a request's start, an extraction without trace headers: twice per request)
+    # gives the same immutable result for equal tenants: built once per tenant, then shared.
+    built = _empty_with_tenant.get(tenant)
+    if built is None:
+        built = _with_tenant(tenant, ctx)
+        if len(_empty_with_tenant) >= _EMPTY_WITH_TENANT_MAX:  # bounded: start again
+            _empty_with_tenant.clear()
+        _empty_with_tenant[tenant] = built
+    return built
+
+
+def _with_tenant(tenant: Tenant, ctx: Context) -> Context:
     ctx = context.set_value(_TENANT_KEY, tenant, ctx)
-    carried = baggage.get_all(ctx)  # read once (every request opens a tenant context, twice)
     ctx = baggage.set_baggage(BAGGAGE_TENANT_ID, tenant.id, ctx)
     for key, value in ((BAGGAGE_USER_ID, tenant.user_id), (BAGGAGE_TENANT_TIER, tenant.tier)):
         if value:
             ctx = baggage.set_baggage(key, value, ctx)
-        elif carried.get(key) is not None:  # a nested tenant must not inherit these
+        elif baggage.get_baggage(key, ctx) is not None:  # a nested tenant must not inherit these
             ctx = baggage.remove_baggage(key, ctx)
     return ctx
+
+
+_EMPTY_WITH_TENANT_MAX = 1024
+_empty_with_tenant: dict[Tenant, Context] = {}
 
 
 class tenant_context:
