@@ -109,10 +109,13 @@ class AccessLine:
     def write(self) -> None:
         if not access_log.isEnabledFor(logging.INFO):
             return
-        with guard("access_log"):
+        try:  # once per request: `guard` only sees the (never expected) exception
             status = self._status
             code = status if isinstance(status, int) else int(str(status).split(" ", 1)[0])
             _log_access(self._method, self._path, code, self._started, self._server_span())
+        except Exception:
+            with guard("access_log"):
+                raise
 
     def _server_span(self) -> Any:
         span = self._span
@@ -122,8 +125,7 @@ class AccessLine:
 
 
 def _log_access(method: str, path: str, status: int, started: float, span: Any) -> None:
-    if not access_log.isEnabledFor(logging.INFO):
-        return
+    # The caller (AccessLine.write) checked that the access logger is enabled for INFO.
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
     fields: dict[str, str | int | float] = {"method": method, "path": path, "status_code": status,
                                             "latency_ms": latency_ms}

@@ -62,7 +62,8 @@ class LocalUpDownCounter:
     def add(self, amount: float, attributes: Attributes = None, context: Any = None) -> None:
         if type(amount) is not int and not math.isfinite(amount):  # the SDK ignores these too
             return
-        with guard("metrics"):
+        # Runs several times per request: `guard` only sees the (never expected) exception.
+        try:
             try:
                 key = frozenset(attributes.items()) if attributes else _NONE
             except TypeError:  # an unhashable value (a list): keyed by its text, recorded as given
@@ -72,6 +73,9 @@ class LocalUpDownCounter:
                 row = self._row(key, attributes)
             with self._lock:
                 row[1] += amount
+        except Exception:
+            with guard("metrics"):
+                raise
 
     def _row(self, key: frozenset[tuple[str, Any]], attributes: Attributes) -> list[Any]:
         recorded = self._rename(attributes)

@@ -118,9 +118,11 @@ class CrmBaggagePropagator(TextMapPropagator):
         else:
             result = context if context is not None else Context()
         if not self._trust_incoming:
-            for key in _TENANT_KEYS:
-                if baggage.get_baggage(key, result) is not None:
-                    result = baggage.remove_baggage(key, result)
+            carried = baggage.get_all(result)  # most requests carry no baggage: one read
+            if carried:
+                for key in _TENANT_KEYS:
+                    if carried.get(key) is not None:
+                        result = baggage.remove_baggage(key, result)
         # Instrumentations extract into an empty Context and attach it for the request: keep the
         # tenant the middleware opened around it, or the server span and the logs lose it.
         # Composite propagators hand us the trace-context propagator's fresh Context: fall back

@@ -34,6 +34,7 @@ from otel_crm._internal import forks, semconv
 from otel_crm._internal.cardinality import OTHER, CardinalityGuard
 from otel_crm._internal.corrections import operation_name
 from otel_crm._internal.safety import guard
+from otel_crm._internal.sdk_compat import span_attributes
 
 __all__ = ["REQUEST_DURATION_BUCKETS", "RedMetricsProcessor"]
 
@@ -41,6 +42,7 @@ REQUEST_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.7
                             7.5, 10.0, 30.0, 60.0)
 _NOT_ENTRIES = frozenset({SpanKind.CLIENT, SpanKind.PRODUCER})
 _COPIED = (semconv.HTTP_REQUEST_METHOD, semconv.HTTP_ROUTE, semconv.HTTP_RESPONSE_STATUS_CODE)
+_METHOD, _ROUTE, _STATUS = _COPIED  # the raw key reads them one by one (no generator per request)
 
 
 _Key = tuple[object, ...]
@@ -76,16 +78,20 @@ class RedMetricsProcessor(SpanProcessor):
             return
         if span.kind in _NOT_ENTRIES:  # e.g. a DB call at startup, outside any request or job
             return
-        with guard("red_metrics"):
+        try:  # once per request: `guard` only sees the (never expected) exception
             self._record(span)
+        except Exception:
+            with guard("red_metrics"):
+                raise
 
     def _record(self, span: ReadableSpan) -> None:
-        source = span.attributes or {}
+        source = span_attributes(span)
+        get = source.get
         failed = span.status.status_code is StatusCode.ERROR
-        error_type = (str(source.get(semconv.ERROR_TYPE) or _exception_type(span) or "_OTHER")
+        error_type = (str(get(semconv.ERROR_TYPE) or _exception_type(span) or "_OTHER")
                       if failed else None)
-        tenant = source.get(semconv.CRM_TENANT_ID)  # already in its outgoing form (TenantSpanProcessor)
-        key: _Key = (span.name, span.kind, tenant, error_type, *(source.get(name) for name in _COPIED))
+        tenant = get(semconv.CRM_TENANT_ID)  # already in its outgoing form (TenantSpanProcessor)
+        key: _Key = (span.name, span.kind, tenant, error_type, get(_METHOD), get(_ROUTE), get(_STATUS))
         row = self._by_key.get(key)
         if row is None:
             row = self._row(key, self._labels(span, source, tenant, error_type))

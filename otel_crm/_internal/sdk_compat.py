@@ -160,6 +160,21 @@ def instrumentation_info(span: ReadableSpan) -> Any:
     return getattr(span, "_instrumentation_info", None)
 
 
+def span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """An ended span's attributes, for reading a few keys: the SDK's plain dict when it keeps one
+    (a dict lookup in C; the public property wraps the Python-level BoundedAttributes mapping in a
+    proxy, and its `.get` of a missing key raises and catches a KeyError), else the public mapping."""
+    if SPAN_PARTS_DIRECT and ATTRIBUTES_DICT:
+        try:
+            fields: Any = span
+            inner = fields._attributes._dict
+        except AttributeError:  # a span of another make
+            inner = None
+        if type(inner) is dict:
+            return inner
+    return span.attributes or {}
+
+
 def attributes_dict(attributes: Mapping[str, Any]) -> Mapping[str, Any]:
     """BoundedAttributes' inner dict (iterates in C; the wrapper iterates in Python), else as is."""
     inner = getattr(attributes, "_dict", None)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import json.encoder
 import logging
+import math
 import re
 import sys
 import threading
@@ -43,6 +45,9 @@ Scrub = Callable[[str], str]
 # access line): build each encoder once; they hold no state between calls, so threads share them.
 _encode_line = json.JSONEncoder(ensure_ascii=False).encode
 _encode_record = json.JSONEncoder(ensure_ascii=False, default=str).encode
+# The string encoder those use (ensure_ascii=False): `line()` writes the same text piece by piece.
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+_FIELD_PREFIXES = {key: f", {_encode_str(key)}: " for key in REQUEST_FIELDS}  # `, "key": ` per field name
 # ANSI escape sequences (werkzeug colours its request and startup lines for a terminal): a log
 # line is searched and parsed, never displayed as-is, so they go.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
@@ -62,6 +67,9 @@ class JsonFormatter(logging.Formatter):
         self._capture_user_id = capture_user_id
         self._scrub = scrub
         self._second: tuple[int, str] = (-1, "")
+        # line(): the JSON text after the message up to the trace fields, per logger name
+        # (`"logger": …, "service": …, "environment": …`): the same for every line of that logger.
+        self._constant: dict[str, str] = {}
 
     def format(self, record: logging.LogRecord) -> str:
         payload = self._payload(record.created, record.levelname.lower(), record.getMessage(), record.name,
@@ -80,9 +88,49 @@ class JsonFormatter(logging.Formatter):
     def line(self, message: str, logger: str, fields: Mapping[str, str | int | float], *,
              span_context: SpanContext, created: float | None = None) -> str:
         """The line `format()` writes for an INFO record of `logger` with these request fields,
-        without building a LogRecord (for lines written on the request path: the access line)."""
-        payload = self._payload(time.time() if created is None else created, "info", message, logger,
-                                span_context)
+        without building a LogRecord (for lines written on the request path: the access line).
+
+        Written as text, not through a dict and the JSON encoder: the same keys in the same order,
+        each value encoded as the encoder does (its own string escaper, `repr` of ints and finite
+        floats); any other value type takes the dict-and-encoder path."""
+        if created is None:
+            created = time.time()
+        scrub = self._scrub
+        parts = [self._head(created), _encode_str(self._clean(message)), self._constant.get(logger)
+                 or self._constant_of(logger)]
+        if span_context.is_valid:
+            trace_id = span_context.trace_id
+            parts.append(f', "correlation_id": "{trace_id:032x}", "span_id": "{span_context.span_id:016x}"')
+            sampled = current_runtime().trace_sampled(trace_id, bool(span_context.trace_flags & 1))
+            if sampled is not None:
+                parts.append(', "trace_sampled": true' if sampled else ', "trace_sampled": false')
+        tenant = current_tenant()
+        if tenant is not None:
+            parts.append(', "tenant_id": ')
+            parts.append(_encode_str(self._tenant(tenant.id)))
+            if self._capture_user_id and tenant.user_id:
+                parts.append(', "user_id": ')
+                parts.append(_encode_str(self._tenant(tenant.user_id, semconv.USER_ID)))
+        for key, value in fields.items():
+            if type(value) is str:
+                text = _encode_str(scrub(value) if scrub is not None else value)
+            elif type(value) is int or (type(value) is float and math.isfinite(value)):
+                text = repr(value)  # as the encoder writes them (finite floats only)
+            else:  # a bool, None, NaN, a subclass: what the encoder does with it, exactly
+                return self._line_encoded(message, logger, fields, span_context, created)
+            prefix = _FIELD_PREFIXES.get(key)
+            if prefix is None:
+                prefix = f", {_encode_str(key)}: "
+                if len(_FIELD_PREFIXES) < 64:  # the request fields' few names
+                    _FIELD_PREFIXES[key] = prefix
+            parts.append(prefix)
+            parts.append(text)
+        parts.append("}")
+        return "".join(parts)
+
+    def _line_encoded(self, message: str, logger: str, fields: Mapping[str, str | int | float],
+                      span_context: SpanContext, created: float) -> str:
+        payload = self._payload(created, "info", message, logger, span_context)
         scrub = self._scrub
         if scrub is None:
             payload.update(fields)
@@ -90,6 +138,22 @@ class JsonFormatter(logging.Formatter):
             for key, value in fields.items():
                 payload[key] = scrub(value) if isinstance(value, str) else value
         return _encode_line(payload)
+
+    def _head(self, created: float) -> str:
+        """`{"timestamp": "…", "level": "info", "message": ` of a line `created` then."""
+        seconds = int(created)
+        millis = int((created - seconds) * 1000)
+        second = self._second
+        if second[0] != seconds:
+            second = self._second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+        return f'{{"timestamp": "{second[1]}.{millis:03d}Z", "level": "info", "message": '
+
+    def _constant_of(self, logger: str) -> str:
+        text = (f', "logger": {_encode_str(logger)}, "service": {_encode_str(self._service)}, '
+                f'"environment": {_encode_str(self._environment)}')
+        if len(self._constant) < 64:  # a few logger names write lines this way (the access logger)
+            self._constant[logger] = text
+        return text
 
     def _payload(self, created: float, level: str, message: str, logger: str,
                  span_context: SpanContext) -> dict[str, Any]:

@@ -99,6 +99,22 @@ def tenant_from_baggage(ctx: Context | None = None) -> Tenant | None:
 
 def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
     """A context holding `tenant` as the context value and as baggage for downstream services."""
+    if ctx is None:
+        ctx = context.get_current()
+    if ctx:
+        return _with_tenant(tenant, ctx)
+    # An empty context (a request's start, an extraction without trace headers: twice per request)
+    # gives the same immutable result for equal tenants: built once per tenant, then shared.
+    built = _empty_with_tenant.get(tenant)
+    if built is None:
+        built = _with_tenant(tenant, ctx)
+        if len(_empty_with_tenant) >= _EMPTY_WITH_TENANT_MAX:  # bounded: start again
+            _empty_with_tenant.clear()
+        _empty_with_tenant[tenant] = built
+    return built
+
+
+def _with_tenant(tenant: Tenant, ctx: Context) -> Context:
     ctx = context.set_value(_TENANT_KEY, tenant, ctx)
     ctx = baggage.set_baggage(BAGGAGE_TENANT_ID, tenant.id, ctx)
     for key, value in ((BAGGAGE_USER_ID, tenant.user_id), (BAGGAGE_TENANT_TIER, tenant.tier)):
@@ -107,6 +123,10 @@ def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
         elif baggage.get_baggage(key, ctx) is not None:  # a nested tenant must not inherit these
             ctx = baggage.remove_baggage(key, ctx)
     return ctx
+
+
+_EMPTY_WITH_TENANT_MAX = 1024
+_empty_with_tenant: dict[Tenant, Context] = {}
 
 
 class tenant_context:
@@ -216,16 +236,25 @@ class TenantSpanProcessor(SpanProcessor):
     def __init__(self, *, capture_user_id: bool = False, form: TenantForm | None = None):
         self._capture_user_id = capture_user_id
         self._form = form or _PLAIN
+        # The last tenant seen and its outgoing form: a request's spans share one Tenant object, so
+        # most spans skip the form cache's key tuple. One tuple, replaced whole (threads share it).
+        self._last: tuple[Tenant | None, str] = (None, "")
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         # Runs for every span: no generator-based context manager on the hot path; `guard` only
         # sees the (never expected) exception.
         try:
-            tenant = context.get_value(_TENANT_KEY, parent_context)
+            tenant = (parent_context if parent_context is not None else context.get_current()).get(_TENANT_KEY)
             if tenant is None or not isinstance(tenant, Tenant):
                 return
             if tenant.tier is None and (tenant.user_id is None or not self._capture_user_id):
-                span.set_attribute(semconv.CRM_TENANT_ID, self._form(tenant.id))
+                last = self._last
+                if last[0] is tenant:
+                    form = last[1]
+                else:
+                    form = self._form(tenant.id)
+                    self._last = (tenant, form)
+                span.set_attribute(semconv.CRM_TENANT_ID, form)
                 return
             attributes = {semconv.CRM_TENANT_ID: self._form(tenant.id)}
             if tenant.tier:

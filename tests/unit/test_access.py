@@ -150,3 +150,28 @@ def test_access_log_can_be_switched_off() -> None:
         assert not access.isEnabledFor(logging.INFO)
     finally:
         access.setLevel(before)
+
+
+def test_a_status_the_access_line_cannot_read_is_reported_not_raised(no_reraise: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The line is written on the request path: what it raises is caught and reported (re-raised
+    only under pytest, which `no_reraise` switches off here)."""
+    import pytest
+
+    from otel_crm._internal import safety
+
+    reported: list[tuple[str, str]] = []
+    monkeypatch.setattr(safety, "report_internal_error",
+                        lambda component, exc, **kw: reported.append((component, type(exc).__name__)))
+    previous = logging.getLogger("otel_crm.access").level
+    logging.getLogger("otel_crm.access").setLevel(logging.INFO)
+    try:
+        line = AccessLine("GET", "/x")
+        line.response_started("two hundred")  # not a status code
+        line.close()
+        line.write()  # swallowed: the request goes on
+        assert reported == [("access_log", "ValueError")]
+        safety.reraise_internal_errors(True)
+        with pytest.raises(ValueError, match="two"):
+            line.write()
+    finally:
+        logging.getLogger("otel_crm.access").setLevel(previous)

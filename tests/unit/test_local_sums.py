@@ -85,3 +85,25 @@ def test_one_counter_per_meter_and_name_as_the_sdk_registers_one_instrument() ->
     first.add(1, {"k": "v"})
     second.add(1, {"k": "v"})
     assert _points(reader, "http.server.active_requests")[1] == [((("k", "v"),), 2)]
+
+
+class _SumBroke(Exception):
+    pass
+
+
+def test_a_failure_in_add_is_reported_not_raised(no_reraise: None, caplog) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from otel_crm._internal import safety
+
+    counter = LocalUpDownCounter(MeterProvider().get_meter("t"), "test.broken")
+
+    class Attributes(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def, override]
+            raise _SumBroke("boom")
+
+    counter.add(1, Attributes(a=1))  # swallowed: the request goes on
+    assert any("internal error in metrics" in r.getMessage() for r in caplog.records)
+    safety.reraise_internal_errors(True)
+    with pytest.raises(_SumBroke):
+        counter.add(1, Attributes(a=1))

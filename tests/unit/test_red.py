@@ -123,3 +123,32 @@ def test_two_processors_on_one_meter_are_both_reported() -> None:
     values = [p.value for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
               if m.name == "crm.requests" for p in m.data.data_points]
     assert values == [2]
+
+
+class _RedBroke(Exception):
+    pass
+
+
+def test_a_failure_in_red_recording_is_reported_and_the_span_ends(no_reraise: None, caplog) -> None:  # type: ignore[no-untyped-def]
+    """RED runs on the request thread: what it raises is caught, logged and counted (and re-raised
+    only under pytest, which `no_reraise` switches off here)."""
+    import pytest as _pytest
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_crm._internal import safety
+    from otel_crm._internal.red import RedMetricsProcessor
+
+    processor = RedMetricsProcessor(MeterProvider().get_meter("t"))
+
+    def fail(span: object) -> None:
+        raise _RedBroke("boom")
+
+    processor._record = fail  # type: ignore[method-assign]
+    span = TracerProvider(shutdown_on_exit=False).get_tracer("t").start_span("GET /", kind=SpanKind.SERVER)
+    span.end()
+    processor.on_end(span)  # swallowed
+    assert any("internal error in red_metrics" in r.getMessage() for r in caplog.records)
+    safety.reraise_internal_errors(True)
+    with _pytest.raises(_RedBroke):
+        processor.on_end(span)

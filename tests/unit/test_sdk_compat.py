@@ -59,6 +59,21 @@ def test_attributes_dict_is_the_inner_dict_or_the_mapping_itself() -> None:
     assert sdk_compat.attributes_dict(plain) is plain
 
 
+def test_span_attributes_is_the_plain_dict_or_the_public_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    span = TracerProvider(shutdown_on_exit=False).get_tracer("t").start_span("s", attributes={"a": 1, "b": "x"})
+    span.end()
+    direct = sdk_compat.span_attributes(span)
+    assert type(direct) is dict and direct == {"a": 1, "b": "x"} == dict(span.attributes or {})
+
+    class Foreign:  # a span of another make: no SDK fields
+        attributes = {"c": 3}
+
+    assert sdk_compat.span_attributes(Foreign()) == {"c": 3}  # type: ignore[arg-type]
+    monkeypatch.setattr(sdk_compat, "ATTRIBUTES_DICT", False)
+    public = sdk_compat.span_attributes(span)
+    assert type(public) is not dict and dict(public) == direct
+
+
 def test_update_resource_merges_and_is_skipped_when_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
     provider = TracerProvider(resource=Resource({"service.name": "s"}), shutdown_on_exit=False)
     sdk_compat.update_resource(provider, Resource({"process.pid": 42}))

@@ -3,10 +3,12 @@ settings ask for."""
 
 from __future__ import annotations
 
+import calendar
 import io
 import json
 import logging
 import sys
+import time
 
 import pytest
 from opentelemetry import trace
@@ -95,6 +97,60 @@ def test_line_is_what_format_writes_for_the_same_record() -> None:
     assert fast == slow
     line = json.loads(fast)
     assert line["tenant_id"] == "acme" and "jane@example.com" not in fast, "tenant kept, email scrubbed"
+
+
+_FIELD_VALUES = [
+    {"method": "GET", "path": "/leads", "status_code": 200, "latency_ms": 1.25},
+    {"method": "PÖST", "path": '/a"b\\c\u2028d\x00e\x7f\U0001f600/ü', "status_code": 404, "latency_ms": 0.1},
+    {"method": "GET", "path": "/x\x1b[31mred", "status_code": 10**20, "latency_ms": 1e-07},
+    {"method": "GET", "path": "/", "status_code": -1, "latency_ms": 1e22},
+    {"method": "GET", "path": "/", "status_code": 200, "latency_ms": 0.0},
+    {"route \"k\"\n": "/leads", "path": "/", "n": 3},  # names other than the request fields
+    # types the text writer leaves to the encoder: bool, None, NaN, infinity, a str subclass
+    {"method": "GET", "path": "/", "status_code": True, "latency_ms": float("nan")},
+    {"method": "GET", "path": None, "status_code": 200, "latency_ms": float("inf")},
+    {"method": type("S", (str,), {})("GET"), "path": "/", "status_code": 200, "latency_ms": 2.5},
+]
+
+
+@pytest.mark.parametrize("fields", _FIELD_VALUES)
+@pytest.mark.parametrize("scrubbed", [False, True])
+@pytest.mark.parametrize("sampling", [(traced, decision) for traced in ("none", "sampled", "unsampled")
+                                      for decision in (None, True, False)])
+@pytest.mark.parametrize("tenant", [None, ("acme", None), ("t\u00e9n\"ant", "u-1")])
+def test_line_text_is_byte_for_byte_the_encoded_payload(
+        fields: dict, scrubbed: bool, sampling: tuple[str, bool | None],  # type: ignore[type-arg]
+        tenant: tuple[str, str | None] | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`line()` writes its JSON as text (no dict, no encoder): every key, value and escape must be
+    what the JSON encoder writes for the same payload."""
+    traced, decision = sampling
+    runtime = type("Runtime", (), {"trace_sampled": lambda self, trace_id, flag: decision})()
+    monkeypatch.setattr("otel_crm._internal.stdout.current_runtime", lambda: runtime)
+    scrub = (lambda text: text.replace("leads", "[REDACTED]")) if scrubbed else None
+    formatter = JsonFormatter(service='crm "q"', environment="prod\u00fc", capture_user_id=True, scrub=scrub)
+    if traced == "none":
+        span_context = trace.INVALID_SPAN_CONTEXT
+    else:
+        flags = trace.TraceFlags(1 if traced == "sampled" else 0)
+        span_context = trace.SpanContext(0x1F, 0x2A, False, flags)
+    message = "GET /leads \x1b[1m200\n"
+    with otel_crm.tenant_context(*(tenant[:1] if tenant else (None,)), user_id=tenant[1] if tenant else None):
+        for created in (1700000000.0, 1700000000.999, 1700000001.5):
+            fast = formatter.line(message, "otel_crm.access", fields, span_context=span_context, created=created)
+            reference = formatter._line_encoded(message, "otel_crm.access", fields, span_context, created)
+            assert fast == reference
+    decoded = json.loads(fast)
+    assert decoded["message"] == ("GET /[REDACTED] 200\n" if scrubbed else "GET /leads 200\n")
+    assert list(decoded)[:6] == ["timestamp", "level", "message", "logger", "service", "environment"]
+    assert decoded.get("trace_sampled") == (decision if traced != "none" else None)
+
+
+def test_line_without_a_created_time_stamps_now() -> None:
+    formatter = JsonFormatter(service="crm", environment="prod")
+    before = time.time()
+    line = json.loads(formatter.line("m", "otel_crm.access", {}, span_context=trace.INVALID_SPAN_CONTEXT))
+    stamp = calendar.timegm(time.strptime(line["timestamp"][:19], "%Y-%m-%dT%H:%M:%S"))
+    assert int(before) <= stamp <= time.time() and line["logger"] == "otel_crm.access"
 
 
 def test_stdout_handler_follows_the_log_format_setting(monkeypatch: pytest.MonkeyPatch) -> None:

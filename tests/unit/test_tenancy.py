@@ -438,3 +438,69 @@ def test_a_hostile_tenant_id_has_one_outgoing_form_on_every_signal(
         if hostile.startswith(_JWT_HEADER):
             cut = len(hostile) > MAX_TENANT_ID_LENGTH
             assert form == ("[REDACTED:tenant-too-long]" if cut else "[REDACTED:secret]")
+
+
+# --- the span processor's last-tenant shortcut ----------------------------------------------------
+
+
+def test_span_processor_gives_each_span_its_own_tenants_form_when_tenants_alternate() -> None:
+    """The processor remembers the last tenant's form: spans of alternating tenants, of equal ids
+    in different objects, and of tenants with a tier (no shortcut) each get their own."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_crm._internal.tenancy import TenantForm, TenantSpanProcessor
+
+    calls: list[str] = []
+
+    class Scrubber:
+        def scrub_value(self, key: str, value: str) -> str:
+            calls.append(value)
+            return value.upper()
+
+    provider = TracerProvider()
+    provider.add_span_processor(TenantSpanProcessor(form=TenantForm(Scrubber())))
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    plan = ["a", "a", "b", "a", None, "b", "b", "tier"]
+    for index, name in enumerate(plan):
+        if name is None:
+            tracer.start_span(f"s{index}").end()
+            continue
+        with tenant_context(name if name != "tier" else "c", tier="gold" if name == "tier" else None):
+            tracer.start_span(f"s{index}").end()
+    spans = {span.name: dict(span.attributes or {}) for span in exporter.get_finished_spans()}
+    expected = ["A", "A", "B", "A", None, "B", "B", "C"]
+    assert [spans[f"s{i}"].get("crm.tenant.id") for i in range(len(plan))] == expected
+    assert spans["s7"]["crm.tenant.tier"] == "gold"
+    assert sorted(set(calls)) == ["a", "b", "c"] and len(calls) == 3, "the form cache still answers"
+
+
+def test_context_with_tenant_on_an_empty_context_is_built_once_per_tenant_and_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry import baggage
+    from opentelemetry.context import Context
+
+    from otel_crm._internal import tenancy
+
+    monkeypatch.setattr(tenancy, "_empty_with_tenant", {})
+    monkeypatch.setattr(tenancy, "_EMPTY_WITH_TENANT_MAX", 3)
+    plain, full = tenancy.Tenant("acme"), tenancy.Tenant("acme", "u-1", "gold")
+    for tenant in (plain, full):
+        first = tenancy.context_with_tenant(tenant, Context())
+        assert first == tenancy._with_tenant(tenant, Context())  # what the public API builds
+        assert tenancy.context_with_tenant(tenancy.Tenant(tenant.id, tenant.user_id, tenant.tier), Context()) is first
+        assert current_tenant(first) == tenant
+    assert dict(baggage.get_all(tenancy.context_with_tenant(plain, Context()))) == {"crm.tenant.id": "acme"}
+    assert dict(baggage.get_all(tenancy.context_with_tenant(full, Context()))) == {
+        "crm.tenant.id": "acme", "crm.user.id": "u-1", "crm.tenant.tier": "gold"}
+    # a context that holds anything is not shared: a nested tenant drops the outer one's user and tier
+    nested = tenancy.context_with_tenant(plain, tenancy.context_with_tenant(full, Context()))
+    assert dict(baggage.get_all(nested)) == {"crm.tenant.id": "acme"} and current_tenant(nested) == plain
+    for index in range(10):
+        tenancy.context_with_tenant(tenancy.Tenant(f"t{index}"), Context())
+    assert len(tenancy._empty_with_tenant) <= 3
+    # None: the current context (empty outside any tenant block)
+    assert tenancy.context_with_tenant(plain) is tenancy.context_with_tenant(plain, Context())
