@@ -4,12 +4,14 @@ per-instrumentation options. Telemetry itself is set up by :mod:`otel_crm.config
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 
 from otel_crm._internal.corrections import CorrectingMeterProvider
+from otel_crm._internal.deferred import when_imported
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
 from otel_crm._internal.settings import distro_defaults
 
@@ -26,6 +28,15 @@ ENV_DEFAULTS = {
 
 
 _CORRECTED_METERS = frozenset({"sqlalchemy", "flask", "django"})
+
+# Instrumentations loaded when the app imports their library, not at startup: loading one imports
+# the library (SQLAlchemy alone is ~0.15 s of CPU), which an app that never uses it need not pay.
+# Each of these patches attributes of the library's modules (wrapt wrappers, flask.Flask), which
+# the post-import hook does before the app's import statement returns, so nothing is missed.
+# Django is not deferred: its instrumentation reads (or configures) Django's settings when it
+# instruments, and doing that later than upstream does would change what it finds.
+_DEFERRED_INSTRUMENTATIONS = {"sqlalchemy": "sqlalchemy", "requests": "requests", "httpx": "httpx",
+                              "flask": "flask"}
 
 
 class CrmDistro(BaseDistro):  # type: ignore[misc]
@@ -44,4 +55,9 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             # these record on every request (pool count, http.server.active_requests) are summed in
             # process, reported when a reader collects (_internal/local_sums.py).
             kwargs.setdefault("meter_provider", CorrectingMeterProvider(metrics.get_meter_provider()))
-        super().load_instrumentor(entry_point, **kwargs)
+        library = _DEFERRED_INSTRUMENTATIONS.get(entry_point.name)
+        if library is None or library in sys.modules:
+            super().load_instrumentor(entry_point, **kwargs)
+            return
+        when_imported(library, f"instrument_{entry_point.name}",
+                      lambda: super(CrmDistro, self).load_instrumentor(entry_point, **kwargs))

@@ -72,7 +72,11 @@ def test_distro_defaults_are_the_registry_defaults_plus_the_log_instrumentation_
 
 
 def test_sqlalchemy_gets_a_provider_that_records_the_registry_pool_metric() -> None:
+    import sqlalchemy  # already imported: the instrumentation loads at once (deferral: the test below)
+
     from otel_crm._internal.corrections import CorrectingMeterProvider
+
+    assert sqlalchemy.__name__ in sys.modules
 
     seen: dict[str, object] = {}
 
@@ -88,3 +92,44 @@ def test_sqlalchemy_gets_a_provider_that_records_the_registry_pool_metric() -> N
 
     CrmDistro().load_instrumentor(EntryPoint())
     assert isinstance(seen["meter_provider"], CorrectingMeterProvider)
+
+
+_DEFERRAL = r"""
+import json, sys
+from otel_crm.distro import CrmDistro
+
+seen = []
+
+class EntryPoint:
+    def __init__(self, name):
+        self.name = name
+
+    def load(self):
+        name = self.name
+
+        class Instrumentor:
+            def instrument(self, **kwargs):
+                seen.append((name, sorted(kwargs), "sqlalchemy" in sys.modules))
+
+        return Instrumentor
+
+for name in ("sqlalchemy", "requests", "logging"):
+    CrmDistro().load_instrumentor(EntryPoint(name), skip_dep_check=True)
+before = list(seen)
+import sqlalchemy
+print(json.dumps({"before": before, "after": seen, "requests": "requests" in sys.modules}))
+"""
+
+
+def test_library_instrumentations_load_when_the_app_imports_the_library() -> None:
+    """SQLAlchemy's instrumentation imports SQLAlchemy: it waits for the app's own import (a fresh
+    interpreter, where nothing imported it yet), then loads with the same arguments as before."""
+    result = subprocess.run([sys.executable, "-c", _DEFERRAL], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("OTEL_")})
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    # `logging` is not deferred; requests is never imported here, so its instrumentation never loads.
+    assert found["before"] == [["logging", ["skip_dep_check"], False]]
+    assert found["after"] == [["logging", ["skip_dep_check"], False],
+                              ["sqlalchemy", ["meter_provider", "skip_dep_check"], True]]
+    assert found["requests"] is False
