@@ -333,7 +333,8 @@ def _script(provider: sdk.TracerProvider, capture: _Capture) -> list[Any]:
             _mutate_ended(span, remote)
             if _fields(span) != before:
                 return []
-            before = {key: before[key] for key in vars(sdk.ReadableSpan("probe"))}  # what a copy has
+            copied = vars(sdk.ReadableSpan("probe", resource=provider.resource))  # what a copy has
+            before = {key: before[key] for key in copied}
         made.append(before)
     return made
 
