@@ -123,11 +123,11 @@ class FastTracer(sdk.Tracer):
             parent, trace_id = None, ids.generate_trace_id()
             random_id = 0
         mode = cached[1]
-        if attributes is not None and type(attributes) is not dict:
-            attributes = MappingProxyType(attributes)  # what the SDK's SamplingResult holds
         if mode == _ALWAYS_ON or (mode == _PARENT_ON and (parent is None or parent[3] & 1)):
             decision = _SAMPLE
             trace_state: TraceState | None = parent[4] if parent is not None else None
+            if attributes is not None and type(attributes) is not dict:
+                attributes = MappingProxyType(attributes)  # what the SDK's SamplingResult would hold
         elif mode == _PARENT_ON:
             decision, trace_state, attributes = _DROP, parent[4], None
         else:
