@@ -9,6 +9,7 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -111,6 +112,7 @@ def _script(tracer: trace.Tracer) -> list[Any]:
             pass
         seen.append(open_raises.is_recording())
         open_raises.end()
+        tracer.start_span("mapping attributes", attributes=MappingProxyType({"m": "n", "": "empty key"})).end(4_000)
         with tracer.start_as_current_span("caught inside") as caught:
             try:
                 raise ValueError("handled")
