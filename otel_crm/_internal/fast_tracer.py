@@ -54,9 +54,9 @@ _FLAGS = tuple(TraceFlags(bits) for bits in range(4))  # [sampled | random-trace
 _TRACE_ID_MAX, _SPAN_ID_MAX = 2**128 - 1, 2**64 - 1
 _UNSET: Status = inspect.signature(sdk.ReadableSpan.__init__).parameters["status"].default
 _GENERIC, _ALWAYS_ON, _PARENT_ON = 0, 1, 2
+_PLAIN = frozenset({int, float, bool})
 _SAMPLE, _DROP = sampling.Decision.RECORD_AND_SAMPLE, sampling.Decision.DROP
-_new = object.__new__
-_new_tuple = tuple.__new__
+_new, _new_tuple = object.__new__, tuple.__new__
 _attach, _detach, _set_value = context_api.attach, context_api.detach, context_api.set_value
 _get_current_span = trace_api.get_current_span
 
@@ -75,7 +75,23 @@ def _sampler_mode(sampler: sampling.Sampler) -> int:
 
 
 class FastSpan(sdk._Span):
-    """The SDK's span; `end` hands the span itself to the processors (see the module docstring)."""
+    """The SDK's span; `end` hands the span itself to the processors (see the module docstring), and
+    `set_attribute` stores a plain value (str within the limit, int, float, bool) without cleaning it:
+    cleaning returns such a value as is."""
+
+    def set_attribute(self, key: str, value: types.AnyValue) -> None:
+        attributes: Any = self._attributes
+        kind, limit = type(value), attributes.max_value_len
+        if (type(key) is not str or not key or type(attributes) is not BoundedAttributes or attributes.maxlen == 0
+                or not (kind in _PLAIN or (kind is str and (limit is None or len(value) <= limit)))):  # type: ignore[arg-type]
+            return super().set_attribute(key, value)
+        with self._lock:
+            if self._end_time is not None:
+                _sdk_log.warning("Setting attribute on ended span.")
+                return
+            with attributes._lock:
+                attributes._setitem_locked(key, value)  # the SDK's insert: order, limit, dropped count
+        return None
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:
@@ -151,8 +167,7 @@ class FastTracer(sdk.Tracer):
         span._instrumentation_info = self.instrumentation_info
         span._instrumentation_scope = self._instrumentation_scope
         span._parent = parent
-        span._start_time = None
-        span._end_time = None
+        span._start_time = span._end_time = None
         span._resource = self.resource
         span._status = _UNSET
         span._sampler = sampler
@@ -182,8 +197,7 @@ class FastTracer(sdk.Tracer):
 
 
 class _Given:
-    """Stands in for the tracer when the SDK's generators are replayed: `start_span` returns the
-    span already started."""
+    """The tracer as the replayed SDK generators see it: `start_span` gives the span already started."""
 
     def __init__(self, span: trace_api.Span) -> None:
         self._span = span
@@ -200,11 +214,12 @@ class _CurrentSpan(_AgnosticContextManager[trace_api.Span]):
     """`start_as_current_span`'s context manager and decorator (sync and async: the SDK's
     `__call__`, so a decorated function's frames are the SDK's too)."""
 
+    _span: Any  # set on entry
+    _token: Any
+
     def __init__(self, spec: _Spec) -> None:  # the generator-based parents' fields are not used
         self._spec: _Spec | None = spec
         self._kept = spec
-        self._span: trace_api.Span | None = None
-        self._token: object = None
 
     def _recreate_cm(self) -> _CurrentSpan:
         spec = self._spec
@@ -225,14 +240,13 @@ class _CurrentSpan(_AgnosticContextManager[trace_api.Span]):
     def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> bool:
         span: Any = self._span
+        _detach(self._token)
         if typ is None:
-            _detach(self._token)  # type: ignore[arg-type]
             if self._kept[9]:
                 span.end()
             return False
         # The SDK's generators, run now around the span already started: its exception handling,
         # stack trace frames, status and end, exactly.
-        _detach(self._token)  # type: ignore[arg-type]
         _, name, context, kind, attributes, links, start_time, record, set_status, end_on_exit = self._kept
         replay: Any = sdk.Tracer.start_as_current_span(
             _Given(span), name, context, kind, attributes, links, start_time,  # type: ignore[arg-type]
@@ -257,15 +271,13 @@ class FastTracerProvider(sdk.TracerProvider):
 
 class _Ids(IdGenerator):
     def __init__(self) -> None:
-        self._next = 0
+        self._ids = iter(range(1, 1000))
 
     def generate_span_id(self) -> int:
-        self._next += 1
-        return self._next
+        return next(self._ids)
 
     def generate_trace_id(self) -> int:
-        self._next += 1
-        return self._next << 70
+        return next(self._ids) << 70
 
     def is_trace_id_random(self) -> bool:
         return True
@@ -317,12 +329,13 @@ def _mutate_ended(span: Any, remote: SpanContext) -> None:
 def _script(provider: sdk.TracerProvider, capture: _Capture) -> list[Any]:
     tracer = provider.get_tracer("probe", "1")
     remote = SpanContext(7 << 80, 9, True, TraceFlags(0), TraceState([("k", "v")]))
-    made: list[Any] = []
     root = tracer.start_span("root", kind=SpanKind.SERVER, attributes={"a": 1, "b": "long value", "c": 3},
                              links=[Link(remote, {"l": 1})], start_time=5)
     child = tracer.start_span("child", trace_api.set_span_in_context(root), start_time=6)
     dropped = tracer.start_span("dropped", trace_api.set_span_in_context(trace_api.NonRecordingSpan(remote)))
-    made += [_fields(root), _fields(child), dropped.get_span_context(), type(dropped).__name__]
+    root.set_attribute("c", 4)  # an existing key (moves last), then a new one beyond the limit
+    root.set_attribute("d", "ok")
+    made: list[Any] = [_fields(root), _fields(child), dropped.get_span_context(), type(dropped).__name__]
     child.add_event("e", {"x": 1}, timestamp=7)
     child.set_status(StatusCode.ERROR, "bad")
     child.end(8)
@@ -347,11 +360,6 @@ def _build(cls: type[sdk.TracerProvider], sampler: sampling.Sampler) -> tuple[sd
     return provider, capture
 
 
-class _ThisThread(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != threading.get_ident()
-
-
 def _same_spans() -> bool:
     # Readable members the processors use must be the ReadableSpan's own (a Span property that
     # computed something live would make handing the span itself different from the copy).
@@ -359,7 +367,9 @@ def _same_spans() -> bool:
     if any(inspect.getattr_static(sdk._Span, name) is not inspect.getattr_static(sdk.ReadableSpan, name)
            for name in readable):
         return False
-    quiet = _ThisThread()  # limits and mutators of ended spans warn: not this thread's probe
+    def quiet(record: logging.LogRecord) -> bool:  # limits and mutators of ended spans warn: not the probe's
+        return record.thread != threading.get_ident()
+
     loggers = (_sdk_log, logging.getLogger("opentelemetry.attributes"))
     for logger in loggers:
         logger.addFilter(quiet)

@@ -76,6 +76,10 @@ def _script(tracer: trace.Tracer) -> list[Any]:
     for index in range(6):
         root.add_event(f"e{index}", {"i": index, "text": "z" * 20}, timestamp=2_000 + index)
     root.set_attribute("late", "value-longer-than-limit")
+    root.set_attribute("a", 2)  # an existing key: moves last
+    root.set_attribute("n", 7)  # a new one, the attributes full: the oldest dropped (and counted)
+    for key, value in (("s", "short"), ("f", 1.5), ("t", False), ("none", None), ("", 1), ("seq", [1, 2])):
+        root.set_attribute(key, value)
     root.update_name("root renamed")
     root.add_link(_REMOTE_UNSAMPLED, {"k": 1})
     root.set_status(Status(StatusCode.OK))
