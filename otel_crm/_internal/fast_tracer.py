@@ -1,7 +1,7 @@
 """A cheaper span path through the SDK's own classes: the third part of the SDK-compatibility layer
 (with sdk_compat.py and sdk_fast_paths.py, the only modules allowed private SDK names).
 
-otel_crm's tracer provider hands out tracers of the SDK's class with three methods replaced:
+otel_crm's tracer provider hands out the SDK's tracers and spans with these methods replaced:
 
 - ``start_span``: the SDK's steps without the keyword plumbing: the sampler's answer computed
   directly for the samplers otel_crm's modes install (``ALWAYS_ON``; ``ParentBased(ALWAYS_ON)``
@@ -11,6 +11,7 @@ otel_crm's tracer provider hands out tracers of the SDK's class with three metho
   makes on every end. The copy shares the span's attributes, events and links and snapshots the
   rest; after ``end`` nothing public can change any of them (``_check_span_ended``, immutable
   attributes), so processors and exporters read the same values either way.
+- ``Span.set_attribute``: a plain value goes to the SDK's own insert without the cleaning call.
 - ``start_as_current_span``: a class instead of a generator. The exception path (rare) replays the
   SDK's own generators, so the recorded exception, its stack trace and the status are the SDK's.
 
