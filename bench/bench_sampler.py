@@ -381,7 +381,7 @@ def render(ratio: dict[str, float], ratio_crm: dict[str, float], rates: dict[str
               f"**tail on otel_crm's tracer provider / bare on the SDK's = {ratio_crm['cpu']:.2f}x by CPU time, "
               f"{ratio_crm['wall']:.2f}x by wall clock**: what otel_crm runs against an SDK with a bare batch "
               "processor; the difference from the line above is otel_crm's span path (fast_tracer.py, "
-              "docs/traces.md), not the sampler.", "",
+              "docs/architecture.md), not the sampler.", "",
               "## Sampling rules: what 20 rules cost", "",
               f"<!-- summary: tail/bare = {ratio['cpu']:.2f}x by CPU time (goal >= 1.1x), "
               f"{ratio_crm['cpu']:.2f}x on otel_crm's tracer; 20 sampling rules "
@@ -417,8 +417,8 @@ def render(ratio: dict[str, float], ratio_crm: dict[str, float], rates: dict[str
     lines += ["", "Notes:", ""]
     none = statistics.median(rates["cpu"]["none"])
     lines.append(f"- The SDK alone (no processor) reaches {none:,.0f} spans/s by CPU time with these nested "
-                 "spans on this machine, so no processor can reach 50,000 spans/s here; what a processor "
-                 "costs is its distance from that reference.")
+                 "spans on this machine, so no processor on the SDK's tracer provider can reach 50,000 spans/s "
+                 "here; what a processor costs is its distance from that reference.")
     bare, tail = (statistics.median(rates["cpu"][arm]) for arm in ("bare", "tail"))
     if tail >= bare:
         lines.append("- The tail sampler beats the bare batch processor: it costs less per span than the "
