@@ -82,7 +82,7 @@ class FastSpan(sdk._Span):
 
     def set_attribute(self, key: str, value: types.AnyValue) -> None:
         attributes: Any = self._attributes
-        kind, limit = type(value), attributes.max_value_len
+        kind, limit = type(value), getattr(attributes, "max_value_len", 0)
         if (type(key) is not str or not key or type(attributes) is not BoundedAttributes or attributes.maxlen == 0
                 or not (kind in _PLAIN or (kind is str and (limit is None or len(value) <= limit)))):  # type: ignore[arg-type]
             return super().set_attribute(key, value)
