@@ -22,6 +22,7 @@ mismatch the plain SDK classes are used and one warning says so.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import threading
@@ -38,6 +39,8 @@ from opentelemetry.sdk import trace as sdk
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics, noop
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
@@ -284,14 +287,6 @@ class _Ids(IdGenerator):
         return True
 
 
-class _Capture(sdk.SpanProcessor):
-    def __init__(self) -> None:
-        self.ended: list[sdk.ReadableSpan] = []
-
-    def on_end(self, span: sdk.ReadableSpan) -> None:
-        self.ended.append(span)
-
-
 def _value(key: str, value: Any) -> Any:
     fields: Any = value
     if isinstance(value, BoundedAttributes):
@@ -301,6 +296,8 @@ def _value(key: str, value: Any) -> Any:
                 fields._dq.maxlen, value.dropped)
     if type(value) is type(threading.Lock()):
         return "lock"
+    if key in ("_timestamp", "_end_time") and isinstance(value, int) and value > 10**15:  # time_ns()
+        return "now"
     if key in ("_span_processor", "_limits"):
         return repr(value) if key == "_limits" else type(value)
     if isinstance(value, Resource):
@@ -327,7 +324,7 @@ def _mutate_ended(span: Any, remote: SpanContext) -> None:
     span.record_exception(ValueError("v"))
 
 
-def _script(provider: sdk.TracerProvider, capture: _Capture) -> list[Any]:
+def _script(provider: sdk.TracerProvider, exporter: InMemorySpanExporter) -> list[Any]:
     tracer = provider.get_tracer("probe", "1")
     remote = SpanContext(7 << 80, 9, True, TraceFlags(0), TraceState([("k", "v")]))
     root = tracer.start_span("root", kind=SpanKind.SERVER, attributes={"a": 1, "b": "long value", "c": 3},
@@ -340,8 +337,10 @@ def _script(provider: sdk.TracerProvider, capture: _Capture) -> list[Any]:
     child.add_event("e", {"x": 1}, timestamp=7)
     child.set_status(StatusCode.ERROR, "bad")
     child.end(8)
+    with contextlib.suppress(ValueError), tracer.start_as_current_span("raises", start_time=8, record_exception=False):
+        raise ValueError("probe")  # the exception path: the SDK's generators replayed
     root.end(9)
-    for span in capture.ended:
+    for span in exporter.get_finished_spans():
         before = _fields(span)
         if isinstance(span, sdk.Span):  # ours: the span itself, which no mutator may change now
             _mutate_ended(span, remote)
@@ -353,12 +352,13 @@ def _script(provider: sdk.TracerProvider, capture: _Capture) -> list[Any]:
     return made
 
 
-def _build(cls: type[sdk.TracerProvider], sampler: sampling.Sampler) -> tuple[sdk.TracerProvider, _Capture]:
+def _build(cls: type[sdk.TracerProvider], sampler: sampling.Sampler) -> tuple[sdk.TracerProvider,
+                                                                              InMemorySpanExporter]:
     provider = cls(sampler=sampler, resource=Resource({semconv.SERVICE_NAME: "probe"}), shutdown_on_exit=False,
                    id_generator=_Ids(), span_limits=sdk.SpanLimits(max_span_attributes=2, max_attribute_length=4))
-    capture = _Capture()
-    provider.add_span_processor(capture)
-    return provider, capture
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
 
 
 def _same_spans() -> bool:

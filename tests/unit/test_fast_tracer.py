@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from otel_crm._internal import fast_tracer, traces
+from otel_crm._internal import fast_tracer, sdk_compat, traces
 from otel_crm._internal.fast_tracer import FastTracer, FastTracerProvider
 from otel_crm._internal.sampling import EntryRecordingHeadSampler
 from otel_crm._internal.settings import resolve_settings
@@ -273,6 +273,7 @@ def test_the_sdk_span_path_is_used_when_the_probe_finds_a_difference(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     assert fast_tracer.tracer_provider_class() is FastTracerProvider  # the pinned SDK passes
     monkeypatch.setattr(fast_tracer, "_checked", [])
+    monkeypatch.setattr(sdk_compat, "_warned", set())  # (another test may have warned already)
     monkeypatch.setattr(fast_tracer, "_FLAGS", (TraceFlags(0),) * 4)  # a wrong sampled flag
     with caplog.at_level(logging.WARNING, logger="otel_crm"):
         assert fast_tracer.tracer_provider_class() is sdk.TracerProvider
@@ -334,3 +335,13 @@ def test_capture_telemetry_runs_the_fast_path() -> None:
             pass
     assert [span.name for span in telemetry.span_exporter.get_finished_spans()] == ["s"]
     assert type(trace.get_tracer_provider()) is FastTracerProvider
+
+
+def test_a_broken_exception_path_fails_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    def incompatible(self: Any, **_: Any) -> Any:  # as if the SDK's generator changed its call
+        raise TypeError("start_span() got an unexpected keyword argument")
+
+    monkeypatch.setattr(fast_tracer._Given, "start_span", incompatible)
+    monkeypatch.setattr(fast_tracer, "_checked", [])
+    monkeypatch.setattr(sdk_compat, "_warned", set())
+    assert fast_tracer.tracer_provider_class() is sdk.TracerProvider
