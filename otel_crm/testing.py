@@ -36,7 +36,7 @@ from opentelemetry.sdk.metrics import (
 )
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, SamplingResult
@@ -45,6 +45,7 @@ from opentelemetry.util.types import Attributes
 
 from otel_crm._internal import accounting
 from otel_crm._internal.compose import compose
+from otel_crm._internal.fast_tracer import tracer_provider_class
 from otel_crm._internal.runtime import (
     Runtime,
     clear_current_runtime,
@@ -111,8 +112,9 @@ def _global_delegate() -> _Delegate | None:
     if _delegate is None:
         if not global_tracer_provider_unset():
             return None
-        provider = TracerProvider(resource=Resource({"service.name": "test-service"}),
-                                  sampler=_delegate_sampler, shutdown_on_exit=False)
+        # production's span path (fast_tracer.py), as composed pipelines have
+        provider = tracer_provider_class()(resource=Resource({"service.name": "test-service"}),
+                                           sampler=_delegate_sampler, shutdown_on_exit=False)
         _delegate = _Delegate()
         provider.add_span_processor(_delegate)
         trace.set_tracer_provider(provider)

@@ -1,4 +1,5 @@
-"""The one place that touches the OpenTelemetry SDK's private names, checked at import.
+"""The place that touches the OpenTelemetry SDK's private names, checked at import (with its siblings
+sdk_fast_paths.py and fast_tracer.py).
 
 The public API lacks a few things otel_crm needs; each is done here and nowhere else:
 
@@ -15,8 +16,9 @@ The public API lacks a few things otel_crm needs; each is done here and nowhere 
   batch-processor internals for fork safety and drop-and-count.
 - :func:`cap_retry_pause`: the OTLP exporters' pause between retries, capped (quick recovery).
 - ``BaseConfigurator``: the base class ``opentelemetry-instrument`` expects of a configurator.
-- Its sibling ``sdk_fast_paths.py`` (the other module allowed private SDK names): attribute cleaning
-  and metric-attribute hashing answered for the common exact types before the SDK's functions.
+- Its siblings (the other modules allowed private SDK names): ``sdk_fast_paths.py``, attribute cleaning
+  and metric-attribute hashing answered for the common exact types before the SDK's functions;
+  ``fast_tracer.py``, otel_crm's tracer provider with a cheaper span path (probed at first use).
 
 Each assumption is checked once, at import (the last four at first use: building a batch
 processor starts a thread, importing gRPC costs ~100 ms). A failed check never breaks the app: the

@@ -30,6 +30,7 @@ from otel_crm._internal import semconv
 from otel_crm._internal.access import ServerSpanCapture
 from otel_crm._internal.cardinality import CardinalityGuard
 from otel_crm._internal.exporters import QueueGuard, otlp_exporter
+from otel_crm._internal.fast_tracer import tracer_provider_class
 from otel_crm._internal.red import RedMetricsProcessor
 from otel_crm._internal.sampling import TailSamplingProcessor, head_sampler, sampling_processor
 from otel_crm._internal.scrub_pipeline import ScrubbingSpanExporter
@@ -103,7 +104,8 @@ def build_tracing(settings: Settings, resource: Resource, *, meter: Meter | None
     final decision: `trace_sampled` on log lines)."""
     service = resource.attributes.get(semconv.SERVICE_NAME)
     sampler = head_sampler(settings, str(service) if service is not None else None)
-    provider = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+    # The SDK's provider, or its subclass with a cheaper span path when this SDK passes its probe.
+    provider = tracer_provider_class()(resource=resource, sampler=sampler, shutdown_on_exit=False)
     provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id,
                                                     form=tenant_form(scrubber)))
     provider.add_span_processor(ServerSpanCapture())  # the access line's trace id (access.py)
