@@ -76,7 +76,8 @@ class Operation:
     a path that runs once per business operation.
     """
 
-    __slots__ = ("_kind", "_name", "_rejected", "_runtime", "_span", "_start", "_t0", "_tenant_id", "_token")
+    __slots__ = ("_context", "_kind", "_name", "_rejected", "_runtime", "_span", "_start", "_t0", "_tenant_id",
+                 "_token")
 
     component: ClassVar[str] = "helpers"
     _has_entered: ClassVar[bool] = False  # overrides _entered/_exited
@@ -100,6 +101,8 @@ class Operation:
         self._runtime: Runtime | None = None
         self._tenant_id: str | None = None
         self._t0 = 0.0
+        # The context the metrics are recorded in (what the SDK would read for each of them: read once)
+        self._context: Context | None = None
 
     # --- what subclasses describe (optional hooks) ------------------------------------------------
     def _started(self, span: trace.Span) -> None:
@@ -109,7 +112,7 @@ class Operation:
         """Before the span ends; only called when it is recording."""
 
     def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
-        """Record the helper's metrics (always, sampled or not)."""
+        """Record the helper's metrics (always, sampled or not), in ``self._context``."""
 
     def _on_result(self, result: Any) -> None:
         """Decorator form: the wrapped function's return value (success only)."""
@@ -201,6 +204,7 @@ class Operation:
             failure = failure or stage_exc
         try:
             if self._runtime is not None:
+                self._context = context.get_current()
                 self._record(self._runtime, duration, error)
         except Exception as stage_exc:
             failure = failure or stage_exc
@@ -215,16 +219,16 @@ class Instrumented(Generic[_Op]):
     decorator form also gets the call's positional arguments (connectors read ``self`` there).
     """
 
+    # No __init__: a helper call builds one of these per `with`, so its slot starts unset (read with
+    # getattr) rather than costing a call.
     __slots__ = ("_by_function",)
-
-    def __init__(self) -> None:
-        self._by_function: dict[tuple[int, str], Attributes] | None = None
+    _by_function: dict[tuple[int, str], Attributes]
 
     def _with_function(self, attributes: Attributes, code_function: str | None) -> Attributes:
         """`attributes` plus ``code.function.name`` for the decorator form (built once per function)."""
         if code_function is None:
             return attributes
-        by_function = self._by_function
+        by_function = getattr(self, "_by_function", None)
         if by_function is None:
             by_function = self._by_function = {}
         key = (id(attributes), code_function)

@@ -192,17 +192,17 @@ class AgentInvocationRun(Operation):
                                   base, tenant)
         else:
             attributes = metric_attributes(runtime, _DURATION, base, tenant, error=error)
-        instruments.duration.record(duration, attributes)
+        instruments.duration.record(duration, attributes, self._context)
         if self._input_tokens is None:
             return
         inputs, outputs = sets.variants(runtime, _TOKENS, _TOKENS if tenant is None else (_TOKENS, tenant),
                                         base, tenant, extras=_TOKEN_TYPES)
-        instruments.tokens.record(self._input_tokens, inputs)
-        instruments.tokens.record(self._output_tokens or 0, outputs)
+        instruments.tokens.record(self._input_tokens, inputs, self._context)
+        instruments.tokens.record(self._output_tokens or 0, outputs, self._context)
         cost = self._cost(runtime)
         if cost is not None:
             instruments.cost.add(cost, sets.get(runtime, _COST, _COST if tenant is None else (_COST, tenant),
-                                                base, tenant, extra=_CURRENCY))
+                                                base, tenant, extra=_CURRENCY), self._context)
 
 
 _DURATION = semconv.GEN_AI_CLIENT_OPERATION_DURATION
@@ -260,10 +260,8 @@ _shapes: Memo[tuple[Any, ...], _Shape] = Memo(256)
 
 def _shape(provider: str, model: str, operation: str | None, agent_name: str | None,
            agent_id: str | None) -> _Shape:
+    """A new shape (memoised when the arguments are valid)."""
     key = (provider, model, operation, agent_name, agent_id)
-    shape = _shapes.get(key)
-    if shape is not None:
-        return shape
     if (is_name(provider) and is_name(model) and (operation is None or is_name(operation))
             and (agent_name is None or is_name(agent_name)) and (agent_id is None or is_name(agent_id))):
         return _shapes.put(key, _Shape(provider, model, operation, agent_name, agent_id, arguments=VALID))
@@ -280,11 +278,12 @@ class AgentInvocation(Instrumented[AgentInvocationRun]):
     __slots__ = ("_shape",)
 
     def __init__(self, shape: _Shape) -> None:
-        super().__init__()
         self._shape = shape
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> AgentInvocationRun:
-        return AgentInvocationRun(self._shape, self._with_function(self._shape.start, code_function))
+        start = self._shape.start
+        return AgentInvocationRun(self._shape, start if code_function is None else self._with_function(
+            start, code_function))
 
 
 def agent_invocation(provider: str, model: str, *, operation: str | None = None,
@@ -296,7 +295,8 @@ def agent_invocation(provider: str, model: str, *, operation: str | None = None,
     ``with agent_invocation("openai", "gpt-4o") as call:`` … ``call.record_usage(812, 95,
     response_model=resp.model)``. Also ``async with`` and a decorator (then use the span only).
     """
-    return AgentInvocation(_shape(provider, model, operation, agent_name, agent_id))
+    shape = _shapes.get((provider, model, operation, agent_name, agent_id))
+    return AgentInvocation(shape if shape is not None else _shape(provider, model, operation, agent_name, agent_id))
 
 
 # --- message content ------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ class ConnectorOperationRun(Operation):
         else:
             attributes = metric_attributes(runtime, _DURATION, shape.base, tenant, error=error,
                                            outcome_key=_OUTCOME)
-        instruments.duration.record(duration, attributes)
+        instruments.duration.record(duration, attributes, self._context)
         if tenant is not None:  # each metric has its own tenant budget
             if error is None:
                 attributes = shape.sets.get(runtime, _OPERATIONS, (_OPERATIONS, tenant), shape.base, tenant,
@@ -186,10 +186,11 @@ class ConnectorOperationRun(Operation):
             else:
                 attributes = metric_attributes(runtime, _OPERATIONS, shape.base, tenant, error=error,
                                                outcome_key=_OUTCOME)
-        instruments.operations.add(1, attributes)
+        instruments.operations.add(1, attributes, self._context)
         if self._records:
-            instruments.records.add(self._records, shape.sets.get(
-                runtime, _RECORDS, _RECORDS if tenant is None else (_RECORDS, tenant), shape.base, tenant))
+            records = shape.sets.get(runtime, _RECORDS, _RECORDS if tenant is None else (_RECORDS, tenant),
+                                     shape.base, tenant)
+            instruments.records.add(self._records, records, self._context)
 
 
 class ConnectorOperation(Instrumented[ConnectorOperationRun]):
@@ -205,7 +206,6 @@ class ConnectorOperation(Instrumented[ConnectorOperationRun]):
 
     def __init__(self, connector: str | None, operation: str, resource_type: str | None,
                  count_result: bool, arguments: Arguments, *, shape: _Shape | None = None) -> None:
-        super().__init__()
         self._connector = connector
         self._operation_name = operation
         self._resource_type = resource_type

@@ -190,9 +190,7 @@ _DURATION = semconv.DB_CLIENT_OPERATION_DURATION
 
 
 def _shape(index: str, system: str) -> _Shape:
-    shape = _shapes.get((index, system))
-    if shape is not None:
-        return shape
+    """A new shape (memoised when the arguments are valid)."""
     if is_name(index) and is_name(system):
         return _shapes.put((index, system), _Shape(index, system, ()))
     arguments = Arguments(SearchQueryRun.component, "search_query")  # a misuse: reported on every call
@@ -236,7 +234,7 @@ class SearchQueryRun(Operation):
                                         shape.base, tenant)
         else:
             attributes = metric_attributes(runtime, _DURATION, shape.base, tenant, error=error)
-        _instruments(runtime).duration.record(duration, attributes)
+        _instruments(runtime).duration.record(duration, attributes, self._context)
 
 
 class SearchQuery(Instrumented[SearchQueryRun]):
@@ -245,12 +243,13 @@ class SearchQuery(Instrumented[SearchQueryRun]):
     __slots__ = ("_query", "_shape")
 
     def __init__(self, shape: _Shape, query: Any) -> None:
-        super().__init__()
         self._shape = shape
         self._query = query
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> SearchQueryRun:
-        return SearchQueryRun(self._shape, self._with_function(self._shape.start, code_function), self._query)
+        start = self._shape.start
+        return SearchQueryRun(self._shape, start if code_function is None else self._with_function(
+            start, code_function), self._query)
 
 
 def search_query(index: str, *, system: str = DEFAULT_SYSTEM, query: Any = None) -> SearchQuery:
@@ -258,4 +257,5 @@ def search_query(index: str, *, system: str = DEFAULT_SYSTEM, query: Any = None)
     search.set_results(len(hits))`` (or ``async with``). ``system`` is the ``db.system.name``
     value (elasticsearch, opensearch, postgresql…); `query` a DSL dict or a query string, only
     ever recorded sanitized."""
-    return SearchQuery(_shape(index, system), query)
+    shape = _shapes.get((index, system))
+    return SearchQuery(shape if shape is not None else _shape(index, system), query)

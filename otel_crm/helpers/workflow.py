@@ -79,9 +79,7 @@ _shapes: Memo[tuple[Any, Any], _Shape] = Memo(256)
 
 
 def _shape(name: str, trigger: str | None) -> _Shape:
-    shape = _shapes.get((name, trigger))
-    if shape is not None:
-        return shape
+    """A new shape (memoised when the arguments are valid)."""
     if is_name(name) and (trigger is None or is_name(trigger)):
         return _shapes.put((name, trigger), _Shape(name, trigger, ()))
     arguments = Arguments(WorkflowRun.component, "workflow")  # a misuse: reported on every call
@@ -127,7 +125,7 @@ class WorkflowRun(Operation):
         else:
             attributes = metric_attributes(runtime, _DURATION, shape.metric_base, tenant,
                                            error=error, outcome_key=_OUTCOME)
-        instruments.workflow_duration.record(duration, attributes)
+        instruments.workflow_duration.record(duration, attributes, self._context)
         if tenant is not None:  # each metric has its own tenant budget
             if error is None:
                 attributes = shape.sets.get(runtime, _EXECUTIONS, (_EXECUTIONS, tenant), shape.metric_base,
@@ -135,7 +133,7 @@ class WorkflowRun(Operation):
             else:
                 attributes = metric_attributes(runtime, _EXECUTIONS, shape.metric_base, tenant,
                                                error=error, outcome_key=_OUTCOME)
-        instruments.executions.add(1, attributes)
+        instruments.executions.add(1, attributes, self._context)
 
 
 _DURATION = semconv.CRM_WORKFLOW_DURATION
@@ -165,7 +163,7 @@ class StepRun(Operation):
             base[semconv.CRM_WORKFLOW_NAME] = self._workflow._shape.name
         _instruments(runtime).step_duration.record(duration, metric_attributes(
             runtime, semconv.CRM_WORKFLOW_STEP_DURATION, base, self._tenant_id,
-            error=error, outcome_key=semconv.CRM_WORKFLOW_OUTCOME))
+            error=error, outcome_key=semconv.CRM_WORKFLOW_OUTCOME), self._context)
 
 
 class Workflow(Instrumented[WorkflowRun]):
@@ -174,12 +172,13 @@ class Workflow(Instrumented[WorkflowRun]):
     __slots__ = ("_attributes", "_shape")
 
     def __init__(self, shape: _Shape, execution_id: object) -> None:
-        super().__init__()
         self._shape = shape
         self._attributes = shape.attributes if execution_id is None else shape.start(execution_id)
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> WorkflowRun:
-        return WorkflowRun(self._shape, self._with_function(self._attributes, code_function))
+        attributes = self._attributes if code_function is None else self._with_function(self._attributes,
+                                                                                        code_function)
+        return WorkflowRun(self._shape, attributes)
 
 
 class Step(Instrumented[StepRun]):
@@ -188,7 +187,6 @@ class Step(Instrumented[StepRun]):
     __slots__ = ("_attributes", "_name")
 
     def __init__(self, name: str, index: int | None) -> None:
-        super().__init__()
         arguments = VALID
         if not (is_name(name) and (index is None or (type(index) is int and 0 <= index <= MAX_COUNT))):
             arguments = Arguments(StepRun.component, "step")
@@ -212,7 +210,8 @@ def workflow(name: str, *, execution_id: str | None = None, trigger: str | None 
     or ``@workflow("enrich_lead")`` on a sync or async function. ``execution_id`` goes on the span
     only, never on metrics (unbounded cardinality).
     """
-    return Workflow(_shape(name, trigger), execution_id)
+    shape = _shapes.get((name, trigger))
+    return Workflow(shape if shape is not None else _shape(name, trigger), execution_id)
 
 
 def step(name: str, *, index: int | None = None) -> Step:
