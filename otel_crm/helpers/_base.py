@@ -255,16 +255,15 @@ class Instrumented(Generic[_Op]):
     # re-entered while active always finishes the operation its own block started. (Keeping the
     # first one on the object would be faster but wrong for a task spawned inside such a block.)
     def __enter__(self) -> _Op:
-        operation: Operation
         try:
             operation = self._operation(None, None)
         except Exception as exc:
             report_internal_error(Operation.component, exc)
-            operation = _NULL_OPERATION  # only when instrumentation failed and was swallowed
+            operation = _NULL_OPERATION  # type: ignore[assignment]  # only when instrumentation failed
         else:
             operation._begin()
         _active.set((*_active.get(), (self, operation)))
-        return cast(_Op, operation)
+        return operation
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         active = _active.get()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, Generic, TypeVar
 
 from otel_crm._internal import semconv
 from otel_crm._internal.cardinality import OTHER
@@ -130,9 +130,9 @@ class BoundSets:
         if state[0] is not owner:
             state = self._state = (owner, {})
         sets = state[1]
-        found = sets.get(key)
+        found: Attributes | None = sets.get(key)
         if found is not None:
-            return cast(Attributes, found)
+            return found
         attributes = metric_attributes(runtime, metric, base, tenant_id, outcome_key=outcome_key)
         admitted = OTHER not in attributes.values()
         if extra:
@@ -153,9 +153,9 @@ class BoundSets:
         if state[0] is not owner:
             state = self._state = (owner, {})
         sets = state[1]
-        found = sets.get(key)
-        if found is not None:
-            return cast(tuple[Attributes, ...], found)
+        known: tuple[Attributes, ...] | None = sets.get(key)
+        if known is not None:
+            return known
         attributes = metric_attributes(runtime, metric, base, tenant_id)
         result = tuple({**attributes, **extra} for extra in extras)
         if OTHER not in attributes.values():

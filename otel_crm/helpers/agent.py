@@ -98,6 +98,14 @@ class AgentInvocationRun(Operation):
         All or nothing: a call with any invalid argument (not a whole number from 0 to 10**9 per
         call, or a response model that is not a name) records nothing from that call, so a bogus
         count is never priced."""
+        if (type(input_tokens) is int and 0 <= input_tokens <= MAX_TOKENS and type(output_tokens) is int
+                and 0 <= output_tokens <= MAX_TOKENS and (response_model is None or is_name(response_model))):
+            # The usual call, checked inline (same rules as below: plain ints in range, a name or None)
+            self._input_tokens = (self._input_tokens or 0) + input_tokens
+            self._output_tokens = (self._output_tokens or 0) + output_tokens
+            if response_model is not None:
+                self._response_model = response_model
+            return
         inputs = checked_count(input_tokens, MAX_TOKENS)
         outputs = checked_count(output_tokens, MAX_TOKENS)
         no_model = response_model is None or (isinstance(response_model, str) and not response_model)
