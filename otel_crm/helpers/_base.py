@@ -65,6 +65,11 @@ _active: ContextVar[tuple[tuple[Instrumented[Any], Operation], ...]] = ContextVa
 
 
 _tracer: PerRuntime[trace.Tracer] = PerRuntime("otel_crm.helpers.tracer", lambda runtime: runtime.tracer())
+# The context API's functions, bound once (module attribute lookups on the path of every operation)
+_get_current = context.get_current
+_attach = context.attach
+_detach = context.detach
+_set_span_in_context = trace.set_span_in_context
 
 
 class Operation:
@@ -145,12 +150,12 @@ class Operation:
         try:
             runtime = self._runtime = current_runtime()
             # The current context, read once: the tenant, the parent span and the new span's context.
-            parent = context.get_current()
+            parent = _get_current()
             tenant = current_tenant(parent)
             self._tenant_id = tenant.id if tenant is not None else None
             span = self._span = _tracer(runtime).start_span(self._name, context=parent, kind=self._kind,
                                                             attributes=self._start)
-            self._token = context.attach(trace.set_span_in_context(span, parent))
+            self._token = _attach(_set_span_in_context(span, parent))
             if self._has_entered:
                 self._entered()
             if self._has_started and span.is_recording():
@@ -198,13 +203,13 @@ class Operation:
             if self._has_entered:
                 self._exited()
             if self._token is not None:
-                context.detach(self._token)  # type: ignore[arg-type]
+                _detach(self._token)  # type: ignore[arg-type]
                 self._token = None
         except Exception as stage_exc:
             failure = failure or stage_exc
         try:
             if self._runtime is not None:
-                self._context = context.get_current()
+                self._context = _get_current()
                 self._record(self._runtime, duration, error)
         except Exception as stage_exc:
             failure = failure or stage_exc

@@ -71,31 +71,30 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
-class Memo(Generic[_K, _V]):
+class Memo(dict[_K, _V]):
     """A bounded memo: at most `limit` entries, forgotten all at once when full (the values are
-    cheap to rebuild; what matters is that a caller's distinct values can never grow it)."""
+    cheap to rebuild; what matters is that a caller's distinct values can never grow it).
 
-    __slots__ = ("_entries", "limit")
+    A dict, so a hit costs one C call (``get``); ``get`` of an unhashable key raises TypeError
+    like a dict's: :meth:`lookup` is the never-raising form for arguments not yet checked."""
+
+    __slots__ = ("limit",)
 
     def __init__(self, limit: int) -> None:
+        super().__init__()
         self.limit = limit
-        self._entries: dict[_K, _V] = {}
 
-    def get(self, key: _K) -> _V | None:
+    def lookup(self, key: _K) -> _V | None:
         try:
-            return self._entries.get(key)
+            return self.get(key)
         except Exception:  # an unhashable (or oddly hashing) argument: never memoised
             return None
 
     def put(self, key: _K, value: _V) -> _V:
-        entries = self._entries
-        if len(entries) >= self.limit:
-            entries.clear()
-        entries[key] = value
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
         return value
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 BOUND_SETS_LIMIT: Final = 256

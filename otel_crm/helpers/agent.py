@@ -303,7 +303,10 @@ def agent_invocation(provider: str, model: str, *, operation: str | None = None,
     ``with agent_invocation("openai", "gpt-4o") as call:`` … ``call.record_usage(812, 95,
     response_model=resp.model)``. Also ``async with`` and a decorator (then use the span only).
     """
-    shape = _shapes.get((provider, model, operation, agent_name, agent_id))
+    try:
+        shape = _shapes.get((provider, model, operation, agent_name, agent_id))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
     return AgentInvocation(shape if shape is not None else _shape(provider, model, operation, agent_name, agent_id))
 
 

@@ -255,7 +255,10 @@ def connector_operation(connector: str, operation: str, *,
                         resource_type: str | None = None) -> ConnectorOperation:
     """Trace one connector operation: ``with connector_operation("hubspot", "sync",
     resource_type="contacts") as op: …; op.set_records(len(batch))`` (or ``async with``)."""
-    shape = _shapes.get((connector, operation, resource_type))
+    try:
+        shape = _shapes.get((connector, operation, resource_type))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
     if shape is None and is_name(connector) and is_name(operation) and (
             resource_type is None or is_name(resource_type)):
         shape = _shapes.put((connector, operation, resource_type),

@@ -257,5 +257,8 @@ def search_query(index: str, *, system: str = DEFAULT_SYSTEM, query: Any = None)
     search.set_results(len(hits))`` (or ``async with``). ``system`` is the ``db.system.name``
     value (elasticsearch, opensearch, postgresql…); `query` a DSL dict or a query string, only
     ever recorded sanitized."""
-    shape = _shapes.get((index, system))
+    try:
+        shape = _shapes.get((index, system))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
     return SearchQuery(shape if shape is not None else _shape(index, system), query)

@@ -51,28 +51,20 @@ _instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.workflow",
 class _Shape:
     """What one (name, trigger) of a workflow always gives: checked once, then memoised."""
 
-    __slots__ = ("attributes", "metric_base", "name", "rejected", "sets", "span_name", "trigger")
+    __slots__ = ("attributes", "metric_base", "name", "sets", "span_name", "tail")
 
     def __init__(self, name: str, trigger: str | None, rejected: tuple[str, ...]) -> None:
         self.name = name
-        self.trigger = trigger
-        self.rejected = rejected
         self.span_name = "execute_workflow " + name
-        self.attributes = self.start(None)
+        # The span's start attributes: the name, the execution id of each run, then these
+        self.tail: Attributes = {}
+        if trigger is not None:
+            self.tail[semconv.CRM_WORKFLOW_TRIGGER] = trigger
+        if rejected:
+            self.tail[INVALID_ARGUMENT] = rejected
+        self.attributes: Attributes = {semconv.CRM_WORKFLOW_NAME: name, **self.tail}
         self.metric_base: Attributes = {semconv.CRM_WORKFLOW_NAME: name}
         self.sets = BoundSets()
-
-    def start(self, execution_id: object) -> Attributes:
-        """The span's start attributes."""
-        attributes: Attributes = {semconv.CRM_WORKFLOW_NAME: self.name}
-        if execution_id is not None:  # any id is fine: span-only, never a metric label
-            attributes[semconv.CRM_WORKFLOW_EXECUTION_ID] = (
-                execution_id if type(execution_id) is str else str(execution_id))
-        if self.trigger is not None:
-            attributes[semconv.CRM_WORKFLOW_TRIGGER] = self.trigger
-        if self.rejected:
-            attributes[INVALID_ARGUMENT] = self.rejected
-        return attributes
 
 
 _shapes: Memo[tuple[Any, Any], _Shape] = Memo(256)
@@ -173,7 +165,11 @@ class Workflow(Instrumented[WorkflowRun]):
 
     def __init__(self, shape: _Shape, execution_id: object) -> None:
         self._shape = shape
-        self._attributes = shape.attributes if execution_id is None else shape.start(execution_id)
+        if execution_id is None:
+            self._attributes = shape.attributes
+        else:  # any id is fine: span-only, never a metric label
+            self._attributes = {semconv.CRM_WORKFLOW_NAME: shape.name, semconv.CRM_WORKFLOW_EXECUTION_ID: (
+                execution_id if type(execution_id) is str else str(execution_id)), **shape.tail}
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> WorkflowRun:
         attributes = self._attributes if code_function is None else self._with_function(self._attributes,
@@ -210,7 +206,10 @@ def workflow(name: str, *, execution_id: str | None = None, trigger: str | None 
     or ``@workflow("enrich_lead")`` on a sync or async function. ``execution_id`` goes on the span
     only, never on metrics (unbounded cardinality).
     """
-    shape = _shapes.get((name, trigger))
+    try:
+        shape = _shapes.get((name, trigger))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
     return Workflow(shape if shape is not None else _shape(name, trigger), execution_id)
 
 

@@ -38,7 +38,7 @@ def test_memo_never_grows_past_its_limit() -> None:
 
 def test_memo_of_an_unhashable_key_is_a_miss_not_an_error() -> None:
     memo: Memo[Any, str] = Memo(8)
-    assert memo.get(([1], "x")) is None
+    assert memo.lookup(([1], "x")) is None
 
 
 def test_bound_sets_serve_one_set_per_key_and_never_grow_past_their_budget() -> None:
