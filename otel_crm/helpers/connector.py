@@ -70,6 +70,9 @@ _instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.connector"
 def count_records(result: Any) -> int | None:
     """Records in a return value: len() of a sized collection (not str/bytes); for a mapping, len() of
     its ``records`` or ``items`` entry, else its integer ``count``; otherwise None (not counted)."""
+    kind = type(result)
+    if kind is list or kind is tuple or kind is set:  # the usual results, without the ABC checks below
+        return len(result)
     if isinstance(result, Mapping):
         for key in ("records", "items"):
             value = result.get(key)
@@ -101,7 +104,13 @@ def connector_name_of(owner: object) -> str:
         if isinstance(value, str) and value:
             return value
     cls = owner if isinstance(owner, type) else type(owner)
-    return _normalise(cls.__name__)
+    name = _class_names.get(cls)
+    if name is None:
+        name = _class_names.put(cls, _normalise(cls.__name__))
+    return name
+
+
+_class_names: Memo[type, str] = Memo(256)
 
 
 class _Shape:
