@@ -76,9 +76,10 @@ class Operation:
     """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns.
 
     A subclass passes its span's name, kind and start attributes (given to the sampler too) to
-    ``__init__`` and overrides the hooks it needs; the lifecycle calls only the optional hooks a
-    subclass overrides (found once per class by ``__init_subclass__``): every call saved counts on
-    a path that runs once per business operation.
+    ``__init__`` (``Operation.__init__(self, …)``: no ``super()`` object per operation) and overrides
+    the hooks it needs; the lifecycle calls only the optional hooks a subclass overrides (found once
+    per class by ``__init_subclass__``): every call saved counts on a path that runs once per
+    business operation.
     """
 
     __slots__ = ("_context", "_kind", "_name", "_rejected", "_runtime", "_span", "_start", "_t0", "_tenant_id",

@@ -83,7 +83,7 @@ class AgentInvocationRun(Operation):
     component = "helpers.agent"
 
     def __init__(self, shape: _Shape, start: Attributes) -> None:
-        super().__init__(shape.span_name, shape.kind, start)
+        Operation.__init__(self, shape.span_name, shape.kind, start)
         self._shape = shape
         self._response_model: str | None = None
         self._input_tokens: int | None = None

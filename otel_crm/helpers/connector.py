@@ -146,7 +146,7 @@ class ConnectorOperationRun(Operation):
     component = "helpers.connector"
 
     def __init__(self, shape: _Shape, count_result: bool) -> None:
-        super().__init__(shape.span_name, SpanKind.INTERNAL, shape.start)
+        Operation.__init__(self, shape.span_name, SpanKind.INTERNAL, shape.start)
         self._shape = shape
         self._count_result = count_result
         self._records: int | None = None

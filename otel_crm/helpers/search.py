@@ -206,7 +206,7 @@ class SearchQueryRun(Operation):
     component = "helpers.search"
 
     def __init__(self, shape: _Shape, start: Attributes, query: Any) -> None:
-        super().__init__(shape.span_name, SpanKind.CLIENT, start)
+        Operation.__init__(self, shape.span_name, SpanKind.CLIENT, start)
         self._shape = shape
         self._query = query
         self._results: int | None = None

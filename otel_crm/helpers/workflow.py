@@ -87,7 +87,7 @@ class WorkflowRun(Operation):
     component = "helpers.workflow"
 
     def __init__(self, shape: _Shape, attributes: Attributes) -> None:
-        super().__init__(shape.span_name, SpanKind.INTERNAL, attributes)
+        Operation.__init__(self, shape.span_name, SpanKind.INTERNAL, attributes)
         self._shape = shape
         self._actions = 0
         self._var_token: Token[WorkflowRun | None] | None = None
@@ -146,7 +146,7 @@ class StepRun(Operation):
             workflow._actions += 1
             attributes = dict(attributes)
             attributes[semconv.CRM_WORKFLOW_NAME] = workflow._shape.name
-        super().__init__("execute_step " + name, SpanKind.INTERNAL, attributes)
+        Operation.__init__(self, "execute_step " + name, SpanKind.INTERNAL, attributes)
         self._step = name
 
     def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
