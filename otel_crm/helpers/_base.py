@@ -36,27 +36,11 @@ from otel_crm._internal.generators import decorate_async_generator, decorate_gen
 from otel_crm._internal.runtime import Runtime, current_runtime
 from otel_crm._internal.safety import error_type, report_internal_error
 from otel_crm._internal.tenancy import current_tenant
-from otel_crm.helpers._shared import (
-    FAILURE,
-    SUCCESS,
-    Attributes,
-    PerRuntime,
-    function_name,
-    metric_attributes,
-)
+from otel_crm.helpers._shared import FAILURE, SUCCESS, Attributes, PerRuntime, function_name, metric_attributes
 from otel_crm.helpers._validate import INVALID_ARGUMENT, noted, reject
 
-__all__ = [
-    "FAILURE",
-    "SUCCESS",
-    "Attributes",
-    "Instrumented",
-    "Operation",
-    "PerRuntime",
-    "error_type",
-    "function_name",
-    "metric_attributes",
-]
+__all__ = ["FAILURE", "SUCCESS", "Attributes", "Instrumented", "Operation", "PerRuntime", "error_type",
+           "function_name", "metric_attributes"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _Op = TypeVar("_Op", bound="Operation")
@@ -76,10 +60,8 @@ class Operation:
     """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns.
 
     A subclass passes its span's name, kind and start attributes (given to the sampler too) to
-    ``__init__`` (``Operation.__init__(self, …)``: no ``super()`` object per operation) and overrides
-    the hooks it needs; the lifecycle calls only the optional hooks a subclass overrides (found once
-    per class by ``__init_subclass__``): every call saved counts on a path that runs once per
-    business operation.
+    ``Operation.__init__(self, …)`` (no ``super()`` object per operation); the lifecycle calls only
+    the optional hooks a subclass overrides (found by ``__init_subclass__``): a call saved per operation.
     """
 
     __slots__ = ("_context", "_kind", "_name", "_rejected", "_runtime", "_span", "_start", "_t0", "_tenant_id",
@@ -225,8 +207,7 @@ class Instrumented(Generic[_Op]):
     decorator form also gets the call's positional arguments (connectors read ``self`` there).
     """
 
-    # No __init__: a helper call builds one of these per `with`, so its slot starts unset (read with
-    # getattr) rather than costing a call.
+    # No __init__ (one is built per `with`): the slot starts unset, read with getattr.
     __slots__ = ("_by_function",)
     _by_function: dict[tuple[int, str], Attributes]
 
