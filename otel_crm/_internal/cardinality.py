@@ -39,6 +39,9 @@ class CardinalityGuard:
         self._outgoing = outgoing or _unchanged
         self._seen: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
+        # Replaced whenever the admitted values are forgotten (after fork): what a caller derived
+        # from them (the helpers' bound attribute sets) is valid while `epoch` stays the same object.
+        self.epoch = object()
 
     def guarded(self, attribute: str) -> bool:
         return attribute in self._budgets
@@ -81,3 +84,4 @@ class CardinalityGuard:
         no parent thread can be holding."""
         self._lock = threading.Lock()
         self._seen = {}
+        self.epoch = object()

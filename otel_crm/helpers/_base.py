@@ -36,27 +36,11 @@ from otel_crm._internal.generators import decorate_async_generator, decorate_gen
 from otel_crm._internal.runtime import Runtime, current_runtime
 from otel_crm._internal.safety import error_type, report_internal_error
 from otel_crm._internal.tenancy import current_tenant
-from otel_crm.helpers._shared import (
-    FAILURE,
-    SUCCESS,
-    Attributes,
-    PerRuntime,
-    function_name,
-    metric_attributes,
-)
+from otel_crm.helpers._shared import FAILURE, SUCCESS, Attributes, PerRuntime, function_name, metric_attributes
 from otel_crm.helpers._validate import INVALID_ARGUMENT, noted, reject
 
-__all__ = [
-    "FAILURE",
-    "SUCCESS",
-    "Attributes",
-    "Instrumented",
-    "Operation",
-    "PerRuntime",
-    "error_type",
-    "function_name",
-    "metric_attributes",
-]
+__all__ = ["FAILURE", "SUCCESS", "Attributes", "Instrumented", "Operation", "PerRuntime", "error_type",
+           "function_name", "metric_attributes"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _Op = TypeVar("_Op", bound="Operation")
@@ -65,34 +49,50 @@ _active: ContextVar[tuple[tuple[Instrumented[Any], Operation], ...]] = ContextVa
 
 
 _tracer: PerRuntime[trace.Tracer] = PerRuntime("otel_crm.helpers.tracer", lambda runtime: runtime.tracer())
+# The context API's functions, bound once (module attribute lookups on the path of every operation)
+_get_current = context.get_current
+_attach = context.attach
+_detach = context.detach
+_set_span_in_context = trace.set_span_in_context
 
 
 class Operation:
-    """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns."""
+    """One execution of a helper: its span, clock and outcome. Also the handle `with … as` returns.
 
-    __slots__ = ("_rejected", "_runtime", "_span", "_t0", "_tenant_id", "_token")
+    A subclass passes its span's name, kind and start attributes (given to the sampler too) to
+    ``Operation.__init__(self, …)`` (no ``super()`` object per operation); the lifecycle calls only
+    the optional hooks a subclass overrides (found by ``__init_subclass__``): a call saved per operation.
+    """
+
+    __slots__ = ("_context", "_kind", "_name", "_rejected", "_runtime", "_span", "_start", "_t0", "_tenant_id",
+                 "_token")
 
     component: ClassVar[str] = "helpers"
+    _has_entered: ClassVar[bool] = False  # overrides _entered/_exited
+    _has_started: ClassVar[bool] = False  # overrides _started
+    _has_ending: ClassVar[bool] = False  # overrides _ending
 
-    def __init__(self) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._has_entered = cls._entered is not Operation._entered or cls._exited is not Operation._exited
+        cls._has_started = cls._started is not Operation._started
+        cls._has_ending = cls._ending is not Operation._ending
+
+    def __init__(self, name: str = "", kind: SpanKind = SpanKind.INTERNAL, start: Attributes | None = None
+                 ) -> None:
+        self._name = name
+        self._kind = kind
+        self._start = start
         self._rejected: tuple[str, ...] = ()
         self._span: trace.Span | None = None
         self._token: object | None = None
         self._runtime: Runtime | None = None
         self._tenant_id: str | None = None
         self._t0 = 0.0
+        # The context the metrics are recorded in (what the SDK would read for each of them: read once)
+        self._context: Context | None = None
 
-    # --- what subclasses describe -----------------------------------------------------------------
-    def _span_name(self) -> str:
-        raise NotImplementedError
-
-    def _span_kind(self) -> SpanKind:
-        return SpanKind.INTERNAL
-
-    def _start_attributes(self) -> Attributes:
-        """Attributes known at start (given to the sampler too)."""
-        return {}
-
+    # --- what subclasses describe (optional hooks) ------------------------------------------------
     def _started(self, span: trace.Span) -> None:
         """After the span is current; only called when it is recording."""
 
@@ -100,7 +100,7 @@ class Operation:
         """Before the span ends; only called when it is recording."""
 
     def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
-        """Record the helper's metrics (always, sampled or not)."""
+        """Record the helper's metrics (always, sampled or not), in ``self._context``."""
 
     def _on_result(self, result: Any) -> None:
         """Decorator form: the wrapped function's return value (success only)."""
@@ -132,13 +132,16 @@ class Operation:
     def _begin(self) -> None:
         try:
             runtime = self._runtime = current_runtime()
-            tenant = current_tenant()
+            # The current context, read once: the tenant, the parent span and the new span's context.
+            parent = _get_current()
+            tenant = current_tenant(parent)
             self._tenant_id = tenant.id if tenant is not None else None
-            span = self._span = _tracer(runtime).start_span(self._span_name(), kind=self._span_kind(),
-                                                  attributes=self._start_attributes())
-            self._token = context.attach(trace.set_span_in_context(span))
-            self._entered()
-            if span.is_recording():
+            span = self._span = _tracer(runtime).start_span(self._name, context=parent, kind=self._kind,
+                                                            attributes=self._start)
+            self._token = _attach(_set_span_in_context(span, parent))
+            if self._has_entered:
+                self._entered()
+            if self._has_started and span.is_recording():
                 self._started(span)
         except Exception as exc:
             report_internal_error(self.component, exc)
@@ -149,7 +152,8 @@ class Operation:
         """A decorated generator runs in steps, in a context of its own (see
         otel_crm._internal.generators): leave the consumer's context as it was before `_begin`."""
         try:
-            self._exited()
+            if self._has_entered:
+                self._exited()
             if self._token is not None:
                 context.detach(self._token)  # type: ignore[arg-type]
                 self._token = None
@@ -165,12 +169,13 @@ class Operation:
         span = self._span
         if span is not None:
             try:
-                if span.is_recording():
+                if (exc is not None or self._has_ending) and span.is_recording():
                     if exc is not None:
                         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
                         span.set_attribute(semconv.ERROR_TYPE, cast(str, error))
                         span.add_event("exception", _exception_attributes(exc, cast(str, error)))
-                    self._ending(span)
+                    if self._has_ending:
+                        self._ending(span)
             except Exception as stage_exc:
                 failure = stage_exc
             try:
@@ -178,14 +183,16 @@ class Operation:
             except Exception as stage_exc:
                 failure = failure or stage_exc
         try:
-            self._exited()
+            if self._has_entered:
+                self._exited()
             if self._token is not None:
-                context.detach(self._token)  # type: ignore[arg-type]
+                _detach(self._token)  # type: ignore[arg-type]
                 self._token = None
         except Exception as stage_exc:
             failure = failure or stage_exc
         try:
             if self._runtime is not None:
+                self._context = _get_current()
                 self._record(self._runtime, duration, error)
         except Exception as stage_exc:
             failure = failure or stage_exc
@@ -200,16 +207,15 @@ class Instrumented(Generic[_Op]):
     decorator form also gets the call's positional arguments (connectors read ``self`` there).
     """
 
+    # No __init__ (one is built per `with`): the slot starts unset, read with getattr.
     __slots__ = ("_by_function",)
-
-    def __init__(self) -> None:
-        self._by_function: dict[tuple[int, str], Attributes] | None = None
+    _by_function: dict[tuple[int, str], Attributes]
 
     def _with_function(self, attributes: Attributes, code_function: str | None) -> Attributes:
         """`attributes` plus ``code.function.name`` for the decorator form (built once per function)."""
         if code_function is None:
             return attributes
-        by_function = self._by_function
+        by_function = getattr(self, "_by_function", None)
         if by_function is None:
             by_function = self._by_function = {}
         key = (id(attributes), code_function)
@@ -236,21 +242,31 @@ class Instrumented(Generic[_Op]):
     # re-entered while active always finishes the operation its own block started. (Keeping the
     # first one on the object would be faster but wrong for a task spawned inside such a block.)
     def __enter__(self) -> _Op:
-        operation = self._new(None, None)
-        if operation is None:  # only when instrumentation failed and was swallowed
-            operation = cast(_Op, _NULL_OPERATION)
+        try:
+            operation = self._operation(None, None)
+        except Exception as exc:
+            report_internal_error(Operation.component, exc)
+            operation = _NULL_OPERATION  # type: ignore[assignment]  # only when instrumentation failed
+        else:
+            operation._begin()
         _active.set((*_active.get(), (self, operation)))
         return operation
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         active = _active.get()
-        for position in range(len(active) - 1, -1, -1):
-            if active[position][0] is self:
-                operation = active[position][1]
-                _active.set(active[:position] + active[position + 1:])
-                if operation is not _NULL_OPERATION:
-                    operation._finish(exc)
+        if active and active[-1][0] is self:  # the usual case: the innermost block is this one's
+            operation = active[-1][1]
+            _active.set(active[:-1])
+        else:
+            for position in range(len(active) - 2, -1, -1):
+                if active[position][0] is self:
+                    operation = active[position][1]
+                    _active.set(active[:position] + active[position + 1:])
+                    break
+            else:
                 return
+        if operation is not _NULL_OPERATION:
+            operation._finish(exc)
 
     async def __aenter__(self) -> _Op:
         return self.__enter__()

@@ -1,4 +1,5 @@
-"""Small pieces every helper module uses: per-runtime singletons, metric attributes, names.
+"""Small pieces every helper module uses: per-runtime singletons, metric attributes, names, and the
+bounded memos that keep per-call work off the hot path (:class:`Memo`, :class:`BoundSets`).
 
 Kept apart from :mod:`otel_crm.helpers._base` (the operation lifecycle); ``_base`` re-exports them.
 """
@@ -7,12 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from otel_crm._internal import semconv
+from otel_crm._internal.cardinality import OTHER
 from otel_crm._internal.runtime import Runtime
 
-__all__ = ["FAILURE", "SUCCESS", "Attributes", "PerRuntime", "function_name", "metric_attributes"]
+__all__ = ["FAILURE", "SUCCESS", "Attributes", "BoundSets", "Memo", "PerRuntime", "function_name",
+           "metric_attributes"]
 
 SUCCESS = "success"
 FAILURE = "failure"
@@ -62,3 +65,103 @@ class PerRuntime(Generic[_T]):
         value = runtime.cached(self._key, functools.partial(self._build, runtime))
         self._last = (runtime, value)
         return value
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class Memo(dict[_K, _V]):
+    """A bounded memo: at most `limit` entries, forgotten all at once when full (the values are
+    cheap to rebuild; what matters is that a caller's distinct values can never grow it).
+
+    A dict, so a hit costs one C call (``get``); ``get`` of an unhashable key raises TypeError
+    like a dict's: :meth:`lookup` is the never-raising form for arguments not yet checked."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def lookup(self, key: _K) -> _V | None:
+        try:
+            return self.get(key)
+        except Exception:  # an unhashable (or oddly hashing) argument: never memoised
+            return None
+
+    def put(self, key: _K, value: _V) -> _V:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+BOUND_SETS_LIMIT: Final = 256
+
+
+class BoundSets:
+    """The metric attribute sets of one helper shape (its base attributes, plus outcome and tenant),
+    bound by the runtime's cardinality guard once instead of once per measurement.
+
+    Only sets whose every value the guard admitted are kept: an admitted value keeps its outgoing
+    form for as long as the guard remembers it (until a fork gives the child fresh budgets, when
+    ``guard.epoch`` changes and these sets are dropped), whereas an overflow (``__other__``) must be
+    counted on every measurement, so those sets are bound again each time. At most
+    :data:`BOUND_SETS_LIMIT` sets (per-tenant ones included), then they are rebuilt from scratch.
+    """
+
+    __slots__ = ("_state",)
+
+    def __init__(self) -> None:
+        # (owner, sets): one tuple, read and replaced atomically (threads share a shape)
+        self._state: tuple[object, dict[Any, Any]] = (None, {})
+
+    def get(self, runtime: Runtime, metric: str, key: Any, base: Attributes, tenant_id: str | None,
+            *, outcome_key: str | None = None, extra: Attributes | None = None) -> Attributes:
+        """What :func:`metric_attributes` gives for a success (``outcome_key`` success), plus `extra`
+        (constants, added after the guard as before, e.g. ``gen_ai.token.type``). `key` names the
+        set among this shape's (the metric, the tenant, what `base` and `extra` vary by). Callers
+        never change what this returns: it is shared by every later measurement."""
+        guard = runtime.cardinality
+        owner = runtime if guard is None else guard.epoch
+        state = self._state
+        if state[0] is not owner:
+            state = self._state = (owner, {})
+        sets = state[1]
+        found: Attributes | None = sets.get(key)
+        if found is not None:
+            return found
+        attributes = metric_attributes(runtime, metric, base, tenant_id, outcome_key=outcome_key)
+        admitted = OTHER not in attributes.values()
+        if extra:
+            attributes.update(extra)
+        if admitted:
+            if len(sets) >= BOUND_SETS_LIMIT:
+                sets.clear()
+            sets[key] = attributes
+        return attributes
+
+    def variants(self, runtime: Runtime, metric: str, key: Any, base: Attributes, tenant_id: str | None,
+                 *, extras: tuple[Attributes, ...]) -> tuple[Attributes, ...]:
+        """One bound set (no outcome) plus each of `extras` in turn: several measurements of one metric
+        bound once together (``gen_ai.token.type`` input and output), as :meth:`get`."""
+        guard = runtime.cardinality
+        owner = runtime if guard is None else guard.epoch
+        state = self._state
+        if state[0] is not owner:
+            state = self._state = (owner, {})
+        sets = state[1]
+        known: tuple[Attributes, ...] | None = sets.get(key)
+        if known is not None:
+            return known
+        attributes = metric_attributes(runtime, metric, base, tenant_id)
+        result = tuple({**attributes, **extra} for extra in extras)
+        if OTHER not in attributes.values():
+            if len(sets) >= BOUND_SETS_LIMIT:
+                sets.clear()
+            sets[key] = result
+        return result
+
+    def __len__(self) -> int:
+        return len(self._state[1])

@@ -33,6 +33,7 @@ from otel_crm.helpers._base import (
     PerRuntime,
     metric_attributes,
 )
+from otel_crm.helpers._shared import BoundSets, Memo
 from otel_crm.helpers._validate import (
     MAX_TOKENS,
     NAME,
@@ -78,19 +79,12 @@ _prices: PerRuntime[PriceTable] = PerRuntime("otel_crm.helpers.pricing",
 class AgentInvocationRun(Operation):
     """One LLM call or agent run; the handle of ``with agent_invocation(...) as call``."""
 
-    __slots__ = ("_cost_key", "_cost_value", "_input_tokens", "_kind", "_metric_base", "_name",
-                 "_output_tokens", "_provider", "_request_model", "_response_model", "_start")
+    __slots__ = ("_cost_key", "_cost_value", "_input_tokens", "_output_tokens", "_response_model", "_shape")
     component = "helpers.agent"
 
-    def __init__(self, name: str, kind: SpanKind, start: Attributes, metric_base: Attributes, *,
-                 provider: str, request_model: str) -> None:
-        super().__init__()
-        self._name = name
-        self._kind = kind
-        self._start = start
-        self._metric_base = metric_base
-        self._provider = provider
-        self._request_model = request_model
+    def __init__(self, shape: _Shape, start: Attributes) -> None:
+        Operation.__init__(self, shape.span_name, shape.kind, start)
+        self._shape = shape
         self._response_model: str | None = None
         self._input_tokens: int | None = None
         self._output_tokens: int | None = None
@@ -104,6 +98,14 @@ class AgentInvocationRun(Operation):
         All or nothing: a call with any invalid argument (not a whole number from 0 to 10**9 per
         call, or a response model that is not a name) records nothing from that call, so a bogus
         count is never priced."""
+        if (type(input_tokens) is int and 0 <= input_tokens <= MAX_TOKENS and type(output_tokens) is int
+                and 0 <= output_tokens <= MAX_TOKENS and (response_model is None or is_name(response_model))):
+            # The usual call, checked inline (same rules as below: plain ints in range, a name or None)
+            self._input_tokens = (self._input_tokens or 0) + input_tokens
+            self._output_tokens = (self._output_tokens or 0) + output_tokens
+            if response_model is not None:
+                self._response_model = response_model
+            return
         inputs = checked_count(input_tokens, MAX_TOKENS)
         outputs = checked_count(output_tokens, MAX_TOKENS)
         no_model = response_model is None or (isinstance(response_model, str) and not response_model)
@@ -152,15 +154,6 @@ class AgentInvocationRun(Operation):
     def output_tokens(self) -> int | None:
         return self._output_tokens
 
-    def _span_name(self) -> str:
-        return self._name
-
-    def _span_kind(self) -> SpanKind:
-        return self._kind
-
-    def _start_attributes(self) -> Attributes:
-        return self._start
-
     def _cost(self, runtime: Runtime) -> float | None:
         if self._input_tokens is None:
             return None
@@ -173,10 +166,11 @@ class AgentInvocationRun(Operation):
     def _price(self, runtime: Runtime) -> float | None:
         if self._input_tokens is None:
             return None
-        model = self._response_model or self._request_model
-        cost = _prices(runtime).cost(self._provider, model, self._input_tokens, self._output_tokens or 0)
+        shape = self._shape
+        model = self._response_model or shape.request_model
+        cost = _prices(runtime).cost(shape.provider, model, self._input_tokens, self._output_tokens or 0)
         if cost is None and self._response_model:
-            cost = _prices(runtime).cost(self._provider, self._request_model, self._input_tokens,
+            cost = _prices(runtime).cost(shape.provider, shape.request_model, self._input_tokens,
                                          self._output_tokens or 0)
         return cost
 
@@ -194,66 +188,110 @@ class AgentInvocationRun(Operation):
 
     def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         instruments = _instruments(runtime)
-        base, tenant = self._metric_base, self._tenant_id
-        if self._response_model is not None:
-            base = {**base, semconv.GEN_AI_RESPONSE_MODEL: self._response_model}
-        instruments.duration.record(duration, metric_attributes(
-            runtime, semconv.GEN_AI_CLIENT_OPERATION_DURATION, base, tenant, error=error))
+        tenant = self._tenant_id
+        models = self._shape.models
+        model = self._response_model
+        sets = models.get(model)
+        if sets is None:
+            sets = models.put(model, _ModelSets(self._shape.metric_base, model))
+        base = sets.base
+        if error is None:  # the usual case: sets bound once (see BoundSets)
+            attributes = sets.get(runtime, _DURATION, _DURATION if tenant is None else (_DURATION, tenant),
+                                  base, tenant)
+        else:
+            attributes = metric_attributes(runtime, _DURATION, base, tenant, error=error)
+        instruments.duration.record(duration, attributes, self._context)
         if self._input_tokens is None:
             return
-        tokens = metric_attributes(runtime, semconv.GEN_AI_CLIENT_TOKEN_USAGE, base, tenant)
-        instruments.tokens.record(self._input_tokens, {**tokens, semconv.GEN_AI_TOKEN_TYPE: "input"})
-        instruments.tokens.record(self._output_tokens or 0, {**tokens, semconv.GEN_AI_TOKEN_TYPE: "output"})
+        inputs, outputs = sets.variants(runtime, _TOKENS, _TOKENS if tenant is None else (_TOKENS, tenant),
+                                        base, tenant, extras=_TOKEN_TYPES)
+        instruments.tokens.record(self._input_tokens, inputs, self._context)
+        instruments.tokens.record(self._output_tokens or 0, outputs, self._context)
         cost = self._cost(runtime)
         if cost is not None:
-            attributes = metric_attributes(runtime, semconv.CRM_GEN_AI_COST, base, tenant)
-            attributes[semconv.CRM_GEN_AI_COST_CURRENCY] = CURRENCY
-            instruments.cost.add(cost, attributes)
+            instruments.cost.add(cost, sets.get(runtime, _COST, _COST if tenant is None else (_COST, tenant),
+                                                base, tenant, extra=_CURRENCY), self._context)
+
+
+_DURATION = semconv.GEN_AI_CLIENT_OPERATION_DURATION
+_TOKENS = semconv.GEN_AI_CLIENT_TOKEN_USAGE
+_COST = semconv.CRM_GEN_AI_COST
+_TOKEN_TYPES: Final = ({semconv.GEN_AI_TOKEN_TYPE: "input"}, {semconv.GEN_AI_TOKEN_TYPE: "output"})
+_CURRENCY: Final = {semconv.CRM_GEN_AI_COST_CURRENCY: CURRENCY}
+
+
+class _ModelSets(BoundSets):
+    """The metrics' base attributes with one response model (or none), and their bound sets."""
+
+    __slots__ = ("base",)
+
+    def __init__(self, metric_base: Attributes, response_model: str | None) -> None:
+        super().__init__()
+        self.base = metric_base if response_model is None else {
+            **metric_base, semconv.GEN_AI_RESPONSE_MODEL: response_model}
+
+
+class _Shape:
+    """What one provider, model, operation and agent always give: checked once, then memoised."""
+
+    __slots__ = ("kind", "metric_base", "models", "provider", "request_model", "span_name", "start")
+
+    def __init__(self, provider: str, model: str, operation: str | None, agent_name: str | None,
+                 agent_id: str | None, *, arguments: Arguments) -> None:
+        if operation is None:
+            operation = INVOKE_AGENT if agent_name else CHAT
+        if operation == INVOKE_AGENT:
+            self.span_name = f"{INVOKE_AGENT} {agent_name}" if agent_name else INVOKE_AGENT
+            self.kind = SpanKind.INTERNAL  # an in-process agent
+        else:
+            self.span_name = f"{operation} {model}"
+            self.kind = SpanKind.CLIENT
+        self.provider = provider
+        self.request_model = model
+        self.metric_base: Attributes = {
+            semconv.GEN_AI_OPERATION_NAME: operation,
+            semconv.GEN_AI_PROVIDER_NAME: provider,
+            semconv.GEN_AI_REQUEST_MODEL: model,
+        }
+        start = dict(self.metric_base)
+        if agent_name:
+            start[semconv.GEN_AI_AGENT_NAME] = agent_name
+        if agent_id:
+            start[semconv.GEN_AI_AGENT_ID] = agent_id
+        self.start = arguments.note(start)
+        # response model -> its sets: response models come from the provider's answers, so bounded
+        self.models: Memo[str | None, _ModelSets] = Memo(16)
+
+
+_shapes: Memo[tuple[Any, ...], _Shape] = Memo(256)
+
+
+def _shape(provider: str, model: str, operation: str | None, agent_name: str | None,
+           agent_id: str | None) -> _Shape:
+    """A new shape (memoised when the arguments are valid)."""
+    key = (provider, model, operation, agent_name, agent_id)
+    if (is_name(provider) and is_name(model) and (operation is None or is_name(operation))
+            and (agent_name is None or is_name(agent_name)) and (agent_id is None or is_name(agent_id))):
+        return _shapes.put(key, _Shape(provider, model, operation, agent_name, agent_id, arguments=VALID))
+    arguments = Arguments(AgentInvocationRun.component, "agent_invocation")  # a misuse: reported every call
+    return _Shape(arguments.name("provider", provider), arguments.name("model", model),
+                  arguments.optional_name("operation", operation),
+                  arguments.optional_name("agent_name", agent_name),
+                  arguments.optional_name("agent_id", agent_id), arguments=arguments)
 
 
 class AgentInvocation(Instrumented[AgentInvocationRun]):
     """Returned by :func:`agent_invocation`."""
 
-    __slots__ = ("_kind", "_metric_base", "_name", "_provider", "_request_model", "_start")
+    __slots__ = ("_shape",)
 
-    def __init__(self, provider: str, model: str, operation: str | None, agent_name: str | None,
-                 agent_id: str | None) -> None:
-        super().__init__()
-        arguments = VALID
-        if not (is_name(provider) and is_name(model) and (operation is None or is_name(operation))
-                and (agent_name is None or is_name(agent_name)) and (agent_id is None or is_name(agent_id))):
-            arguments = Arguments(AgentInvocationRun.component, "agent_invocation")
-            provider = arguments.name("provider", provider)
-            model = arguments.name("model", model)
-            operation = arguments.optional_name("operation", operation)
-            agent_name = arguments.optional_name("agent_name", agent_name)
-            agent_id = arguments.optional_name("agent_id", agent_id)
-        if operation is None:
-            operation = INVOKE_AGENT if agent_name else CHAT
-        if operation == INVOKE_AGENT:
-            self._name = f"{INVOKE_AGENT} {agent_name}" if agent_name else INVOKE_AGENT
-            self._kind = SpanKind.INTERNAL  # an in-process agent
-        else:
-            self._name = f"{operation} {model}"
-            self._kind = SpanKind.CLIENT
-        self._provider = provider
-        self._request_model = model
-        self._metric_base: Attributes = {
-            semconv.GEN_AI_OPERATION_NAME: operation,
-            semconv.GEN_AI_PROVIDER_NAME: provider,
-            semconv.GEN_AI_REQUEST_MODEL: model,
-        }
-        start = dict(self._metric_base)
-        if agent_name:
-            start[semconv.GEN_AI_AGENT_NAME] = agent_name
-        if agent_id:
-            start[semconv.GEN_AI_AGENT_ID] = agent_id
-        self._start = arguments.note(start)
+    def __init__(self, shape: _Shape) -> None:
+        self._shape = shape
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> AgentInvocationRun:
-        start = self._with_function(self._start, code_function)
-        return AgentInvocationRun(self._name, self._kind, start, self._metric_base,
-                                  provider=self._provider, request_model=self._request_model)
+        start = self._shape.start
+        return AgentInvocationRun(self._shape, start if code_function is None else self._with_function(
+            start, code_function))
 
 
 def agent_invocation(provider: str, model: str, *, operation: str | None = None,
@@ -265,7 +303,11 @@ def agent_invocation(provider: str, model: str, *, operation: str | None = None,
     ``with agent_invocation("openai", "gpt-4o") as call:`` … ``call.record_usage(812, 95,
     response_model=resp.model)``. Also ``async with`` and a decorator (then use the span only).
     """
-    return AgentInvocation(provider, model, operation, agent_name, agent_id)
+    try:
+        shape = _shapes.get((provider, model, operation, agent_name, agent_id))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
+    return AgentInvocation(shape if shape is not None else _shape(provider, model, operation, agent_name, agent_id))
 
 
 # --- message content ------------------------------------------------------------------------------

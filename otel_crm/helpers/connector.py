@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sized
 from typing import Any, TypeVar
 
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from otel_crm._internal import semconv
 from otel_crm._internal.runtime import Runtime
@@ -30,6 +31,7 @@ from otel_crm.helpers._base import (
     function_name,
     metric_attributes,
 )
+from otel_crm.helpers._shared import BoundSets, Memo
 from otel_crm.helpers._validate import COUNT, MAX_COUNT, VALID, Arguments, checked_count, is_name
 
 __all__ = [
@@ -68,6 +70,9 @@ _instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.connector"
 def count_records(result: Any) -> int | None:
     """Records in a return value: len() of a sized collection (not str/bytes); for a mapping, len() of
     its ``records`` or ``items`` entry, else its integer ``count``; otherwise None (not counted)."""
+    kind = type(result)
+    if kind is list or kind is tuple or kind is set:  # the usual results, without the ABC checks below
+        return len(result)
     if isinstance(result, Mapping):
         for key in ("records", "items"):
             value = result.get(key)
@@ -99,20 +104,50 @@ def connector_name_of(owner: object) -> str:
         if isinstance(value, str) and value:
             return value
     cls = owner if isinstance(owner, type) else type(owner)
-    return _normalise(cls.__name__)
+    name = _class_names.get(cls)
+    if name is None:
+        name = _class_names.put(cls, _normalise(cls.__name__))
+    return name
+
+
+_class_names: Memo[type, str] = Memo(256)
+
+
+class _Shape:
+    """What one connector, operation, resource type (and decorated function) always give: the span's
+    name and start attributes, the metrics' base attributes and their bound sets."""
+
+    __slots__ = ("base", "sets", "span_name", "start")
+
+    def __init__(self, connector: str, operation: str, resource_type: str | None, code_function: str | None,
+                 arguments: Arguments) -> None:
+        self.base: Attributes = {semconv.SERVICE_PEER_NAME: connector, semconv.CRM_CONNECTOR_OPERATION: operation}
+        if resource_type is not None:
+            self.base[semconv.CRM_CONNECTOR_RESOURCE_TYPE] = resource_type
+        start = dict(self.base)
+        if code_function is not None:
+            start[semconv.CODE_FUNCTION_NAME] = code_function
+        self.start = arguments.note(start)
+        self.span_name = f"{operation} {connector}"
+        self.sets = BoundSets()
+
+
+_shapes: Memo[tuple[Any, Any, Any], _Shape] = Memo(256)
+_DURATION = semconv.CRM_CONNECTOR_DURATION
+_OPERATIONS = semconv.CRM_CONNECTOR_OPERATIONS
+_RECORDS = semconv.CRM_CONNECTOR_RECORDS_SYNCED
+_OUTCOME = semconv.CRM_CONNECTOR_OUTCOME
 
 
 class ConnectorOperationRun(Operation):
     """One connector operation; the handle of ``with connector_operation(...) as op``."""
 
-    __slots__ = ("_base", "_count_result", "_name", "_records", "_start")
+    __slots__ = ("_count_result", "_records", "_shape")
     component = "helpers.connector"
 
-    def __init__(self, name: str, start: Attributes, base: Attributes, count_result: bool) -> None:
-        super().__init__()
-        self._name = name
-        self._start = start
-        self._base = base
+    def __init__(self, shape: _Shape, count_result: bool) -> None:
+        Operation.__init__(self, shape.span_name, SpanKind.INTERNAL, shape.start)
+        self._shape = shape
         self._count_result = count_result
         self._records: int | None = None
 
@@ -127,12 +162,6 @@ class ConnectorOperationRun(Operation):
     @property
     def records(self) -> int | None:
         return self._records
-
-    def _span_name(self) -> str:
-        return self._name
-
-    def _start_attributes(self) -> Attributes:
-        return self._start
 
     def _on_result(self, result: Any) -> None:
         if self._count_result and self._records is None:
@@ -151,28 +180,26 @@ class ConnectorOperationRun(Operation):
 
     def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
         instruments = _instruments(runtime)
-        base, tenant = self._base, self._tenant_id
-        attributes = metric_attributes(runtime, semconv.CRM_CONNECTOR_DURATION, base, tenant,
-                                       error=error, outcome_key=semconv.CRM_CONNECTOR_OUTCOME)
-        instruments.duration.record(duration, attributes)
-        if tenant is not None:
-            attributes = metric_attributes(runtime, semconv.CRM_CONNECTOR_OPERATIONS, base, tenant,
-                                           error=error, outcome_key=semconv.CRM_CONNECTOR_OUTCOME)
-        instruments.operations.add(1, attributes)
+        shape, tenant = self._shape, self._tenant_id
+        if error is None:  # the usual case: sets bound once (see BoundSets)
+            attributes = shape.sets.get(runtime, _DURATION, _DURATION if tenant is None else (_DURATION, tenant),
+                                        shape.base, tenant, outcome_key=_OUTCOME)
+        else:
+            attributes = metric_attributes(runtime, _DURATION, shape.base, tenant, error=error,
+                                           outcome_key=_OUTCOME)
+        instruments.duration.record(duration, attributes, self._context)
+        if tenant is not None:  # each metric has its own tenant budget
+            if error is None:
+                attributes = shape.sets.get(runtime, _OPERATIONS, (_OPERATIONS, tenant), shape.base, tenant,
+                                            outcome_key=_OUTCOME)
+            else:
+                attributes = metric_attributes(runtime, _OPERATIONS, shape.base, tenant, error=error,
+                                               outcome_key=_OUTCOME)
+        instruments.operations.add(1, attributes, self._context)
         if self._records:
-            instruments.records.add(self._records, metric_attributes(
-                runtime, semconv.CRM_CONNECTOR_RECORDS_SYNCED, base, tenant))
-
-
-def _attributes(connector: str, operation: str, resource_type: str | None,
-                code_function: str | None) -> tuple[Attributes, Attributes]:
-    base: Attributes = {semconv.SERVICE_PEER_NAME: connector, semconv.CRM_CONNECTOR_OPERATION: operation}
-    if resource_type is not None:
-        base[semconv.CRM_CONNECTOR_RESOURCE_TYPE] = resource_type
-    start = dict(base)
-    if code_function is not None:
-        start[semconv.CODE_FUNCTION_NAME] = code_function
-    return start, base
+            records = shape.sets.get(runtime, _RECORDS, _RECORDS if tenant is None else (_RECORDS, tenant),
+                                     shape.base, tenant)
+            instruments.records.add(self._records, records, self._context)
 
 
 class ConnectorOperation(Instrumented[ConnectorOperationRun]):
@@ -184,52 +211,69 @@ class ConnectorOperation(Instrumented[ConnectorOperationRun]):
     """
 
     __slots__ = ("_arguments", "_cache", "_connector", "_count_result", "_functions", "_operation_name",
-                 "_resource_type")
+                 "_resource_type", "_shape")
 
     def __init__(self, connector: str | None, operation: str, resource_type: str | None,
-                 count_result: bool, arguments: Arguments) -> None:
-        super().__init__()
+                 count_result: bool, arguments: Arguments, *, shape: _Shape | None = None) -> None:
         self._connector = connector
         self._operation_name = operation
         self._resource_type = resource_type
         self._count_result = count_result
         self._arguments = arguments
-        self._cache: dict[tuple[str, str | None], tuple[str, Attributes, Attributes]] = {}
+        self._shape = shape  # the context manager's one shape (a known connector, no function)
+        # Built on first use (the context manager form never needs them):
+        self._cache: dict[tuple[str, str | None], _Shape] | None = None
         # code.function.name -> (is a method, fallback connector name from the module)
-        self._functions: dict[str, tuple[bool, str]] = {}
+        self._functions: dict[str, tuple[bool, str]] | None = None
 
     def __call__(self, function: _F) -> _F:
         parts = getattr(function, "__qualname__", "").split(".")
         is_method = len(parts) > 1 and parts[-2] != "<locals>"
         module = str(getattr(function, "__module__", None) or "unknown")
+        if self._functions is None:
+            self._functions = {}
         self._functions[function_name(function)] = (is_method, _normalise(module.rsplit(".", 1)[-1]))
         return super().__call__(function)
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None
                    ) -> ConnectorOperationRun:
+        shape = self._shape
+        if shape is None or code_function is not None:
+            shape = self._resolve(args, code_function)
+        return ConnectorOperationRun(shape, self._count_result and args is not None)
+
+    def _resolve(self, args: tuple[Any, ...] | None, code_function: str | None) -> _Shape:
         connector = self._connector
         if connector is None:
-            is_method, fallback = self._functions.get(code_function or "", (False, "unknown"))
+            is_method, fallback = (self._functions or {}).get(code_function or "", (False, "unknown"))
             connector = connector_name_of(args[0]) if is_method and args else fallback
         key = (connector, code_function)
-        entry = self._cache.get(key)
-        if entry is None:
-            if len(self._cache) > 64:  # names come from instances: keep this bounded
-                self._cache.clear()
-            start, base = _attributes(connector, self._operation_name, self._resource_type,
-                                      code_function)
-            start = self._arguments.note(start)
-            entry = self._cache[key] = (f"{self._operation_name} {connector}", start, base)
-        name, start, base = entry
-        return ConnectorOperationRun(name, start, base, self._count_result and args is not None)
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = {}
+        shape = cache.get(key)
+        if shape is None:
+            if len(cache) > 64:  # names come from instances: keep this bounded
+                cache.clear()
+            shape = cache[key] = _Shape(connector, self._operation_name, self._resource_type,
+                                              code_function, self._arguments)
+        return shape
 
 
 def connector_operation(connector: str, operation: str, *,
                         resource_type: str | None = None) -> ConnectorOperation:
     """Trace one connector operation: ``with connector_operation("hubspot", "sync",
     resource_type="contacts") as op: …; op.set_records(len(batch))`` (or ``async with``)."""
-    if is_name(connector) and is_name(operation) and (resource_type is None or is_name(resource_type)):
-        return ConnectorOperation(connector, operation, resource_type, False, VALID)
+    try:
+        shape = _shapes.get((connector, operation, resource_type))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
+    if shape is None and is_name(connector) and is_name(operation) and (
+            resource_type is None or is_name(resource_type)):
+        shape = _shapes.put((connector, operation, resource_type),
+                            _Shape(connector, operation, resource_type, None, VALID))
+    if shape is not None:
+        return ConnectorOperation(connector, operation, resource_type, False, VALID, shape=shape)
     arguments = Arguments(ConnectorOperationRun.component, "connector_operation")
     return ConnectorOperation(arguments.name("connector", connector), arguments.name("operation", operation),
                               arguments.optional_name("resource_type", resource_type), False, arguments)

@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind
 from otel_crm._internal import semconv
 from otel_crm._internal.runtime import Runtime
 from otel_crm.helpers._base import Attributes, Instrumented, Operation, PerRuntime, metric_attributes
+from otel_crm.helpers._shared import BoundSets, Memo
 from otel_crm.helpers._validate import COUNT, INVALID_ARGUMENT, MAX_COUNT, Arguments, checked_count, is_name
 
 __all__ = ["MAX_QUERY_TEXT", "SearchQuery", "SearchQueryRun", "sanitize_query", "search_query"]
@@ -170,18 +171,43 @@ class _Instruments:
 _instruments: PerRuntime[_Instruments] = PerRuntime("otel_crm.helpers.search", _Instruments)
 
 
+class _Shape:
+    """What one index and system always give: checked once, then memoised."""
+
+    __slots__ = ("base", "sets", "span_name", "start", "system")
+
+    def __init__(self, index: str, system: str, rejected: tuple[str, ...]) -> None:
+        self.system = system
+        self.span_name = f"{SEARCH} {index}"
+        self.base: Attributes = {semconv.DB_SYSTEM_NAME: system, semconv.DB_OPERATION_NAME: SEARCH,
+                                 semconv.DB_COLLECTION_NAME: index}
+        self.start = {**self.base, INVALID_ARGUMENT: rejected} if rejected else self.base
+        self.sets = BoundSets()
+
+
+_shapes: Memo[tuple[Any, Any], _Shape] = Memo(256)
+_DURATION = semconv.DB_CLIENT_OPERATION_DURATION
+
+
+def _shape(index: str, system: str) -> _Shape:
+    """A new shape (memoised when the arguments are valid)."""
+    if is_name(index) and is_name(system):
+        return _shapes.put((index, system), _Shape(index, system, ()))
+    arguments = Arguments(SearchQueryRun.component, "search_query")  # a misuse: reported on every call
+    index = arguments.name("index", index)
+    system = arguments.name("system", system, fallback=DEFAULT_SYSTEM)
+    return _Shape(index, system, arguments.rejected)
+
+
 class SearchQueryRun(Operation):
     """One search; the handle of ``with search_query(...) as search``."""
 
-    __slots__ = ("_base", "_name", "_query", "_results", "_start", "_system")
+    __slots__ = ("_query", "_results", "_shape")
     component = "helpers.search"
 
-    def __init__(self, name: str, start: Attributes, base: Attributes, system: str, query: Any) -> None:
-        super().__init__()
-        self._name = name
-        self._start = start
-        self._base = base
-        self._system = system
+    def __init__(self, shape: _Shape, start: Attributes, query: Any) -> None:
+        Operation.__init__(self, shape.span_name, SpanKind.CLIENT, start)
+        self._shape = shape
         self._query = query
         self._results: int | None = None
 
@@ -193,51 +219,37 @@ class SearchQueryRun(Operation):
             return
         self._results = results
 
-    def _span_name(self) -> str:
-        return self._name
-
-    def _span_kind(self) -> SpanKind:
-        return SpanKind.CLIENT
-
-    def _start_attributes(self) -> Attributes:
-        return self._start
-
     def _started(self, span: trace.Span) -> None:
         if self._query is not None:
-            span.set_attribute(semconv.DB_QUERY_TEXT, sanitize_query(self._query, self._system))
+            span.set_attribute(semconv.DB_QUERY_TEXT, sanitize_query(self._query, self._shape.system))
 
     def _ending(self, span: trace.Span) -> None:
         if self._results is not None:
             span.set_attribute(semconv.DB_RESPONSE_RETURNED_ROWS, self._results)
 
     def _record(self, runtime: Runtime, duration: float, error: str | None) -> None:
-        _instruments(runtime).duration.record(duration, metric_attributes(
-            runtime, semconv.DB_CLIENT_OPERATION_DURATION, self._base, self._tenant_id, error=error))
+        shape, tenant = self._shape, self._tenant_id
+        if error is None:  # the usual case: sets bound once (see BoundSets)
+            attributes = shape.sets.get(runtime, _DURATION, _DURATION if tenant is None else (_DURATION, tenant),
+                                        shape.base, tenant)
+        else:
+            attributes = metric_attributes(runtime, _DURATION, shape.base, tenant, error=error)
+        _instruments(runtime).duration.record(duration, attributes, self._context)
 
 
 class SearchQuery(Instrumented[SearchQueryRun]):
     """Returned by :func:`search_query`."""
 
-    __slots__ = ("_base", "_name", "_query", "_start", "_system")
+    __slots__ = ("_query", "_shape")
 
-    def __init__(self, index: str, system: str, query: Any) -> None:
-        super().__init__()
-        rejected: tuple[str, ...] = ()
-        if not (is_name(index) and is_name(system)):
-            arguments = Arguments(SearchQueryRun.component, "search_query")
-            index = arguments.name("index", index)
-            system = arguments.name("system", system, fallback=DEFAULT_SYSTEM)
-            rejected = arguments.rejected
-        self._system = system
-        self._name = f"{SEARCH} {index}"
+    def __init__(self, shape: _Shape, query: Any) -> None:
+        self._shape = shape
         self._query = query
-        self._base: Attributes = {semconv.DB_SYSTEM_NAME: system, semconv.DB_OPERATION_NAME: SEARCH,
-                                  semconv.DB_COLLECTION_NAME: index}
-        self._start = {**self._base, INVALID_ARGUMENT: rejected} if rejected else self._base
 
     def _operation(self, args: tuple[Any, ...] | None, code_function: str | None) -> SearchQueryRun:
-        start = self._with_function(self._start, code_function)
-        return SearchQueryRun(self._name, start, self._base, self._system, self._query)
+        start = self._shape.start
+        return SearchQueryRun(self._shape, start if code_function is None else self._with_function(
+            start, code_function), self._query)
 
 
 def search_query(index: str, *, system: str = DEFAULT_SYSTEM, query: Any = None) -> SearchQuery:
@@ -245,4 +257,8 @@ def search_query(index: str, *, system: str = DEFAULT_SYSTEM, query: Any = None)
     search.set_results(len(hits))`` (or ``async with``). ``system`` is the ``db.system.name``
     value (elasticsearch, opensearch, postgresql…); `query` a DSL dict or a query string, only
     ever recorded sanitized."""
-    return SearchQuery(index, system, query)
+    try:
+        shape = _shapes.get((index, system))
+    except Exception:  # an unhashable argument: checked (and refused) below
+        shape = None
+    return SearchQuery(shape if shape is not None else _shape(index, system), query)

@@ -301,3 +301,18 @@ async def test_task_spawned_inside_a_shared_block_finishes_its_own_operation(
         assert outer.span.is_recording()  # still ours, not finished by the child
     assert sorted(s.attributes[semconv.CRM_CONNECTOR_RECORDS]  # type: ignore[index]
                   for s in telemetry.spans() if s.name == "push hubspot") == [1, 2]
+
+
+def test_class_names_are_memoised_within_a_budget() -> None:
+    names = connector_module._class_names
+    for i in range(3 * names.limit):
+        owner = type(f"Shop{i}Connector", (), {})()
+        assert connector_name_of(owner) == f"shop{i}"
+        assert len(names) <= names.limit
+    named = type("PlainClient", (), {"name": "custom"})()  # an instance's own name still wins
+    assert connector_name_of(named) == "custom"
+
+
+def test_plain_collections_are_counted_like_any_sized_result() -> None:
+    assert [count_records(value) for value in ([1, 2], (1,), {1, 2, 3}, frozenset(), "abc", b"x")] == [
+        2, 1, 3, 0, None, None]

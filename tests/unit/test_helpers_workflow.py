@@ -270,3 +270,15 @@ def test_internal_failure_reraises_under_pytest(telemetry: CapturedTelemetry,
     monkeypatch.setattr(workflow_module, "_instruments", broken)
     with pytest.raises(RuntimeError, match="instrument exploded"), workflow("enrich_lead"):
         pass
+
+
+def test_metrics_are_recorded_in_the_context_around_the_workflow(telemetry: CapturedTelemetry) -> None:
+    """Exemplars (trace_based, the SDK default) point at the span around the workflow: the context
+    read once for all of an operation's measurements is the one the SDK would read for each."""
+    with telemetry.runtime.tracer("test").start_as_current_span("request") as parent:
+        with workflow("exemplar_check", execution_id="run-1"):
+            pass
+    for metric in (semconv.CRM_WORKFLOW_DURATION, semconv.CRM_WORKFLOW_EXECUTIONS):
+        exemplars = [e for p in telemetry.metric_points(metric) for e in p.exemplars]
+        assert exemplars, metric
+        assert {e.span_id for e in exemplars} == {parent.get_span_context().span_id}, metric
