@@ -118,6 +118,12 @@ def arms(diagnose: bool) -> list[Arm]:
         Arm("crm-sampling-off", True, {**crm, "OTEL_CRM_SAMPLING_MODE": "off"},
             doc="otel_crm-grpc, OTEL_CRM_SAMPLING_MODE=off (exports 100%, like upstream; what-if)",
             protocol="grpc"),
+        # The floor under any distro built on these instrumentations: they run and the SDK makes
+        # their spans, but nothing is processed, recorded or exported.
+        Arm("floor", True, {**UPSTREAM_ENV, "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
+                            "OTEL_LOGS_EXPORTER": "none"},
+            doc="opentelemetry-distro with every exporter `none`: the instrumentations and the SDK's span "
+                "creation, nothing processed or exported (what-if: the floor)", protocol="grpc"),
     ]
 
 
