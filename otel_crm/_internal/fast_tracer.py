@@ -390,9 +390,10 @@ def _same_spans() -> bool:
 _checked: list[bool] = []
 
 
-def tracer_provider_class() -> Callable[..., sdk.TracerProvider]:
-    """`FastTracerProvider` when this SDK's spans come out the same from it (probed once), else the
-    SDK's `TracerProvider`."""
+def tracer_provider_class(enabled: bool = True) -> Callable[..., sdk.TracerProvider]:
+    """`FastTracerProvider` if enabled and this SDK passes the probe (run once), else the SDK's."""
+    if not enabled:
+        return sdk.TracerProvider
     if not _checked:
         _checked.append(check_feature("the span path (start_span, end, start_as_current_span)",
                                       "spans are made by the SDK's own (slower) tracer", _same_spans))

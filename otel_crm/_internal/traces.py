@@ -105,7 +105,7 @@ def build_tracing(settings: Settings, resource: Resource, *, meter: Meter | None
     service = resource.attributes.get(semconv.SERVICE_NAME)
     sampler = head_sampler(settings, str(service) if service is not None else None)
     # The SDK's provider, or its subclass with a cheaper span path when this SDK passes its probe.
-    provider = tracer_provider_class()(resource=resource, sampler=sampler, shutdown_on_exit=False)
+    provider = tracer_provider_class(settings.fast_spans)(resource=resource, sampler=sampler, shutdown_on_exit=False)
     provider.add_span_processor(TenantSpanProcessor(capture_user_id=settings.capture_user_id,
                                                     form=tenant_form(scrubber)))
     provider.add_span_processor(ServerSpanCapture())  # the access line's trace id (access.py)

@@ -316,7 +316,7 @@ def test_otel_crm_pipelines_use_it_and_export_the_same_spans(monkeypatch: pytest
 
     def run(cls: Callable[..., sdk.TracerProvider]) -> list[dict[str, Any]]:
         clock()
-        monkeypatch.setattr(traces, "tracer_provider_class", lambda: cls)
+        monkeypatch.setattr(traces, "tracer_provider_class", lambda enabled=True: cls)
         exporter = InMemorySpanExporter()
         provider = traces.create_tracer_provider(settings, Resource({"service.name": "svc"}), exporter=exporter)
         assert type(provider) is cls
@@ -327,6 +327,16 @@ def test_otel_crm_pipelines_use_it_and_export_the_same_spans(monkeypatch: pytest
 
     got = run(FastTracerProvider)
     assert got and got == run(sdk.TracerProvider)
+
+
+def test_otel_crm_fast_spans_false_gives_the_sdks_own_provider() -> None:
+    common = {"OTEL_CRM_SAMPLING_MODE": "tail", "OTEL_TRACES_EXPORTER": "none"}
+    resource = Resource({"service.name": "svc"})
+    off = resolve_settings({**common, "OTEL_CRM_FAST_SPANS": "false"})
+    on = resolve_settings(common)
+    assert (off.fast_spans, on.fast_spans) == (False, True)
+    assert type(traces.create_tracer_provider(off, resource, exporter=InMemorySpanExporter())) is sdk.TracerProvider
+    assert type(traces.create_tracer_provider(on, resource, exporter=InMemorySpanExporter())) is FastTracerProvider
 
 
 def test_capture_telemetry_runs_the_fast_path() -> None:
