@@ -115,7 +115,16 @@ class BoundSets:
 
     def __init__(self) -> None:
         # (owner, sets): one tuple, read and replaced atomically (threads share a shape)
-        self._state: tuple[object, dict[Any, Any]] = (None, {})
+        self._state: tuple[object, Memo[Any, Any]] = (None, Memo(BOUND_SETS_LIMIT))
+
+    def _sets(self, runtime: Runtime) -> Memo[Any, Any]:
+        """This runtime's sets: new ones when the runtime or the guard's epoch (a fork) changed."""
+        guard = runtime.cardinality
+        owner = runtime if guard is None else guard.epoch
+        state = self._state
+        if state[0] is not owner:
+            state = self._state = (owner, Memo(BOUND_SETS_LIMIT))
+        return state[1]
 
     def get(self, runtime: Runtime, metric: str, key: Any, base: Attributes, tenant_id: str | None,
             *, outcome_key: str | None = None, extra: Attributes | None = None) -> Attributes:
@@ -123,12 +132,7 @@ class BoundSets:
         (constants, added after the guard as before, e.g. ``gen_ai.token.type``). `key` names the
         set among this shape's (the metric, the tenant, what `base` and `extra` vary by). Callers
         never change what this returns: it is shared by every later measurement."""
-        guard = runtime.cardinality
-        owner = runtime if guard is None else guard.epoch
-        state = self._state
-        if state[0] is not owner:
-            state = self._state = (owner, {})
-        sets = state[1]
+        sets = self._sets(runtime)
         found: Attributes | None = sets.get(key)
         if found is not None:
             return found
@@ -137,30 +141,21 @@ class BoundSets:
         if extra:
             attributes.update(extra)
         if admitted:
-            if len(sets) >= BOUND_SETS_LIMIT:
-                sets.clear()
-            sets[key] = attributes
+            sets.put(key, attributes)
         return attributes
 
     def variants(self, runtime: Runtime, metric: str, key: Any, base: Attributes, tenant_id: str | None,
                  *, extras: tuple[Attributes, ...]) -> tuple[Attributes, ...]:
         """One bound set (no outcome) plus each of `extras` in turn: several measurements of one metric
         bound once together (``gen_ai.token.type`` input and output), as :meth:`get`."""
-        guard = runtime.cardinality
-        owner = runtime if guard is None else guard.epoch
-        state = self._state
-        if state[0] is not owner:
-            state = self._state = (owner, {})
-        sets = state[1]
+        sets = self._sets(runtime)
         known: tuple[Attributes, ...] | None = sets.get(key)
         if known is not None:
             return known
         attributes = metric_attributes(runtime, metric, base, tenant_id)
         result = tuple({**attributes, **extra} for extra in extras)
         if OTHER not in attributes.values():
-            if len(sets) >= BOUND_SETS_LIMIT:
-                sets.clear()
-            sets[key] = result
+            sets.put(key, result)
         return result
 
     def __len__(self) -> int:
