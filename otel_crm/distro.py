@@ -4,7 +4,6 @@ per-instrumentation options. Telemetry itself is set up by :mod:`otel_crm.config
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from opentelemetry import metrics
@@ -56,8 +55,9 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             # process, reported when a reader collects (_internal/local_sums.py).
             kwargs.setdefault("meter_provider", CorrectingMeterProvider(metrics.get_meter_provider()))
         library = _DEFERRED_INSTRUMENTATIONS.get(entry_point.name)
-        if library is None or library in sys.modules:
+        if library is None:
             super().load_instrumentor(entry_point, **kwargs)
             return
+        # At once when the library is already imported (when_imported runs the hook then).
         when_imported(library, f"instrument_{entry_point.name}",
                       lambda: super(CrmDistro, self).load_instrumentor(entry_point, **kwargs))
