@@ -141,12 +141,15 @@ class JsonFormatter(logging.Formatter):
 
     def _head(self, created: float) -> str:
         """`{"timestamp": "…", "level": "info", "message": ` of a line `created` then."""
+        return f'{{"timestamp": "{self._timestamp(created)}", "level": "info", "message": '
+
+    def _timestamp(self, created: float) -> str:
         seconds = int(created)
         millis = int((created - seconds) * 1000)
         second = self._second
-        if second[0] != seconds:
+        if second[0] != seconds:  # one strftime per second, not per line
             second = self._second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
-        return f'{{"timestamp": "{second[1]}.{millis:03d}Z", "level": "info", "message": '
+        return f"{second[1]}.{millis:03d}Z"
 
     def _constant_of(self, logger: str) -> str:
         text = (f', "logger": {_encode_str(logger)}, "service": {_encode_str(self._service)}, '
@@ -157,13 +160,8 @@ class JsonFormatter(logging.Formatter):
 
     def _payload(self, created: float, level: str, message: str, logger: str,
                  span_context: SpanContext) -> dict[str, Any]:
-        seconds = int(created)
-        millis = int((created - seconds) * 1000)
-        second = self._second
-        if second[0] != seconds:  # one strftime per second, not per line
-            second = self._second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
         payload: dict[str, Any] = {
-            "timestamp": f"{second[1]}.{millis:03d}Z",
+            "timestamp": self._timestamp(created),
             "level": level,
             "message": self._clean(message),
             "logger": logger,
