@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otel_crm._internal import semconv
 from otel_crm._internal.cardinality import OTHER, CardinalityGuard
 from otel_crm._internal.generators import decorate_async_generator, decorate_generator
+from otel_crm._internal.memo import Memo
 from otel_crm._internal.safety import guard
 
 __all__ = [
@@ -107,10 +108,7 @@ def context_with_tenant(tenant: Tenant, ctx: Context | None = None) -> Context:
     # gives the same immutable result for equal tenants: built once per tenant, then shared.
     built = _empty_with_tenant.get(tenant)
     if built is None:
-        built = _with_tenant(tenant, ctx)
-        if len(_empty_with_tenant) >= _EMPTY_WITH_TENANT_MAX:  # bounded: start again
-            _empty_with_tenant.clear()
-        _empty_with_tenant[tenant] = built
+        built = _empty_with_tenant.put(tenant, _with_tenant(tenant, ctx))
     return built
 
 
@@ -125,8 +123,7 @@ def _with_tenant(tenant: Tenant, ctx: Context) -> Context:
     return ctx
 
 
-_EMPTY_WITH_TENANT_MAX = 1024
-_empty_with_tenant: dict[Tenant, Context] = {}
+_empty_with_tenant: Memo[Tenant, Context] = Memo(1024)  # bounded: start again when full
 
 
 class tenant_context:

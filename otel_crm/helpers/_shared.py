@@ -12,6 +12,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from otel_crm._internal import semconv
 from otel_crm._internal.cardinality import OTHER
+from otel_crm._internal.memo import Memo
 from otel_crm._internal.runtime import Runtime
 
 __all__ = ["FAILURE", "SUCCESS", "Attributes", "BoundSets", "Memo", "PerRuntime", "function_name",
@@ -64,36 +65,6 @@ class PerRuntime(Generic[_T]):
             return last[1]
         value = runtime.cached(self._key, functools.partial(self._build, runtime))
         self._last = (runtime, value)
-        return value
-
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-class Memo(dict[_K, _V]):
-    """A bounded memo: at most `limit` entries, forgotten all at once when full (the values are
-    cheap to rebuild; what matters is that a caller's distinct values can never grow it).
-
-    A dict, so a hit costs one C call (``get``); ``get`` of an unhashable key raises TypeError
-    like a dict's: :meth:`lookup` is the never-raising form for arguments not yet checked."""
-
-    __slots__ = ("limit",)
-
-    def __init__(self, limit: int) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def lookup(self, key: _K) -> _V | None:
-        try:
-            return self.get(key)
-        except Exception:  # an unhashable (or oddly hashing) argument: never memoised
-            return None
-
-    def put(self, key: _K, value: _V) -> _V:
-        if len(self) >= self.limit:
-            self.clear()
-        self[key] = value
         return value
 
 

@@ -222,7 +222,7 @@ class ConnectorOperation(Instrumented[ConnectorOperationRun]):
         self._arguments = arguments
         self._shape = shape  # the context manager's one shape (a known connector, no function)
         # Built on first use (the context manager form never needs them):
-        self._cache: dict[tuple[str, str | None], _Shape] | None = None
+        self._cache: Memo[tuple[str, str | None], _Shape] | None = None
         # code.function.name -> (is a method, fallback connector name from the module)
         self._functions: dict[str, tuple[bool, str]] | None = None
 
@@ -250,13 +250,11 @@ class ConnectorOperation(Instrumented[ConnectorOperationRun]):
         key = (connector, code_function)
         cache = self._cache
         if cache is None:
-            cache = self._cache = {}
+            cache = self._cache = Memo(65)  # names come from instances: keep this bounded
         shape = cache.get(key)
         if shape is None:
-            if len(cache) > 64:  # names come from instances: keep this bounded
-                cache.clear()
-            shape = cache[key] = _Shape(connector, self._operation_name, self._resource_type,
-                                              code_function, self._arguments)
+            shape = cache.put(key, _Shape(connector, self._operation_name, self._resource_type,
+                                          code_function, self._arguments))
         return shape
 
 

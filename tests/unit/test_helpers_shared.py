@@ -18,7 +18,7 @@ from otel_crm._internal.cardinality import OTHER, CardinalityGuard
 from otel_crm._internal.runtime import Runtime
 from otel_crm._internal.settings import resolve_settings
 from otel_crm.helpers._base import Operation
-from otel_crm.helpers._shared import BOUND_SETS_LIMIT, BoundSets, Memo
+from otel_crm.helpers._shared import BOUND_SETS_LIMIT, BoundSets
 from otel_crm.testing import CapturedTelemetry
 
 WORKFLOW = semconv.CRM_WORKFLOW_NAME
@@ -26,19 +26,6 @@ WORKFLOW = semconv.CRM_WORKFLOW_NAME
 
 def _runtime(guard: CardinalityGuard | None) -> Runtime:
     return Runtime(settings=resolve_settings({}), cardinality=guard)
-
-
-def test_memo_never_grows_past_its_limit() -> None:
-    memo: Memo[int, str] = Memo(8)
-    for i in range(100):
-        assert memo.put(i, str(i)) == str(i)
-        assert len(memo) <= 8
-    assert memo.get(99) == "99"  # the latest entries are served
-
-
-def test_memo_of_an_unhashable_key_is_a_miss_not_an_error() -> None:
-    memo: Memo[Any, str] = Memo(8)
-    assert memo.lookup(([1], "x")) is None
 
 
 def test_bound_sets_serve_one_set_per_key_and_never_grow_past_their_budget() -> None:

@@ -20,6 +20,7 @@ import otel_crm
 from otel_crm._internal.integrations.asgi import TenantASGIMiddleware
 from otel_crm._internal.integrations.extractor import TenantExtractor
 from otel_crm._internal.integrations.wsgi import TenantWSGIMiddleware
+from otel_crm._internal.memo import Memo
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.stdout import JsonFormatter
 from otel_crm._internal.tenancy import (
@@ -485,8 +486,7 @@ def test_context_with_tenant_on_an_empty_context_is_built_once_per_tenant_and_bo
 
     from otel_crm._internal import tenancy
 
-    monkeypatch.setattr(tenancy, "_empty_with_tenant", {})
-    monkeypatch.setattr(tenancy, "_EMPTY_WITH_TENANT_MAX", 3)
+    monkeypatch.setattr(tenancy, "_empty_with_tenant", Memo(3))
     plain, full = tenancy.Tenant("acme"), tenancy.Tenant("acme", "u-1", "gold")
     for tenant in (plain, full):
         first = tenancy.context_with_tenant(tenant, Context())
