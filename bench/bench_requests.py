@@ -24,8 +24,10 @@ Two variants, arms interleaved (order rotates every round), medians over rounds:
               a loop (no HTTP server, no socket), each timed block ending with a force_flush of spans
               and log records inside the timed window. Process CPU time (all threads: exporters
               included) and wall time per request.
-  http        the apps served by werkzeug (bench/_bench_app.py), requests from this process over one
-              keep-alive http.client connection per arm; each timed window ends with GET /_bench/flush
+  http        the apps served by werkzeug (bench/_bench_app.py), requests from this process through one
+              http.client connection object per arm; werkzeug's dev server answers every request with
+              `Connection: close`, so each request is a new loopback connection and a new server
+              thread (the same for every arm); each timed window ends with GET /_bench/flush
               (the same force_flush). Client-observed wall time and the server process's CPU time
               (/proc/<pid>/stat, all threads) per request.
 
@@ -254,7 +256,8 @@ class Server:
         return int(response.status)
 
     def timed(self, path: str, n: int) -> tuple[float, float]:
-        """(wall µs, server CPU µs) per request over n keep-alive GETs, then the flush request."""
+        """(wall µs, server CPU µs) per request over n GETs (a new connection each: werkzeug closes them),
+        then the flush request."""
         assert self.conn is not None
         conn, headers = self.conn, self.headers
         cpu0 = proc_cpu_seconds(self.proc.pid)
@@ -472,10 +475,12 @@ def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None
         lines += table(inproc, all_arms, "cpu")
         lines.append("")
     if httpv:
-        lines += ["## Over HTTP (werkzeug dev server, keep-alive loopback client)", "",
+        lines += ["## Over HTTP (werkzeug dev server, loopback client)", "",
                   f"The apps run side by side (`python bench/_bench_app.py`, under `opentelemetry-instrument` "
                   f"for the instrumented arms); this process sends {args.http_requests} GETs per path per arm "
-                  f"per round over one keep-alive `http.client` connection, {args.rounds} rounds after "
+                  f"per round through one `http.client` connection object (werkzeug's dev server closes every "
+                  f"connection, so each request opens a new one and runs on a new server thread), "
+                  f"{args.rounds} rounds after "
                   f"{args.warmup} warm-up requests per path. Server cpu = the app process's CPU time "
                   "(all threads) per request; wall = client-observed latency. Werkzeug's own per-request "
                   "work (and its request log line: stderr for bare, an OTLP log record for upstream, the JSON "
