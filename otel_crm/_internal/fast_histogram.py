@@ -40,6 +40,7 @@ from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context, get_current
 from opentelemetry.metrics import Histogram
 from opentelemetry.sdk.metrics import (
+    AlignedHistogramBucketExemplarReservoir,
     AlwaysOffExemplarFilter,
     AlwaysOnExemplarFilter,
     MeterProvider,
@@ -82,7 +83,7 @@ class _Entry:
         self.storages = storages
         self.types = types
         self.attributes = attributes  # the SDK's cleaned copy: what exemplars keep
-        self.histograms = histograms  # explicit bucket aggregations, added to here
+        self.histograms = histograms  # explicit bucket aggregations (with their lock, bounds, reservoir)
         self.others = others  # any other aggregation: its own aggregate()
 
 
@@ -113,7 +114,10 @@ class FastHistogram(Histogram):
             return
         try:  # runs on every request: `guard` only sees the (never expected) exception
             key = tuple(attributes.items()) if attributes else ()
-            entry = self._memo.lookup(key)
+            try:
+                entry = self._memo.get(key)
+            except TypeError:  # an unhashable value (a list): the SDK's path
+                entry = None
             storages = self._consumer._reader_storages
             if (entry is None or entry.storages is not storages
                     or (key and tuple(map(type, attributes.values())) != entry.types)):  # type: ignore[union-attr]
@@ -127,7 +131,7 @@ class FastHistogram(Histogram):
 
     def _add(self, entry: _Entry, value: float, context: Context) -> None:
         mode = self._mode
-        if mode == _TRACE:
+        if mode == _TRACE:  # TraceBasedExemplarFilter.should_sample
             span = _get_current_span(context)
             sample = False if span == INVALID_SPAN else span.get_span_context().trace_flags.sampled
         else:
@@ -135,8 +139,9 @@ class FastHistogram(Histogram):
         now = time_ns() if sample or mode == _OTHER or entry.others else 0
         if mode == _OTHER:
             sample = self._filter.should_sample(value, now, entry.attributes, context)
-        for aggregation in entry.histograms:  # the SDK's aggregate(), without the Measurement
-            with aggregation._lock:
+        for aggregation, lock, boundaries, aligned in entry.histograms:  # the SDK's aggregate()
+            index = bisect_left(boundaries, value)
+            with lock:
                 counts = aggregation._value
                 if counts is None:
                     counts = aggregation._value = aggregation._get_empty_bucket_counts()
@@ -144,13 +149,17 @@ class FastHistogram(Histogram):
                 if aggregation._record_min_max:
                     aggregation._min = min(aggregation._min, value)
                     aggregation._max = max(aggregation._max, value)
-                counts[bisect_left(aggregation._boundaries, value)] += 1
+                counts[index] += 1
             if sample:
-                aggregation._reservoir.offer(value, now, entry.attributes, context)
+                if aligned is not None:  # its offer(): the bucket of `value` (the same bisect) keeps it
+                    with aligned._lock:
+                        aligned._reservoir_storage[index].offer(value, now, entry.attributes, context)
+                else:
+                    aggregation._reservoir.offer(value, now, entry.attributes, context)
         if entry.others:
             measurement = Measurement(value, now, self._inner, context, entry.attributes)
-            for aggregation in entry.others:
-                aggregation.aggregate(measurement, sample)
+            for other in entry.others:
+                other.aggregate(measurement, sample)
 
     def _remember(self, key: tuple[Any, ...], attributes: Attributes, storages: Any) -> None:
         """Remember the aggregations the SDK's own recording of `attributes` just used (if plain)."""
@@ -176,7 +185,10 @@ class FastHistogram(Histogram):
                     continue
                 if (type(aggregation) is _ExplicitBucketHistogramAggregation
                         and type(aggregation).aggregate is _SDK_AGGREGATE):
-                    histograms.append(aggregation)
+                    reservoir = aggregation._reservoir
+                    aligned = reservoir if (type(reservoir) is AlignedHistogramBucketExemplarReservoir
+                                            and tuple(reservoir._boundaries) == aggregation._boundaries) else None
+                    histograms.append((aggregation, aggregation._lock, aggregation._boundaries, aligned))
                 else:
                     others.append(aggregation)
         types = tuple(type(value) for value in attributes.values()) if attributes else ()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -170,6 +171,15 @@ def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_recording_while_collecting_loses_nothing() -> None:
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a recording without the lock would lose counts
+    try:
+        _record_while_collecting()
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _record_while_collecting() -> None:
     provider, (cumulative, delta) = _provider("always_off", None)
     histogram = FastHistogram(provider.get_meter("m").create_histogram("h"))
     sets = [{"k": str(index)} for index in range(8)]
@@ -180,12 +190,15 @@ def test_recording_while_collecting_loses_nothing() -> None:
         for step in range(per_thread):
             histogram.record(0.5 + step % 3, sets[step % len(sets)])
 
+    def collect_once() -> None:
+        data = delta.get_metrics_data()
+        if data is not None:
+            seen.extend(point.count for rm in data.resource_metrics for sm in rm.scope_metrics
+                        for metric in sm.metrics for point in metric.data.data_points)
+
     def collect() -> None:
         while not done.is_set():
-            data = delta.get_metrics_data()
-            if data is not None:
-                seen.extend(point.count for rm in data.resource_metrics for sm in rm.scope_metrics
-                            for metric in sm.metrics for point in metric.data.data_points)
+            collect_once()
 
     collector = threading.Thread(target=collect)
     collector.start()
@@ -196,7 +209,8 @@ def test_recording_while_collecting_loses_nothing() -> None:
         worker.join()
     done.set()
     collector.join()
-    collect()  # the rest
+    collect_once()  # the rest
+    assert len(seen) > len(sets)  # collections did run while recording
     final = cumulative.get_metrics_data()
     assert final is not None
     points = [point for rm in final.resource_metrics for sm in rm.scope_metrics for metric in sm.metrics
