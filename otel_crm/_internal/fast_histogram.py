@@ -56,6 +56,7 @@ from opentelemetry.sdk.metrics._internal.instrument import _Histogram
 from opentelemetry.sdk.metrics._internal.measurement import Measurement
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import Attributes
 
@@ -225,23 +226,27 @@ def fast_histogram(instrument: Any, enabled: bool = True) -> Any:
 def comparable(value: Any) -> Any:
     """Collected metrics data (points, exemplars, resources, scopes) as plain values with every
     timestamp zeroed (the two paths read the clock at different moments)."""
-    if isinstance(value, (str, type(None))):
+    kind = type(value)
+    if kind is str or value is None:
         return value
-    if isinstance(value, (int, float)):  # typed: 10 and 10.0, 1 and True are different data
-        return type(value).__name__, value
+    if kind is int or kind is float or kind is bool or isinstance(value, (int, float, str)):
+        return kind.__name__, value  # typed: 10 and 10.0, 1 and True are different data (enums too)
+    if kind is list or kind is tuple:
+        return [comparable(item) for item in value]
     if isinstance(value, Mapping):
         return {key: comparable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [comparable(item) for item in value]
     fields = getattr(value, "__dataclass_fields__", None)
     if fields is not None:
         names = list(fields)
     elif hasattr(value, "__dict__"):
         names = [name for name in vars(value) if name != "_lock"]
     else:  # a slotted object (the instrumentation scope)
-        names = [name for cls in type(value).__mro__ for name in getattr(cls, "__slots__", ())]
-    return (type(value).__name__, {name: 0 if name.endswith("time_unix_nano") else comparable(getattr(value, name))
-                                   for name in names})
+        names = [name for cls in kind.__mro__ for name in getattr(cls, "__slots__", ())]
+    return kind.__name__, {name: 0 if name.endswith("time_unix_nano") else comparable(getattr(value, name))
+                           for name in names}
+
+
+_PROBE_RESOURCE = Resource({"service.name": "probe"})
 
 
 def _script(fast: bool, exemplar_filter: Any) -> list[Any]:
@@ -249,9 +254,10 @@ def _script(fast: bool, exemplar_filter: Any) -> list[Any]:
         SdkHistogram: AggregationTemporality.DELTA})]
     views = [View(instrument_name="h", attribute_keys={"a"}),  # points merge, exemplars keep the rest
              View(instrument_name="h", name="h2"),
-             View(instrument_name="e", aggregation=ExponentialBucketHistogramAggregation())]
+             # another aggregation: its own aggregate() (a reservoir of 8 keeps every exemplar: no draws)
+             View(instrument_name="e", aggregation=ExponentialBucketHistogramAggregation(max_size=8))]
     provider = MeterProvider(metric_readers=readers[:1], views=views, exemplar_filter=exemplar_filter,
-                             shutdown_on_exit=False)
+                             resource=_PROBE_RESOURCE, shutdown_on_exit=False)  # (no resource detection)
     meter = provider.get_meter("probe")
     sampled = trace_api.set_span_in_context(NonRecordingSpan(SpanContext(5, 6, False, TraceFlags(1))))
     histograms: list[Any] = []
