@@ -28,8 +28,6 @@ instrument is used and one warning says so.
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 from bisect import bisect_left
 from collections.abc import Mapping
 from time import time_ns
@@ -101,7 +99,6 @@ class FastHistogram(Histogram):
         self._mode = {AlwaysOnExemplarFilter: _ON, AlwaysOffExemplarFilter: _OFF,
                       TraceBasedExemplarFilter: _TRACE}.get(type(exemplar_filter), _OTHER)
         self._memo: Memo[tuple[Any, ...], _Entry] = Memo(MEMO_LIMIT)
-        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:  # anything else the SDK instrument has
         return getattr(self._inner, name)
@@ -110,6 +107,7 @@ class FastHistogram(Histogram):
         kind = type(amount)
         config = self._config
         if ((kind is not float and kind is not int) or not 0 <= amount < _INF
+                or (attributes is not None and type(attributes) is not dict)
                 or (config is not None and not config.is_enabled)):
             self._inner.record(amount, attributes, context)  # the SDK's warnings, or its no-op
             return
@@ -193,20 +191,17 @@ class FastHistogram(Histogram):
                 else:
                     others.append(aggregation)
         types = tuple(type(value) for value in attributes.values()) if attributes else ()
-        entry = _Entry(storages, types, cleaned, tuple(histograms), tuple(others))
-        with self._lock:
-            self._memo.put(key, entry)
+        # No lock (none to be left held by a fork): racing puts may hold a few more sets for a moment.
+        self._memo.put(key, _Entry(storages, types, cleaned, tuple(histograms), tuple(others)))
 
 
-_wrappers: weakref.WeakKeyDictionary[Any, FastHistogram] = weakref.WeakKeyDictionary()
-_wrappers_lock = threading.Lock()
 _checked: list[bool] = []
 
 
 def fast_histogram(instrument: Any, enabled: bool = True) -> Any:
     """`instrument` as a :class:`FastHistogram` when it is the SDK's histogram and this SDK passes
     the probe (run once); else `instrument` itself. One wrapper per SDK instrument (the SDK hands the
-    same instrument to every registration of a name)."""
+    same instrument to every registration of a name), kept on the instrument: it lives as long."""
     if not enabled or type(instrument) is not _Histogram:
         return instrument
     if not _checked:
@@ -214,11 +209,11 @@ def fast_histogram(instrument: Any, enabled: bool = True) -> Any:
                                       "histograms are recorded by the SDK's own (slower) path", _same_data))
     if not _checked[0]:
         return instrument
-    with _wrappers_lock:
-        wrapper = _wrappers.get(instrument)
-        if wrapper is None:
-            wrapper = _wrappers[instrument] = FastHistogram(instrument)
-        return wrapper
+    holder: Any = instrument
+    wrapper = getattr(holder, "_crm_fast_histogram", None)
+    if wrapper is None:  # (two threads racing here make two wrappers: both record into the same)
+        wrapper = holder._crm_fast_histogram = FastHistogram(instrument)
+    return wrapper
 
 
 # --- the probe --------------------------------------------------------------------------------------

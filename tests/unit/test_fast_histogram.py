@@ -11,6 +11,7 @@ import random
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -88,8 +89,10 @@ def _attribute_sets(rng: random.Random) -> Iterator[Any]:
             yield rng.choice(({"flag": True}, {"flag": 1}, {"flag": 1.0}, {"flag": "1"}))  # equal, not the same
         elif pick < 0.9:
             yield rng.choice((None, {}))
-        elif pick < 0.95:
+        elif pick < 0.93:
             yield {"seq": rng.choice(([1, 2], (1, 2), ("a",))), "n": rng.randrange(3)}  # not plain: SDK path
+        elif pick < 0.95:  # not a dict: the SDK's path (a mapping proxy; a list the SDK warns about)
+            yield rng.choice((MappingProxyType({"http.request.method": "GET"}), [("http.request.method", "GET")]))
         else:
             yield {"float": rng.choice((0.0, -0.0, 1.5)), "big": "x" * rng.randrange(1, 3)}
 
