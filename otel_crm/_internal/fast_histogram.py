@@ -58,6 +58,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.util.types import Attributes
 
+from otel_crm._internal import semconv
 from otel_crm._internal.memo import Memo
 from otel_crm._internal.safety import guard
 from otel_crm._internal.sdk_compat import check_feature
@@ -241,7 +242,7 @@ def comparable(value: Any) -> Any:
                            for name in names}
 
 
-_PROBE_RESOURCE = Resource({"service.name": "probe"})
+_PROBE_RESOURCE = Resource({semconv.SERVICE_NAME: "probe"})
 
 
 def _script(fast: bool, exemplar_filter: Any) -> list[Any]:
