@@ -294,3 +294,24 @@ def test_red_records_the_same_durations_through_the_fast_path(monkeypatch: pytes
     got = _red_script(True, monkeypatch)
     assert got == expected
     assert "__other__" in str(expected)  # the cardinality guard's overflow was recorded too
+
+
+def test_a_meter_disabled_at_run_time_records_nothing_as_the_sdks() -> None:
+    from opentelemetry.sdk.metrics._internal import _default_meter_configurator, _disable_meter_configurator
+
+    made = []
+    for fast in (False, True):
+        provider, (reader, _) = _provider("trace_based", None)
+        histogram = provider.get_meter("m").create_histogram("h")
+        if fast:
+            histogram = FastHistogram(histogram)
+        histogram.record(1.0, {"k": "v"})
+        provider._set_meter_configurator(meter_configurator=_disable_meter_configurator)
+        histogram.record(2.0, {"k": "v"})
+        histogram.record(4.0, {"k": "w"})
+        provider._set_meter_configurator(meter_configurator=_default_meter_configurator)
+        histogram.record(8.0, {"k": "v"})
+        made.append(comparable(reader.get_metrics_data()))
+        provider.shutdown()
+    assert made[0] == made[1]
+    assert "('float', 9.0)" in str(made[0])  # 1 + 8: the disabled meter's recordings were dropped
