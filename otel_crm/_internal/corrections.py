@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otel_crm._internal import semconv
+from otel_crm._internal.fast_histogram import fast_histogram
 from otel_crm._internal.local_sums import local_up_down_counter
 from otel_crm._internal.sdk_compat import attributes_dict, span_parts
 
@@ -289,7 +290,8 @@ def connection_count_attributes(attributes: Attributes | None) -> dict[str, Attr
 class _CorrectingMeter:
     """A meter whose ``db.client.connections.usage`` is recorded as ``db.client.connection.count``,
     and whose up-down counters are summed in process (`local_sums.py`: the instrumentations record
-    them on every request)."""
+    them on every request); its histograms record through `fast_histogram.py` (the SDK's own
+    aggregations, without its per-recording work)."""
 
     __slots__ = ("_inner",)
 
@@ -301,6 +303,9 @@ class _CorrectingMeter:
             return local_up_down_counter(self._inner, name, unit, description)
         return local_up_down_counter(self._inner, semconv.DB_CLIENT_CONNECTION_COUNT, "{connection}",
                                      CONNECTION_COUNT_DESCRIPTION, rename=connection_count_attributes)
+
+    def create_histogram(self, *args: Any, **kwargs: Any) -> Any:
+        return fast_histogram(self._inner.create_histogram(*args, **kwargs))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

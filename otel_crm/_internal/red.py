@@ -33,6 +33,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_crm._internal import forks, semconv
 from otel_crm._internal.cardinality import OTHER, CardinalityGuard
 from otel_crm._internal.corrections import operation_name
+from otel_crm._internal.fast_histogram import fast_histogram
 from otel_crm._internal.safety import guard
 from otel_crm._internal.sdk_compat import span_attributes
 
@@ -53,10 +54,10 @@ class RedMetricsProcessor(SpanProcessor):
     def __init__(self, meter: Meter, cardinality: CardinalityGuard | None = None):
         self._reset()
         _register(meter, self)
-        self._duration = meter.create_histogram(
+        self._duration = fast_histogram(meter.create_histogram(  # the SDK's aggregations, fewer steps
             semconv.CRM_REQUEST_DURATION, unit="s",
             description="Duration of entry spans, recorded before sampling.",
-            explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS))
+            explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS)))
         self._bound = cardinality.bound_all if cardinality is not None else None
         # The bound method is held weakly: the hook goes away with this processor.
         forks.register(f"red: request counts {id(self)}", after_in_child=self._reset)

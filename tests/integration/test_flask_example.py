@@ -27,7 +27,8 @@ def test_spans_metrics_and_logs_reach_the_collector(collector: Collector, tmp_pa
     app = flask_app(tmp_path, instrumented_env(collector, "flask-crm", OTEL_CRM_SAMPLING_MODE="off",
                                                OTEL_CRM_ENVIRONMENT="staging"))
     lead = _post(app.url("/leads"), {"name": "Ada", "email": "ada@example.com", "company": "Acme"})
-    assert requests.get(app.url(f"/leads/{lead['id']}"), timeout=10).status_code == 200
+    for _ in range(3):  # the same attribute sets again: recorded through otel_crm's fast histogram path
+        assert requests.get(app.url(f"/leads/{lead['id']}"), timeout=10).status_code == 200
     assert requests.post(app.url(f"/leads/{lead['id']}/enrich"), timeout=10).status_code == 200
     app.process.stop()
 
@@ -64,6 +65,16 @@ def test_spans_metrics_and_logs_reach_the_collector(collector: Collector, tmp_pa
     duration = [p for p in collector.metrics() if p.metric == "http.server.request.duration"]
     assert {p.unit for p in duration} == {"s"}
     assert 0.005 in duration[0].bounds and 10.0 in duration[0].bounds
+    # Every request counted once, in both duration histograms (cumulative: the last export's count).
+    routes = {"/leads", "/leads/<int:lead_id>", "/leads/<int:lead_id>/enrich"}
+    for name in ("http.server.request.duration", "crm.request.duration"):
+        counts: dict[object, int] = {}
+        for point in collector.metrics():
+            if point.metric == name and point.attributes.get("http.route") in routes:
+                key = (point.attributes["http.route"], point.attributes["http.request.method"])
+                counts[key] = max(counts.get(key, 0), point.count or 0)
+        assert counts == {("/leads", "POST"): 1, ("/leads/<int:lead_id>", "GET"): 3,
+                          ("/leads/<int:lead_id>/enrich", "POST"): 1}, name
 
     wait_until(lambda: any(r.body == "lead enriched" for r in collector.logs()), 20, "the app's log record")
     enriched = [r for r in collector.logs() if r.body == "lead enriched"]
