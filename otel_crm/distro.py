@@ -11,6 +11,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 
 from otel_crm._internal.corrections import CorrectingMeterProvider
 from otel_crm._internal.deferred import when_imported
+from otel_crm._internal.integrations.sqlalchemy_fast import install_sqlalchemy_fast_path
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
 from otel_crm._internal.settings import distro_defaults
 
@@ -60,4 +61,11 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             return
         # At once when the library is already imported (when_imported runs the hook then).
         when_imported(library, f"instrument_{entry_point.name}",
-                      lambda: super(CrmDistro, self).load_instrumentor(entry_point, **kwargs))
+                      lambda: self._load_deferred(entry_point, **kwargs))
+
+    def _load_deferred(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name == "sqlalchemy":
+            # The same spans for less work per statement and per connect (before instrumenting: the
+            # connect wrapper is made then); upstream's own path if that code is not the expected one.
+            install_sqlalchemy_fast_path()
+        super().load_instrumentor(entry_point, **kwargs)

@@ -1,0 +1,266 @@
+"""A cheaper per-statement and per-connect path for opentelemetry-instrumentation-sqlalchemy, with
+the same spans (names, kinds, attributes in the same order, status, events).
+
+Per statement, the instrumentation's ``EngineTracer._before_cur_exec`` derives the span name and
+attributes from the statement text, the engine's URL and the stability modes: the same inputs give
+the same outputs, yet it recomputes them every time (two regex subs, the URL helpers, a dict, the
+mode checks) and wraps the attribute calls in ``use_span``. Here they are derived once, by the
+instrumentation's own functions (so they are its outputs, not a copy of its logic), and memoised:
+
+- key: the tracer (its vendor and stability modes are fixed when it is built), the URL object (by
+  identity: the memo holds it, so its id cannot be reused), the statement text, and the database
+  name where the vendor reads it from the cursor (PostgreSQL, MySQL, MSSQL); a PostgreSQL engine
+  whose URL has no host takes its attributes from the live cursor and keeps the upstream path;
+- bounded: :class:`Memo` entries, and statements longer than ``_MAX_STATEMENT`` are never kept
+  (the text can carry literals: it is held in memory only, and only what upstream sends is sent);
+- ``use_span`` is skipped: it only makes the span current while its attributes are set, which
+  nothing observes (with sqlcommenter on, the comment reads the current span: that path is
+  upstream's own, unchanged).
+
+Three helpers engine.py calls per statement, connect and pool event are replaced in its namespace
+by cheaper equivalents: ``is_instrumentation_enabled`` (one context read, not two),
+``_get_attributes_from_url`` (memoised by URL object and modes; a fresh dict each call) and the
+stability-mode lookups (no lock once initialised). The ``Engine.connect`` wrapper itself stays
+upstream's, so a failed connect's exception event (its stack trace) is unchanged.
+
+Applied only when the replaced upstream code is the code this was built against (a fingerprint of
+its source); otherwise upstream's code is kept and one warning says so. An internal error falls
+back to upstream's code for that call (reported once, counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any, Final
+
+from opentelemetry import context as context_api
+from opentelemetry.trace import SpanKind
+
+from otel_crm._internal.memo import Memo
+from otel_crm._internal.safety import report_internal_error
+
+__all__ = ["install_sqlalchemy_fast_path", "uninstall_sqlalchemy_fast_path"]
+
+_log = logging.getLogger("otel_crm")
+_PACKAGE: Final = "opentelemetry.instrumentation.sqlalchemy"
+_COMPONENT: Final = "sqlalchemy_fast_path"
+_MAX_STATEMENT: Final = 4096  # longer statements are derived every time, never held
+_CURSOR_VENDORS: Final = ("postgres", "mysql", "mssql", "sqlserver")  # db name read from the cursor
+_CLIENT: Final = SpanKind.CLIENT
+
+# sha256 of the upstream source this module reproduces or relies on (0.66b1): what it replaces
+# (the statement hook, the connect wrapper, the suppression check) and what its memo assumes
+# depends only on the key (the URL, cursor and naming helpers). Any change: upstream's path stays.
+_FINGERPRINTS: Final[Mapping[str, str]] = {
+    "engine.EngineTracer.__init__":
+        "e333210e3615d50053f72e312f47c97bb8a251a9d6505959b7a1376247ff8683",
+    "engine.EngineTracer._before_cur_exec":
+        "9d69be0c440c103ac6a0ee19d0ab1dc947bc4c30a1fda920c06efea175efb0bf",
+    "engine.EngineTracer._set_db_client_span_attributes":
+        "fc03cb9d001779891976705281c071fff9b0f4a145fa5ce700377eaf2a9cf8b2",
+    "engine.EngineTracer._operation_name":
+        "9409cc0098abc2b780bb3d9bd4c64257a9421618150f212178452416c3434e2a",
+    "engine._wrap_connect":  # calls the three replaced helpers
+        "14d7a93b5b5a88f010abfc6231cf9fdb33b709327a5bf0121ac5969695b73d07",
+    "engine._get_attributes_from_url":
+        "77f166666b50fda5913210c418bca76c9ad5a1411bf7bd66a682e07456ec9df5",
+    "engine._get_attributes_from_cursor_or_conn":
+        "5ca0cb6fd02e82219d80327a6b6253d9af705d05718de4fb2b79969080df7f4d",
+    "engine._get_db_name_from_cursor_or_conn":
+        "01587191e127c00d974020e5731ebe6908030c7e963ad4ee3a190f7053fb5310",
+    "utils.is_instrumentation_enabled":
+        "a504ad1962899248e029cbf2dfb3b1d5bfb9e26999a67d412ff1fab885103bcc",
+}
+
+_get_current = context_api.get_current
+_statements: Memo[tuple[Any, int, str, Any], tuple[Any, str, tuple[tuple[str, Any], ...]]] = Memo(1024)
+_urls: Memo[tuple[int, Any, Any], tuple[Any, tuple[tuple[str, Any], ...], bool]] = Memo(64)
+_cursor_vendor: Memo[str, bool] = Memo(64)
+_installed: dict[str, Any] = {}  # name -> the upstream object it replaced (for uninstall)
+
+
+def _modules() -> tuple[ModuleType, ModuleType, ModuleType]:
+    return (importlib.import_module(_PACKAGE + ".engine"),
+            importlib.import_module("opentelemetry.instrumentation.utils"),
+            importlib.import_module("opentelemetry.instrumentation._semconv"))
+
+
+def _source_fingerprint(engine: ModuleType, utils: ModuleType, name: str) -> str:
+    module_name, _, path = name.partition(".")
+    target: Any = engine if module_name == "engine" else utils
+    for part in path.split("."):
+        target = getattr(target, part)
+    return hashlib.sha256(inspect.getsource(target).encode()).hexdigest()
+
+
+def _fingerprints_match(engine: ModuleType, utils: ModuleType) -> bool:
+    try:
+        return all(_source_fingerprint(engine, utils, name) == digest for name, digest in _FINGERPRINTS.items())
+    except Exception:  # no source (a .pyc-only install), a renamed function: not the expected code
+        return False
+
+
+class _Collector:
+    """Stands in for the span while the instrumentation's own method sets the attributes: it
+    records them, in order, for the memo."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.items.append((key, value))
+
+
+def _is_cursor_vendor(vendor: str) -> bool:
+    found = _cursor_vendor.get(vendor)
+    if found is None:
+        lowered = vendor.lower() if vendor else ""
+        found = _cursor_vendor.put(vendor, any(part in lowered for part in _CURSOR_VENDORS))
+    return found
+
+
+def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Callable[..., Any],
+                          from_url: Callable[..., Any]) -> Callable[..., Any]:
+    from_cursor = engine._get_attributes_from_cursor_or_conn
+    db_name_of = engine._get_db_name_from_cursor_or_conn
+    key_a, key_b = utils._SUPPRESS_INSTRUMENTATION_KEY, utils._SUPPRESS_INSTRUMENTATION_KEY_PLAIN
+
+    def derive(tracer: Any, conn: Any, cursor: Any, statement: str, *, url: Any,
+               db_name: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...]]:
+        # The steps of upstream's _before_cur_exec up to the span, by its own functions.
+        attrs, found = from_url(url, tracer._sem_conv_opt_in_mode_db, tracer._sem_conv_opt_in_mode_http)
+        if not found:
+            attrs = from_cursor(tracer.vendor, conn, cursor, attrs, tracer._sem_conv_opt_in_mode_db,
+                                tracer._sem_conv_opt_in_mode_http)
+        name = tracer._operation_name(db_name, statement)
+        collector = _Collector()
+        tracer._set_db_client_span_attributes(collector, statement, db_name, attrs)
+        return url, name, tuple(collector.items)
+
+    def before_cur_exec(self: Any, conn: Any, cursor: Any, statement: Any,  # noqa: PLR0917 - the event's
+                        params: Any, context: Any, executemany: Any) -> Any:
+        if self.enable_commenter or type(statement) is not str:  # the comment reads the current span
+            return upstream(self, conn, cursor, statement, params, context, executemany)
+        current = _get_current()
+        if current.get(key_a) or current.get(key_b):  # is_instrumentation_enabled()
+            return statement, params
+        try:
+            url = conn.engine.url
+            vendor = self.vendor
+            if _is_cursor_vendor(vendor):
+                if vendor == "postgresql" and not url.host:  # attributes from the live cursor
+                    return upstream(self, conn, cursor, statement, params, context, executemany)
+                db_name = db_name_of(vendor, conn, cursor)
+                key = (self, id(url), statement, db_name)
+            else:
+                db_name, key = None, (self, id(url), statement, None)
+            entry = _statements.get(key)
+            if entry is None or entry[0] is not url:
+                if not _is_cursor_vendor(vendor):
+                    db_name = db_name_of(vendor, conn, cursor)  # the URL's database: keyed by the URL
+                entry = derive(self, conn, cursor, statement, url=url, db_name=db_name)
+                if len(statement) <= _MAX_STATEMENT:
+                    _statements.put(key, entry)
+        except Exception as exc:
+            report_internal_error(_COMPONENT, exc)
+            return upstream(self, conn, cursor, statement, params, context, executemany)
+        span = self.tracer.start_span(entry[1], kind=_CLIENT)
+        if span.is_recording():
+            set_attribute = span.set_attribute
+            for item in entry[2]:
+                set_attribute(item[0], item[1])
+        context._otel_span = span
+        return statement, params
+
+    before_cur_exec.__name__ = before_cur_exec.__qualname__ = "_before_cur_exec"
+    return before_cur_exec
+
+
+class _Stability:
+    """The instrumentation's ``_OpenTelemetrySemanticConventionStability`` as engine.py uses it
+    (``_initialize``, ``_get_opentelemetry_stability_opt_in_mode``), without the lock once it is
+    initialised: the real class's state, read where it lives (a test that re-initialises it is seen)."""
+
+    def __init__(self, real: Any, default: Any) -> None:
+        self._real, self._default = real, default
+
+    def _initialize(self) -> None:
+        if not self._real._initialized:
+            self._real._initialize()
+
+    def _get_opentelemetry_stability_opt_in_mode(self, signal_type: Any) -> Any:
+        return self._real._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING.get(signal_type, self._default)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def _make_enabled(utils: ModuleType) -> Callable[[], bool]:
+    key_a, key_b = utils._SUPPRESS_INSTRUMENTATION_KEY, utils._SUPPRESS_INSTRUMENTATION_KEY_PLAIN
+
+    def is_instrumentation_enabled() -> bool:
+        # utils.is_instrumentation_enabled with one context read instead of two get_value calls.
+        current = _get_current()
+        return not (current.get(key_a) or current.get(key_b))
+
+    return is_instrumentation_enabled
+
+
+def _make_from_url(upstream: Callable[..., Any]) -> Callable[..., Any]:
+    def _get_attributes_from_url(url: Any, mode_db: Any, mode_http: Any) -> tuple[dict[str, Any], bool]:
+        # A fresh dict every time: callers add to it.
+        key = (id(url), mode_db, mode_http)
+        entry = _urls.get(key)
+        if entry is None or entry[0] is not url:
+            attrs, found = upstream(url, mode_db, mode_http)
+            entry = _urls.put(key, (url, tuple(attrs.items()), found))
+        return dict(entry[1]), entry[2]
+
+    return _get_attributes_from_url
+
+
+_REPLACED: Final = ("is_instrumentation_enabled", "_OpenTelemetrySemanticConventionStability",
+                    "_get_attributes_from_url")
+
+
+def install_sqlalchemy_fast_path() -> bool:
+    """Replace the statement hook (on ``EngineTracer``: engines traced from now on) and three helpers
+    engine.py calls per statement, connect and pool event (its module globals). False, with one
+    warning, when the installed instrumentation is not the code this was built for."""
+    if _installed:
+        return True
+    engine, utils, semconv = _modules()
+    if (not _fingerprints_match(engine, utils)
+            or engine.is_instrumentation_enabled is not utils.is_instrumentation_enabled
+            or engine._OpenTelemetrySemanticConventionStability
+            is not semconv._OpenTelemetrySemanticConventionStability):
+        _log.warning("otel_crm: opentelemetry-instrumentation-sqlalchemy is not the version otel_crm's cheaper "
+                     "SQL span path was built for; its own (slower) path is used")
+        return False
+    upstream = engine.EngineTracer._before_cur_exec
+    _installed.update({name: getattr(engine, name) for name in _REPLACED}, before_cur_exec=upstream)
+    from_url = _make_from_url(engine._get_attributes_from_url)
+    for name, value in zip(_REPLACED, (_make_enabled(utils), _Stability(
+            semconv._OpenTelemetrySemanticConventionStability, semconv._StabilityMode.DEFAULT), from_url), strict=True):
+        setattr(engine, name, value)
+    engine.EngineTracer._before_cur_exec = _make_before_cur_exec(engine, utils, upstream, from_url)
+    return True
+
+
+def uninstall_sqlalchemy_fast_path() -> None:
+    """Put upstream's code back (for engines traced from now on; the helpers at once)."""
+    if not _installed:
+        return
+    engine, _, _ = _modules()
+    engine.EngineTracer._before_cur_exec = _installed.pop("before_cur_exec")
+    for name in _REPLACED:
+        setattr(engine, name, _installed.pop(name))
+    _statements.clear()
+    _urls.clear()
