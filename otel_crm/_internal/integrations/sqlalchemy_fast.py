@@ -79,7 +79,7 @@ _FINGERPRINTS: Final[Mapping[str, str]] = {
 
 _get_current = context_api.get_current
 _statements: Memo[tuple[Any, int, str, Any], tuple[Any, str, tuple[tuple[str, Any], ...]]] = Memo(1024)
-_urls: Memo[tuple[int, Any, Any], tuple[Any, tuple[tuple[str, Any], ...], bool]] = Memo(64)
+_urls: Memo[tuple[int, Any, Any], tuple[Any, dict[str, Any], bool]] = Memo(64)
 _cursor_vendor: Memo[str, bool] = Memo(64)
 _installed: dict[str, Any] = {}  # name -> the upstream object it replaced (for uninstall)
 
@@ -144,8 +144,8 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
         tracer._set_db_client_span_attributes(collector, statement, db_name, attrs)
         return url, name, tuple(collector.items)
 
-    def before_cur_exec(self: Any, conn: Any, cursor: Any, statement: Any,  # noqa: PLR0917 - the event's
-                        params: Any, context: Any, executemany: Any) -> Any:
+    def _before_cur_exec(self: Any, conn: Any, cursor: Any, statement: Any,  # noqa: PLR0917 - the event's
+                         params: Any, context: Any, executemany: Any) -> Any:
         if self.enable_commenter or type(statement) is not str:  # the comment reads the current span
             return upstream(self, conn, cursor, statement, params, context, executemany)
         current = _get_current()
@@ -179,8 +179,7 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
         context._otel_span = span
         return statement, params
 
-    before_cur_exec.__name__ = before_cur_exec.__qualname__ = "_before_cur_exec"
-    return before_cur_exec
+    return _before_cur_exec
 
 
 class _Stability:
@@ -220,8 +219,8 @@ def _make_from_url(upstream: Callable[..., Any]) -> Callable[..., Any]:
         entry = _urls.get(key)
         if entry is None or entry[0] is not url:
             attrs, found = upstream(url, mode_db, mode_http)
-            entry = _urls.put(key, (url, tuple(attrs.items()), found))
-        return dict(entry[1]), entry[2]
+            entry = _urls.put(key, (url, dict(attrs), found))
+        return entry[1].copy(), entry[2]
 
     return _get_attributes_from_url
 
