@@ -13,6 +13,7 @@ from otel_crm._internal.corrections import CorrectingMeterProvider
 from otel_crm._internal.deferred import when_imported
 from otel_crm._internal.integrations.sqlalchemy_fast import install_sqlalchemy_fast_path
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.settings import distro_defaults
 
 __all__ = ["ENV_DEFAULTS", "CrmDistro"]
@@ -64,8 +65,8 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
                       lambda: self._load_deferred(entry_point, **kwargs))
 
     def _load_deferred(self, entry_point: Any, **kwargs: Any) -> None:
-        if entry_point.name == "sqlalchemy":
-            # The same spans for less work per statement and per connect (before instrumenting: the
-            # connect wrapper is made then); upstream's own path if that code is not the expected one.
+        if entry_point.name == "sqlalchemy" and current_runtime().settings.fast_spans:
+            # The same spans for less work per statement, connect and pool event (before any engine
+            # is traced); upstream's own path if its code is not the expected one.
             install_sqlalchemy_fast_path()
         super().load_instrumentor(entry_point, **kwargs)
