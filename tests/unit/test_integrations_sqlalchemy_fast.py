@@ -274,14 +274,31 @@ def test_the_memos_are_bounded_and_long_statements_are_never_kept(restore: None)
     assert context._otel_span.attributes["db.statement"] == long
 
 
+@pytest.mark.parametrize("change", ["engine.py", "is_instrumentation_enabled", "stability"])
 def test_other_instrumentation_code_keeps_upstreams_path(restore: None, monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setitem(sqlalchemy_fast._FINGERPRINTS, "engine._get_attributes_from_url", "0" * 64)  # type: ignore[index]
+                                                         caplog: pytest.LogCaptureFixture, change: str) -> None:
+    if change == "engine.py":
+        monkeypatch.setattr(sqlalchemy_fast, "_ENGINE_SHA256", "0" * 64)
+    elif change == "is_instrumentation_enabled":
+        monkeypatch.setattr(engine, "is_instrumentation_enabled", lambda: True)
+    else:
+        monkeypatch.setattr(_Stability, "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", None)
     with caplog.at_level(logging.WARNING, "otel_crm"):
         assert not install_sqlalchemy_fast_path()
     assert engine.EngineTracer._before_cur_exec is UPSTREAM_HOOK
-    assert engine.is_instrumentation_enabled is sqlalchemy_fast._modules()[1].is_instrumentation_enabled
+    assert not sqlalchemy_fast._installed
     assert "its own (slower) path is used" in caplog.text
+
+
+def test_the_check_is_cheap_at_startup(restore: None) -> None:
+    """It runs when the app imports SQLAlchemy: a file hash and a few attribute reads, no parsing."""
+    import time
+
+    started = time.process_time()
+    for _ in range(20):
+        assert install_sqlalchemy_fast_path()
+        uninstall_sqlalchemy_fast_path()
+    assert (time.process_time() - started) / 20 < 0.005
 
 
 def test_install_and_uninstall_replace_and_restore_upstreams_code(restore: None) -> None:

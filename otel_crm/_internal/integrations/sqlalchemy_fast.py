@@ -24,7 +24,8 @@ stability-mode lookups (no lock once initialised). The ``Engine.connect`` wrappe
 upstream's, so a failed connect's exception event (its stack trace) is unchanged.
 
 Applied only when the replaced upstream code is the code this was built against (a fingerprint of
-its source); otherwise upstream's code is kept and one warning says so. An internal error falls
+engine.py, and what the two helpers from other modules read); otherwise upstream's code is kept
+and one warning says so. An internal error falls
 back to upstream's code for that call (reported once, counted).
 """
 
@@ -32,9 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Final
 
@@ -53,29 +53,14 @@ _MAX_STATEMENT: Final = 4096  # longer statements are derived every time, never 
 _CURSOR_VENDORS: Final = ("postgres", "mysql", "mssql", "sqlserver")  # db name read from the cursor
 _CLIENT: Final = SpanKind.CLIENT
 
-# sha256 of the upstream source this module reproduces or relies on (0.66b1): what it replaces
-# (the statement hook, the connect wrapper, the suppression check) and what its memo assumes
-# depends only on the key (the URL, cursor and naming helpers). Any change: upstream's path stays.
-_FINGERPRINTS: Final[Mapping[str, str]] = {
-    "engine.EngineTracer.__init__":
-        "e333210e3615d50053f72e312f47c97bb8a251a9d6505959b7a1376247ff8683",
-    "engine.EngineTracer._before_cur_exec":
-        "9d69be0c440c103ac6a0ee19d0ab1dc947bc4c30a1fda920c06efea175efb0bf",
-    "engine.EngineTracer._set_db_client_span_attributes":
-        "fc03cb9d001779891976705281c071fff9b0f4a145fa5ce700377eaf2a9cf8b2",
-    "engine.EngineTracer._operation_name":
-        "9409cc0098abc2b780bb3d9bd4c64257a9421618150f212178452416c3434e2a",
-    "engine._wrap_connect":  # calls the three replaced helpers
-        "14d7a93b5b5a88f010abfc6231cf9fdb33b709327a5bf0121ac5969695b73d07",
-    "engine._get_attributes_from_url":
-        "77f166666b50fda5913210c418bca76c9ad5a1411bf7bd66a682e07456ec9df5",
-    "engine._get_attributes_from_cursor_or_conn":
-        "5ca0cb6fd02e82219d80327a6b6253d9af705d05718de4fb2b79969080df7f4d",
-    "engine._get_db_name_from_cursor_or_conn":
-        "01587191e127c00d974020e5731ebe6908030c7e963ad4ee3a190f7053fb5310",
-    "utils.is_instrumentation_enabled":
-        "a504ad1962899248e029cbf2dfb3b1d5bfb9e26999a67d412ff1fab885103bcc",
-}
+# sha256 of the instrumentation's engine.py (0.66b1): the hook replaced, the helpers whose outputs
+# are memoised, and every caller of the three helpers replaced live there. Any change: upstream's
+# path stays. (The whole file: reading and hashing it costs ~0.1 ms at startup, where
+# inspect.getsource of each function cost ~20 ms.) The helpers from other modules are checked by
+# what they read (`_same_helpers`).
+_ENGINE_SHA256: Final = "fdea18db48702943a58d9be81a16ce9e3cab718f49ec479e6d3967daac34a6e7"
+_ENABLED_NAMES: Final = ("context", "get_value", "_SUPPRESS_INSTRUMENTATION_KEY", "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN")
+_MODE_NAMES: Final = ("_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", "get", "_StabilityMode", "DEFAULT")
 
 _get_current = context_api.get_current
 _statements: Memo[tuple[Any, int, str, Any], tuple[Any, str, tuple[tuple[str, Any], ...]]] = Memo(1024)
@@ -90,18 +75,25 @@ def _modules() -> tuple[ModuleType, ModuleType, ModuleType]:
             importlib.import_module("opentelemetry.instrumentation._semconv"))
 
 
-def _source_fingerprint(engine: ModuleType, utils: ModuleType, name: str) -> str:
-    module_name, _, path = name.partition(".")
-    target: Any = engine if module_name == "engine" else utils
-    for part in path.split("."):
-        target = getattr(target, part)
-    return hashlib.sha256(inspect.getsource(target).encode()).hexdigest()
-
-
-def _fingerprints_match(engine: ModuleType, utils: ModuleType) -> bool:
+def _engine_matches(engine: ModuleType) -> bool:
     try:
-        return all(_source_fingerprint(engine, utils, name) == digest for name, digest in _FINGERPRINTS.items())
-    except Exception:  # no source (a .pyc-only install), a renamed function: not the expected code
+        with open(engine.__file__ or "", "rb") as source:
+            return hashlib.sha256(source.read()).hexdigest() == _ENGINE_SHA256
+    except Exception:  # no source (a .pyc-only install): not the expected code
+        return False
+
+
+def _same_helpers(engine: ModuleType, utils: ModuleType, semconv: ModuleType) -> bool:
+    """The two helpers replaced from other modules read what their replacements read."""
+    stability = semconv._OpenTelemetrySemanticConventionStability
+    try:
+        return (engine.is_instrumentation_enabled is utils.is_instrumentation_enabled
+                and utils.is_instrumentation_enabled.__code__.co_names == _ENABLED_NAMES
+                and engine._OpenTelemetrySemanticConventionStability is stability
+                and stability._get_opentelemetry_stability_opt_in_mode.__func__.__code__.co_names == _MODE_NAMES
+                and isinstance(stability._initialized, bool)
+                and isinstance(stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING, dict))
+    except Exception:
         return False
 
 
@@ -236,10 +228,7 @@ def install_sqlalchemy_fast_path() -> bool:
     if _installed:
         return True
     engine, utils, semconv = _modules()
-    if (not _fingerprints_match(engine, utils)
-            or engine.is_instrumentation_enabled is not utils.is_instrumentation_enabled
-            or engine._OpenTelemetrySemanticConventionStability
-            is not semconv._OpenTelemetrySemanticConventionStability):
+    if not _engine_matches(engine) or not _same_helpers(engine, utils, semconv):
         _log.warning("otel_crm: opentelemetry-instrumentation-sqlalchemy is not the version otel_crm's cheaper "
                      "SQL span path was built for; its own (slower) path is used")
         return False
