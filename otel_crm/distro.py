@@ -61,10 +61,9 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             super().load_instrumentor(entry_point, **kwargs)
             return
         # At once when the library is already imported (when_imported runs the hook then).
-        when_imported(library, f"instrument_{entry_point.name}",
-                      lambda: self._load_deferred(entry_point, **kwargs))
+        when_imported(library, f"instrument_{entry_point.name}", lambda: self._load(entry_point, **kwargs))
 
-    def _load_deferred(self, entry_point: Any, **kwargs: Any) -> None:
+    def _load(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name == "sqlalchemy" and current_runtime().settings.fast_spans:
             # The same spans for less work per statement, connect and pool event (before any engine
             # is traced); upstream's own path if its code is not the expected one.

@@ -327,3 +327,37 @@ def test_an_internal_error_falls_back_to_upstreams_path(restore: None, no_rerais
     assert result == ("SELECT 1", {})
     context._otel_span.end()
     assert [s.name for s in exporter.get_finished_spans()] == ["SELECT crm.db"]
+
+
+# --- the distro -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fast_spans", [True, False])
+def test_the_distro_installs_it_before_the_instrumentation_loads_unless_fast_spans_is_off(
+        restore: None, fast_spans: bool) -> None:
+    from otel_crm._internal.runtime import Runtime, set_current_runtime
+    from otel_crm._internal.settings import resolve_settings
+    from otel_crm.distro import CrmDistro
+
+    seen: list[bool] = []
+
+    class EntryPoint:
+        name = "sqlalchemy"
+
+        def load(self) -> object:
+            class Instrumentor:
+                def instrument(self, **_: object) -> None:
+                    seen.append(engine.EngineTracer._before_cur_exec is not UPSTREAM_HOOK)
+
+            return Instrumentor
+
+    previous = set_current_runtime(Runtime(resolve_settings({}, fast_spans=fast_spans)))
+    try:
+        CrmDistro().load_instrumentor(EntryPoint())  # SQLAlchemy is imported: it loads at once
+    finally:
+        if previous is not None:
+            set_current_runtime(previous)
+        else:
+            from otel_crm._internal.runtime import clear_current_runtime
+
+            clear_current_runtime()
+    assert seen == [fast_spans]
