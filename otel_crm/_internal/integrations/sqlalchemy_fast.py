@@ -11,8 +11,9 @@ instrumentation's own functions (so they are its outputs, not a copy of its logi
   identity: the memo holds it, so its id cannot be reused), the statement text, and the database
   name where the vendor reads it from the cursor (PostgreSQL, MySQL, MSSQL); a PostgreSQL engine
   whose URL has no host takes its attributes from the live cursor and keeps the upstream path;
-- bounded: :class:`Memo` entries, and statements longer than ``_MAX_STATEMENT`` are never kept
-  (the text can carry literals: it is held in memory only, and only what upstream sends is sent);
+- bounded: 1,024 entries (:class:`Memo`), and statements longer than ``_MAX_STATEMENT`` (4,096
+  characters) are never kept, so at most ~4 MB of statement text; the text can carry literals: it
+  is held in this process only, and a statement's span carries what upstream's would;
 - ``use_span`` is skipped: it only makes the span current while its attributes are set, which
   nothing observes (with sqlcommenter on, the comment reads the current span: that path is
   upstream's own, unchanged).
@@ -25,8 +26,8 @@ upstream's, so a failed connect's exception event (its stack trace) is unchanged
 
 Applied only when the replaced upstream code is the code this was built against (a fingerprint of
 engine.py, and what the two helpers from other modules read); otherwise upstream's code is kept
-and one warning says so. An internal error falls
-back to upstream's code for that call (reported once, counted).
+and one warning says so. An internal error falls back to upstream's code for that call (reported
+once, counted). ``OTEL_CRM_FAST_SPANS=false`` keeps upstream's code (the distro does not install it).
 """
 
 from __future__ import annotations
