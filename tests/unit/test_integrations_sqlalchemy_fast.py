@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.sdk.trace.id_generator import IdGenerator  # noqa: E402
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF  # noqa: E402
 from sqlalchemy import Integer, String, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
@@ -184,6 +185,21 @@ def test_sqlcommenter_spans_are_upstreams(tmp_path: Path, restore: None, monkeyp
     assert fast == upstream
     if commenter[1]:
         assert any("traceparent" in str(span[5]) for span in upstream[0])
+
+
+class _Unsampled(TracerProvider):
+    """Nothing sampled: the hooks' non-recording path (no attributes, the span still ended)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(sampler=ALWAYS_OFF, **kwargs)
+
+
+def test_unsampled_statements_make_the_same_metric_points_and_no_spans(tmp_path: Path, restore: None,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+    upstream = _run(tmp_path, _Unsampled, "", (False, False), fast=False)
+    assert _run(tmp_path, _Unsampled, "", (False, False), fast=True) == upstream
+    assert upstream[0] == [] and upstream[1]
 
 
 def test_a_broken_fast_path_fails_the_differential_test(tmp_path: Path, restore: None,
