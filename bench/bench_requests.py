@@ -141,7 +141,10 @@ def arm_env(arm: Arm, endpoints: dict[str, str]) -> dict[str, str]:
         env.update({"OTEL_SERVICE_NAME": "flask-crm-bench", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoints[arm.protocol]})
         env.update(arm.env)
     if arm.pythonpath:
-        env["PYTHONPATH"] = arm.pythonpath
+        # The working directory after the snapshot: opentelemetry-instrument puts the working
+        # directory (this tree) first on PYTHONPATH unless it is already there, which would load
+        # this tree's otel_crm instead of the baseline's.
+        env["PYTHONPATH"] = os.pathsep.join((arm.pythonpath, str(ROOT)))
     return env
 
 

@@ -11,7 +11,9 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 
 from otel_crm._internal.corrections import CorrectingMeterProvider
 from otel_crm._internal.deferred import when_imported
+from otel_crm._internal.integrations.sqlalchemy_fast import install_sqlalchemy_fast_path
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.settings import distro_defaults
 
 __all__ = ["ENV_DEFAULTS", "CrmDistro"]
@@ -59,5 +61,11 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             super().load_instrumentor(entry_point, **kwargs)
             return
         # At once when the library is already imported (when_imported runs the hook then).
-        when_imported(library, f"instrument_{entry_point.name}",
-                      lambda: super(CrmDistro, self).load_instrumentor(entry_point, **kwargs))
+        when_imported(library, f"instrument_{entry_point.name}", lambda: self._load(entry_point, **kwargs))
+
+    def _load(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name == "sqlalchemy" and current_runtime().settings.fast_spans:
+            # The same spans for less work per statement, connect and pool event (before any engine
+            # is traced); upstream's own path if its code is not the expected one.
+            install_sqlalchemy_fast_path()
+        super().load_instrumentor(entry_point, **kwargs)

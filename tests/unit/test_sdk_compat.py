@@ -219,6 +219,13 @@ _STILL_ALLOWED = {
                                    "_status_code", "_dq"},
     "_internal/sampling/spans.py": {"_dict"},
     "_internal/logs.py": {"_get_attributes"},
+    # The SQLAlchemy instrumentation's internals (not the SDK's), used only while the source
+    # fingerprints of that code match (see the module).
+    "_internal/integrations/sqlalchemy_fast.py": {
+        "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", "_SUPPRESS_INSTRUMENTATION_KEY",
+        "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN",
+        "_StabilityMode", "_get_attributes_from_cursor_or_conn", "_get_db_name_from_cursor_or_conn", "_initialized",
+        "_sem_conv_opt_in_mode_db", "_sem_conv_opt_in_mode_http", "_set_db_client_span_attributes"},
 }
 
 
