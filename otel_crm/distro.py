@@ -11,6 +11,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 
 from otel_crm._internal.corrections import CorrectingMeterProvider
 from otel_crm._internal.deferred import when_imported
+from otel_crm._internal.integrations.flask_hooks import install_flask_hooks
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
 from otel_crm._internal.settings import distro_defaults
 
@@ -59,5 +60,9 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
             super().load_instrumentor(entry_point, **kwargs)
             return
         # At once when the library is already imported (when_imported runs the hook then).
-        when_imported(library, f"instrument_{entry_point.name}",
-                      lambda: super(CrmDistro, self).load_instrumentor(entry_point, **kwargs))
+        when_imported(library, f"instrument_{entry_point.name}", lambda: self._load(entry_point, **kwargs))
+
+    def _load(self, entry_point: Any, **kwargs: Any) -> None:
+        if entry_point.name == "flask":
+            install_flask_hooks()  # cheaper per-request hooks, same telemetry (before any app exists)
+        super().load_instrumentor(entry_point, **kwargs)
