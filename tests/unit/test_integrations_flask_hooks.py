@@ -237,3 +237,23 @@ def test_a_failure_while_installing_leaves_upstreams_hooks(monkeypatch: pytest.M
     original = flask_instrumentation._wrapped_before_request
     assert install_flask_hooks() is False
     assert flask_instrumentation._wrapped_before_request is original
+
+
+def test_the_distro_installs_the_hooks_before_the_flask_instrumentation_loads() -> None:
+    from otel_crm.distro import CrmDistro
+
+    seen: list[bool] = []
+
+    class EntryPoint:
+        name = "flask"
+
+        def load(self) -> object:
+            class Instrumentor:
+                def instrument(self, **kwargs: object) -> None:
+                    seen.append(flask_instrumentation._rewrapped_app.__qualname__.startswith("_hooks."))
+
+            return Instrumentor
+
+    set_current_runtime(Runtime(settings=resolve_settings({})))
+    CrmDistro().load_instrumentor(EntryPoint(), skip_dep_check=True)  # flask is imported: at once
+    assert seen == [True]
