@@ -188,8 +188,10 @@ def run_worker(arm: Arm, endpoints: dict[str, str], logdir: Path, n: int, blocks
         args += ["--profile", profile]
     log_path = logdir / f"inproc-{arm.name}.log"
     with open(log_path, "wb") as log:
+        # `opentelemetry-instrument` puts its working directory first on PYTHONPATH: a baseline arm
+        # runs from its snapshot, or this tree's otel_crm would shadow the snapshot's.
         proc = subprocess.run(argv_for(arm, args), env=arm_env(arm, endpoints), stdout=log,
-                              stderr=subprocess.STDOUT, cwd=str(ROOT), timeout=900, check=False)
+                              stderr=subprocess.STDOUT, cwd=arm.pythonpath or str(ROOT), timeout=900, check=False)
     if proc.returncode != 0 or not out.exists():
         tail = log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"in-process worker for {arm.name} failed (rc={proc.returncode}):\n{tail}")

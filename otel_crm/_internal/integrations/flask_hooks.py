@@ -6,9 +6,7 @@ wrapper, ``before_request``, ``teardown_request``) with module factories looked 
 
 - No excluded URLs (an empty ``ExcludeList``: ``url_disabled`` is always false): ``request.url``,
   which werkzeug rebuilds and quotes, is not built to ask it. With excluded URLs, upstream's checks.
-- ``collect_request_attributes`` (twice per request): the varying parts (target, client address
-  and port, method sanitising, which reads the environment) computed every call, the rest memoised
-  by the environ values it reads (:class:`RequestAttributes`), in upstream's key order; a fresh dict.
+- ``collect_request_attributes`` (twice per request): once, partly memoised (request_attributes.py).
 - Custom header capture skipped when otel_crm's settings configure no header (upstream re-reads
   three variables per request to find none); the request resolved once per hook, not ~10 proxy reads.
 
@@ -21,17 +19,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import wsgiref.util
 from collections.abc import Callable, Mapping
 from time import time_ns
 from timeit import default_timer
 from types import ModuleType
 from typing import Any, cast
 
-from otel_crm._internal.memo import Memo
+from otel_crm._internal.integrations.request_attributes import RequestAttributes
 from otel_crm._internal.runtime import current_runtime
 
-__all__ = ["CHECKED_VERSIONS", "RequestAttributes", "install_flask_hooks", "uninstall_flask_hooks"]
+__all__ = ["CHECKED_VERSIONS", "install_flask_hooks", "uninstall_flask_hooks"]
 
 CHECKED_VERSIONS = frozenset({"0.66b1"})
 _FACTORIES = {  # what each replaced factory takes (apps call them by these names)
@@ -42,93 +39,6 @@ _FACTORIES = {  # what each replaced factory takes (apps call them by these name
 _log = logging.getLogger("otel_crm")
 _originals: dict[str, Any] = {}
 _warned: list[str] = []
-
-
-def _memoised(memo: Memo[tuple[Any, ...], dict[str, Any]], key: tuple[Any, ...],
-              build: Callable[[tuple[Any, ...]], dict[str, Any]]) -> dict[str, Any]:
-    found = memo.lookup(key)
-    if found is None:
-        found = build(key)
-        with contextlib.suppress(TypeError):  # an unhashable environ value (memoryview user agent)
-            memo.put(key, found)
-    return found
-
-
-class RequestAttributes:
-    """``opentelemetry.instrumentation.wsgi.collect_request_attributes`` for one stability mode.
-
-    Upstream sets, in order: method, server name, scheme, host, host port | target | client address
-    | client port | peer name, user agent, protocol version. The parts between bars are memoised,
-    keyed by every environ value they read; the others are computed each call by upstream's own
-    setters. Merging with ``dict.update`` in that order gives upstream's keys, values and order."""
-
-    def __init__(self, mode: Any, limit: int = 256) -> None:
-        from opentelemetry.instrumentation import _semconv as semconv
-        from opentelemetry.instrumentation import wsgi
-        from opentelemetry.util.http import redact_url, sanitize_method
-
-        self._mode = mode
-        self._old = bool(semconv._report_old(mode))
-        self._head: Memo[tuple[Any, ...], dict[str, Any]] = Memo(limit)
-        self._tail: Memo[tuple[Any, ...], dict[str, Any]] = Memo(limit)
-        self._semconv, self._wsgi = semconv, wsgi
-        self._sanitize, self._redact = sanitize_method, redact_url
-
-    def __call__(self, environ: Mapping[str, Any]) -> dict[str, Any]:
-        get = environ.get
-        method = get("REQUEST_METHOD", "")
-        normalized = self._sanitize(method)  # reads the environment (capture-all-methods) each call
-        host, host_port = get("HTTP_HOST"), get("SERVER_PORT")
-        head_key = (method, normalized, get("SERVER_NAME"), get("wsgi.url_scheme"), host, host_port)
-        result = dict(_memoised(self._head, head_key, self._build_head))
-        semconv, mode = self._semconv, self._mode
-        target = get("RAW_URI")
-        if target is None:
-            target = get("REQUEST_URI")
-        if target:
-            semconv._set_http_target(result, target, get("PATH_INFO"), get("QUERY_STRING"), mode)
-        elif self._old:
-            result["http.url"] = self._redact(wsgiref.util.request_uri(environ))  # type: ignore[arg-type]
-        remote_addr = get("REMOTE_ADDR")
-        if remote_addr:
-            semconv._set_http_peer_ip_server(result, remote_addr, mode)
-        peer_port = get("REMOTE_PORT")
-        if peer_port:
-            semconv._set_http_peer_port_server(result, peer_port, mode)
-        remote_host = get("REMOTE_HOST")
-        tail_key = (remote_host if remote_host and remote_host != remote_addr else None,
-                    get("HTTP_USER_AGENT"), get("SERVER_PROTOCOL", ""))
-        result.update(_memoised(self._tail, tail_key, self._build_tail))
-        return result
-
-    def _build_head(self, key: tuple[Any, ...]) -> dict[str, Any]:
-        method, normalized, server_name, scheme, host, host_port = key
-        semconv, mode = self._semconv, self._mode
-        result: dict[str, Any] = {}
-        semconv._set_http_method(result, method, normalized, mode)
-        if self._old:
-            result["http.server_name"] = server_name
-        semconv._set_http_scheme(result, scheme, mode)
-        if host:
-            semconv._set_http_net_host(result, host, mode)
-            if self._old:
-                result["http.host"] = host
-        if host_port:
-            semconv._set_http_net_host_port(result, int(host_port), mode)
-        return result
-
-    def _build_tail(self, key: tuple[Any, ...]) -> dict[str, Any]:
-        peer_name, user_agent, flavor = key
-        semconv, mode = self._semconv, self._mode
-        result: dict[str, Any] = {}
-        if peer_name:
-            semconv._set_http_net_peer_name_server(result, peer_name, mode)
-        self._wsgi._apply_user_agent_attributes(result, {"HTTP_USER_AGENT": user_agent}, mode)
-        if flavor.upper().startswith("HTTP/"):
-            flavor = flavor[len("HTTP/"):]
-        if flavor:
-            semconv._set_http_flavor_version(result, flavor, mode)
-        return result
 
 
 def _never_excluded(excluded_urls: Any) -> bool:
@@ -248,8 +158,10 @@ def _hooks(fl: ModuleType) -> dict[str, Callable[..., Any]]:
             if excluded and excluded.url_disabled(request.url):
                 return
             flask_request_environ = request.environ
-            attributes = collect(flask_request_environ)
-            method = sanitize_method(flask_request_environ.get("REQUEST_METHOD", "").strip())
+            attributes, method = collect.request(flask_request_environ)
+            raw_method = flask_request_environ.get("REQUEST_METHOD", "")
+            if raw_method != raw_method.strip():  # else `method` is sanitize_method(raw_method) already
+                method = sanitize_method(raw_method.strip())
             if method == "_OTHER":
                 method = "HTTP"
             url_rule = request.url_rule
