@@ -64,5 +64,7 @@ def test_a_changed_environ_is_recomputed(mode: Any) -> None:
                         ("HTTP_USER_AGENT", "Googlebot")]:
         environ[name] = value
         assert list(collect(environ).items()) == list(collect_request_attributes(environ, mode).items()), name
-    del environ["RAW_URI"]
-    assert list(collect(environ).items()) == list(collect_request_attributes(environ, mode).items())
+    del environ["RAW_URI"]  # the old conventions' http.url, rebuilt from the host, script name, path and query
+    for name, value in [("PATH_INFO", "/x"), ("SCRIPT_NAME", "/other"), ("QUERY_STRING", "q=1")]:
+        environ[name] = value
+        assert list(collect(environ).items()) == list(collect_request_attributes(environ, mode).items()), name
