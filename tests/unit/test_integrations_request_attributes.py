@@ -68,3 +68,19 @@ def test_a_changed_environ_is_recomputed(mode: Any) -> None:
     for name, value in [("PATH_INFO", "/x"), ("SCRIPT_NAME", "/other"), ("QUERY_STRING", "q=1")]:
         environ[name] = value
         assert list(collect(environ).items()) == list(collect_request_attributes(environ, mode).items()), name
+
+
+def test_a_failure_of_ours_falls_back_to_upstreams_function(monkeypatch: pytest.MonkeyPatch, no_reraise: None) -> None:
+    mode = _semconv._StabilityMode.HTTP
+    collect = RequestAttributes(mode)
+
+    def broken(environ: Any) -> Any:
+        raise KeyError("ours")
+
+    monkeypatch.setattr(collect, "_compute", broken)
+    environ = {"REQUEST_METHOD": "GET", "SERVER_NAME": "s", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+               "PATH_INFO": "/x", "SERVER_PROTOCOL": "HTTP/1.1"}
+    assert collect(environ) == collect_request_attributes(environ, mode)
+    environ["SERVER_PORT"] = "eighty"  # upstream raises for this environ: so does ours
+    with pytest.raises(ValueError):
+        collect(environ)

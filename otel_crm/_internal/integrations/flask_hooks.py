@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from otel_crm._internal.integrations.request_attributes import RequestAttributes
 from otel_crm._internal.runtime import current_runtime
+from otel_crm._internal.safety import guard
 
 __all__ = ["CHECKED_VERSIONS", "install_flask_hooks", "uninstall_flask_hooks"]
 
@@ -77,7 +78,9 @@ def _hooks(fl: ModuleType) -> dict[str, Callable[..., Any]]:
         return collectors.get(mode) or collectors.setdefault(mode, RequestAttributes(mode))
 
     def capture(field: str) -> bool:
-        return bool(getattr(current_runtime().settings, field))
+        with guard("flask_hooks"):  # on a failure (never expected), upstream's per-request check
+            return bool(getattr(current_runtime().settings, field))
+        return True
 
     def rewrapped_app(wsgi_app: Any, active_requests_counter: Any, duration_histogram_old: Any = None,  # noqa: PLR0917
                       response_hook: Any = None, excluded_urls: Any = None, sem_conv_opt_in_mode: Any = default_mode,

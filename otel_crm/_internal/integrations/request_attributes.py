@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from otel_crm._internal.memo import Memo
+from otel_crm._internal.safety import report_internal_error
 
 __all__ = ["RequestAttributes"]
 
@@ -56,6 +57,7 @@ class RequestAttributes:
         self._tail: Memo[tuple[Any, ...], dict[str, Any]] = Memo(limit)
         self._semconv, self._wsgi = semconv, wsgi
         self._sanitize, self._redact = sanitize_method, redact_url
+        self._upstream = wsgi.collect_request_attributes
 
     def __call__(self, environ: Mapping[str, Any]) -> dict[str, Any]:
         return self.request(environ)[0]
@@ -68,6 +70,20 @@ class RequestAttributes:
         cached = get(_CACHE_KEY)
         if cached is not None and cached[0] is self and cached[1] == seen:
             return dict(cached[2]), cached[3]
+        try:
+            result, normalized = self._compute(environ)
+        except Exception as exc:
+            # Upstream's own function decides: it raises what upstream raises for this environ,
+            # or answers (then the failure was ours: reported, and the request goes on).
+            result = self._upstream(environ, self._mode)  # type: ignore[arg-type]
+            normalized = self._sanitize(environ.get("REQUEST_METHOD", ""))
+            report_internal_error("request_attributes", exc, raise_in_tests=True)
+        if type(environ) is dict:
+            environ[_CACHE_KEY] = (self, seen, result, normalized)
+        return dict(result), normalized
+
+    def _compute(self, environ: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+        get = environ.get
         method = get("REQUEST_METHOD", "")
         normalized = self._sanitize(method)  # reads the environment (capture-all-methods) each call
         host, host_port = get("HTTP_HOST"), get("SERVER_PORT")
@@ -91,9 +107,7 @@ class RequestAttributes:
         tail_key = (remote_host if remote_host and remote_host != remote_addr else None,
                     get("HTTP_USER_AGENT"), get("SERVER_PROTOCOL", ""))
         result.update(_memoised(self._tail, tail_key, self._build_tail))
-        if type(environ) is dict:
-            environ[_CACHE_KEY] = (self, seen, result, normalized)
-        return dict(result), normalized
+        return result, normalized
 
     def _build_head(self, key: tuple[Any, ...]) -> dict[str, Any]:
         method, normalized, server_name, scheme, host, host_port = key
