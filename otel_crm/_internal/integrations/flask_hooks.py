@@ -28,6 +28,7 @@ from typing import Any, cast
 from otel_crm._internal.integrations.request_attributes import RequestAttributes
 from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.safety import guard
+from otel_crm._internal.semconv import HTTP_ROUTE
 
 __all__ = ["CHECKED_VERSIONS", "install_flask_hooks", "uninstall_flask_hooks"]
 
@@ -68,7 +69,7 @@ def _hooks(fl: ModuleType) -> dict[str, Callable[..., Any]]:
     starttime_key, span_key, token_key = fl._ENVIRON_STARTTIME_KEY, fl._ENVIRON_SPAN_KEY, fl._ENVIRON_TOKEN
     activation_key, reqctx_ref_key = fl._ENVIRON_ACTIVATION_KEY, fl._ENVIRON_REQCTX_REF_KEY
     request_ctx_ref, flask_31_plus, logger = fl._request_ctx_ref, fl._IS_FLASK_31_PLUS, fl._logger
-    server, default_mode = trace.SpanKind.SERVER, semconv._StabilityMode.DEFAULT
+    server, default_mode, http_target = trace.SpanKind.SERVER, semconv._StabilityMode.DEFAULT, fl.HTTP_TARGET
     current_request = cast(Any, flask.request)._get_current_object
     response_propagator: Any = get_global_response_propagator
     start_span: Any = _start_internal_or_server_span
@@ -134,13 +135,13 @@ def _hooks(fl: ModuleType) -> dict[str, Callable[..., Any]]:
                     if duration_histogram_old:
                         duration_attrs_old = old_duration(attributes)
                         if request_route:
-                            duration_attrs_old["http.target"] = str(request_route)
+                            duration_attrs_old[http_target] = str(request_route)
                         duration_histogram_old.record(max(round(duration_s * 1000), 0), duration_attrs_old,
                                                       context=metrics_context)
                     if duration_histogram_new:
                         duration_attrs_new = new_duration(attributes)
                         if request_route:
-                            duration_attrs_new["http.route"] = str(request_route)
+                            duration_attrs_new[HTTP_ROUTE] = str(request_route)
                         duration_histogram_new.record(max(duration_s, 0), duration_attrs_new, context=metrics_context)
                 return result
             finally:
@@ -173,7 +174,7 @@ def _hooks(fl: ModuleType) -> dict[str, Callable[..., Any]]:
             except AttributeError:
                 span_name = wsgi.get_default_span_name(flask_request_environ)
             if url_rule:  # none for a 404 with no route, etc.
-                attributes["http.route"] = url_rule.rule
+                attributes[HTTP_ROUTE] = url_rule.rule
             span, token = start_span(
                 tracer=tracer, span_name=span_name, start_time=flask_request_environ.get(starttime_key),
                 context_carrier=flask_request_environ, context_getter=wsgi.wsgi_getter, attributes=attributes)

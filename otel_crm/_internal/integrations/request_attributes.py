@@ -18,6 +18,7 @@ from typing import Any
 
 from otel_crm._internal.memo import Memo
 from otel_crm._internal.safety import report_internal_error
+from otel_crm._internal.semconv import HTTP_HOST, HTTP_URL
 
 __all__ = ["RequestAttributes"]
 
@@ -96,7 +97,7 @@ class RequestAttributes:
         if target:
             semconv._set_http_target(result, target, get("PATH_INFO"), get("QUERY_STRING"), mode)
         elif self._old:
-            result["http.url"] = self._redact(wsgiref.util.request_uri(environ))  # type: ignore[arg-type]
+            result[HTTP_URL] = self._redact(wsgiref.util.request_uri(environ))  # type: ignore[arg-type]
         remote_addr = get("REMOTE_ADDR")
         if remote_addr:
             semconv._set_http_peer_ip_server(result, remote_addr, mode)
@@ -115,12 +116,12 @@ class RequestAttributes:
         result: dict[str, Any] = {}
         semconv._set_http_method(result, method, normalized, mode)
         if self._old:
-            result["http.server_name"] = server_name
+            result["http.server_name"] = server_name  # deprecated, written as upstream does
         semconv._set_http_scheme(result, scheme, mode)
         if host:
             semconv._set_http_net_host(result, host, mode)
             if self._old:
-                result["http.host"] = host
+                result[HTTP_HOST] = host
         if host_port:
             semconv._set_http_net_host_port(result, int(host_port), mode)
         return result
