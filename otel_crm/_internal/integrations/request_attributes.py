@@ -6,7 +6,7 @@ gives the same dict (keys, values, order) for a fraction: the request's varying 
 client address and port, method sanitising, which reads the environment) are computed every call,
 the rest memoised by the environ values it is made of; the second call of a request copies the
 first's result unless a value it was made from changed. tests/unit/test_integrations_request_attributes.py
-compares it with upstream's function over ~30,000 environs in each stability mode.
+compares it with upstream's function over ~80,000 environs in each stability mode.
 """
 
 from __future__ import annotations
