@@ -11,6 +11,7 @@ from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr
 
 from otel_crm._internal.corrections import CorrectingMeterProvider
 from otel_crm._internal.deferred import when_imported
+from otel_crm._internal.integrations.flask_hooks import install_flask_hooks
 from otel_crm._internal.integrations.sqlalchemy_fast import install_sqlalchemy_fast_path
 from otel_crm._internal.propagation import httpx_request_hook, requests_request_hook
 from otel_crm._internal.runtime import current_runtime
@@ -64,8 +65,11 @@ class CrmDistro(BaseDistro):  # type: ignore[misc]
         when_imported(library, f"instrument_{entry_point.name}", lambda: self._load(entry_point, **kwargs))
 
     def _load(self, entry_point: Any, **kwargs: Any) -> None:
-        if entry_point.name == "sqlalchemy" and current_runtime().settings.fast_spans:
+        fast = current_runtime().settings.fast_spans  # OTEL_CRM_FAST_SPANS=false: upstream's own code
+        if entry_point.name == "sqlalchemy" and fast:
             # The same spans for less work per statement, connect and pool event (before any engine
             # is traced); upstream's own path if its code is not the expected one.
             install_sqlalchemy_fast_path()
+        elif entry_point.name == "flask" and fast:
+            install_flask_hooks()  # cheaper per-request hooks, same telemetry (before any app exists)
         super().load_instrumentor(entry_point, **kwargs)

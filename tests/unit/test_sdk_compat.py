@@ -226,6 +226,16 @@ _STILL_ALLOWED = {
         "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN",
         "_StabilityMode", "_get_attributes_from_cursor_or_conn", "_get_db_name_from_cursor_or_conn", "_initialized",
         "_sem_conv_opt_in_mode_db", "_sem_conv_opt_in_mode_http", "_set_db_client_span_attributes"},
+    # The Flask/WSGI instrumentations' own helpers, which otel_crm's Flask hooks call as upstream's
+    # hooks do; installed only on the instrumentation version they were checked against.
+    "_internal/integrations/flask_hooks.py": {
+        "_StabilityMode", "_excluded_urls", "_get_current_object", "_report_new", "_report_old",
+        "_server_active_requests_count_attrs_new", "_server_active_requests_count_attrs_old",
+        "_server_duration_attrs_new", "_server_duration_attrs_old", "_start_internal_or_server_span"},
+    "_internal/integrations/request_attributes.py": {
+        "_apply_user_agent_attributes", "_report_old", "_set_http_flavor_version", "_set_http_method",
+        "_set_http_net_host", "_set_http_net_host_port", "_set_http_net_peer_name_server", "_set_http_peer_ip_server",
+        "_set_http_peer_port_server", "_set_http_scheme", "_set_http_target"},
 }
 
 
