@@ -35,6 +35,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_crm._internal import semconv
 from otel_crm._internal.fast_histogram import fast_histogram
 from otel_crm._internal.local_sums import local_up_down_counter
+from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.sdk_compat import attributes_dict, span_parts
 
 __all__ = [
@@ -305,7 +306,8 @@ class _CorrectingMeter:
                                      CONNECTION_COUNT_DESCRIPTION, rename=connection_count_attributes)
 
     def create_histogram(self, *args: Any, **kwargs: Any) -> Any:
-        return fast_histogram(self._inner.create_histogram(*args, **kwargs))
+        return fast_histogram(self._inner.create_histogram(*args, **kwargs),
+                              enabled=current_runtime().settings.fast_spans)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

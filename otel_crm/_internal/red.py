@@ -51,13 +51,13 @@ _CACHE_MAX = 4096  # raw keys remembered; a full cache starts again (bounded mem
 
 
 class RedMetricsProcessor(SpanProcessor):
-    def __init__(self, meter: Meter, cardinality: CardinalityGuard | None = None):
+    def __init__(self, meter: Meter, cardinality: CardinalityGuard | None = None, fast: bool = True):
         self._reset()
         _register(meter, self)
         self._duration = fast_histogram(meter.create_histogram(  # the SDK's aggregations, fewer steps
             semconv.CRM_REQUEST_DURATION, unit="s",
             description="Duration of entry spans, recorded before sampling.",
-            explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS)))
+            explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS)), enabled=fast)
         self._bound = cardinality.bound_all if cardinality is not None else None
         # The bound method is held weakly: the hook goes away with this processor.
         forks.register(f"red: request counts {id(self)}", after_in_child=self._reset)

@@ -110,7 +110,7 @@ def build_tracing(settings: Settings, resource: Resource, *, meter: Meter | None
                                                     form=tenant_form(scrubber)))
     provider.add_span_processor(ServerSpanCapture())  # the access line's trace id (access.py)
     if meter is not None:
-        provider.add_span_processor(RedMetricsProcessor(meter, cardinality))
+        provider.add_span_processor(RedMetricsProcessor(meter, cardinality, fast=settings.fast_spans))
     chain = downstream if downstream is not None else _export_chain(settings, meter, scrubber, exporter)
     tail: TailSamplingProcessor | None = None
     if chain is not None:

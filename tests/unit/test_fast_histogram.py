@@ -240,6 +240,24 @@ def test_the_probe_passes_and_otel_crm_wraps_the_sdk_histograms() -> None:
     provider.shutdown()
 
 
+def test_otel_crm_fast_spans_false_keeps_the_sdks_histograms() -> None:
+    from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
+    from otel_crm._internal.settings import resolve_settings
+
+    provider, _ = _provider("trace_based", None)
+    set_current_runtime(Runtime(settings=resolve_settings({}, fast_spans=False)))
+    try:
+        plain = CorrectingMeterProvider(provider).get_meter("flask").create_histogram(
+            "http.server.request.duration", unit="s", description="d")
+        assert not isinstance(plain, FastHistogram)
+        assert not isinstance(red.RedMetricsProcessor(provider.get_meter("crm"), fast=False)._duration,
+                              FastHistogram)
+        assert isinstance(red.RedMetricsProcessor(provider.get_meter("crm2"))._duration, FastHistogram)
+    finally:
+        clear_current_runtime()
+        provider.shutdown()
+
+
 def test_a_broken_fast_path_fails_the_probe_and_the_sdk_path_is_used_with_one_warning(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     def broken_add(self: FastHistogram, entry: Any, value: float, context: Context) -> None:
@@ -265,11 +283,9 @@ def test_a_broken_fast_path_fails_the_probe_and_the_sdk_path_is_used_with_one_wa
 # --- RED's duration histogram, through the cardinality guard -----------------------------------------
 
 def _red_script(fast: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    if not fast:
-        monkeypatch.setattr(red, "fast_histogram", lambda instrument: instrument)
     provider, readers = _provider("trace_based", None)
     guard = CardinalityGuard({"crm.operation.name": 5, "crm.tenant.id": 3})
-    processor = red.RedMetricsProcessor(provider.get_meter("otel_crm"), guard)
+    processor = red.RedMetricsProcessor(provider.get_meter("otel_crm"), guard, fast=fast)
     assert isinstance(processor._duration, FastHistogram) is fast
     rng = random.Random(3)
     for index in range(600):

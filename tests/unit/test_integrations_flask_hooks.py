@@ -203,7 +203,9 @@ def test_a_failure_while_installing_leaves_upstreams_hooks(monkeypatch: pytest.M
     assert flask_instrumentation._wrapped_before_request is original
 
 
-def test_the_distro_installs_the_hooks_before_the_flask_instrumentation_loads() -> None:
+@pytest.mark.parametrize("fast_spans", [True, False])
+def test_the_distro_installs_the_hooks_before_the_flask_instrumentation_loads_unless_fast_spans_is_off(
+        fast_spans: bool) -> None:
     from otel_crm.distro import CrmDistro
 
     seen: list[bool] = []
@@ -218,6 +220,6 @@ def test_the_distro_installs_the_hooks_before_the_flask_instrumentation_loads() 
 
             return Instrumentor
 
-    set_current_runtime(Runtime(settings=resolve_settings({})))
+    set_current_runtime(Runtime(settings=resolve_settings({}, fast_spans=fast_spans)))
     CrmDistro().load_instrumentor(EntryPoint(), skip_dep_check=True)  # flask is imported: at once
-    assert seen == [True]
+    assert seen == [fast_spans]
