@@ -15,10 +15,11 @@ from opentelemetry.instrumentation import flask as flask_instrumentation
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otel_crm._internal.fast_tracer import tracer_provider_class
 from otel_crm._internal.integrations import flask_hooks
 from otel_crm._internal.integrations.flask_hooks import install_flask_hooks, uninstall_flask_hooks
 from otel_crm._internal.runtime import Runtime, clear_current_runtime, set_current_runtime
@@ -37,7 +38,15 @@ def _restore() -> Iterator[None]:
     clear_current_runtime()
 
 
-def build_app(fast: bool, mode: Any, excluded: str | None, monkeypatch: pytest.MonkeyPatch,
+class TenantAtStart(SpanProcessor):
+    """Sets an attribute in on_start, as otel_crm's tenancy does: the request attributes set again
+    after the span started then come after it (the order a differential test must see kept)."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        span.set_attribute("crm.tenant.id", "acme")
+
+
+def build_app(fast: bool, mode: Any, excluded: str | None, monkeypatch: pytest.MonkeyPatch, provider: str = "sdk",
               **options: Any) -> tuple[flask.Flask, InMemorySpanExporter, InMemoryMetricReader]:
     _semconv._OpenTelemetrySemanticConventionStability._initialize()
     monkeypatch.setitem(_semconv._OpenTelemetrySemanticConventionStability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING,
@@ -47,7 +56,11 @@ def build_app(fast: bool, mode: Any, excluded: str | None, monkeypatch: pytest.M
     else:
         uninstall_flask_hooks()
     exporter, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    tracer_provider = TracerProvider()
+    if provider == "sdk":
+        tracer_provider = TracerProvider()
+    else:  # otel_crm's provider with a processor setting an attribute at the start
+        tracer_provider = tracer_provider_class(True)()
+        tracer_provider.add_span_processor(TenantAtStart())
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     app = flask.Flask(__name__)
 
@@ -117,9 +130,9 @@ def metric_view(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
     return sorted(rows, key=repr)
 
 
-def run(fast: bool, mode: Any, excluded: str | None, monkeypatch: pytest.MonkeyPatch,
+def run(fast: bool, mode: Any, excluded: str | None, monkeypatch: pytest.MonkeyPatch, provider: str = "sdk",
         **options: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    app, exporter, reader = build_app(fast, mode, excluded, monkeypatch, **options)
+    app, exporter, reader = build_app(fast, mode, excluded, monkeypatch, provider, **options)
     client = app.test_client()
     for method, path, headers, environ in REQUESTS:
         response = client.open(path, method=method, headers=headers, environ_overrides=environ)
@@ -134,21 +147,23 @@ def run(fast: bool, mode: Any, excluded: str | None, monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("mode", MODES, ids=lambda mode: mode.value)
 @pytest.mark.parametrize("excluded", [None, "/ok,stream$", ""], ids=["default", "excluded", "empty"])
 @pytest.mark.parametrize("capture", [False, True], ids=["no-headers", "headers"])
-def test_the_same_requests_give_the_same_telemetry(mode: Any, excluded: str | None, capture: bool,
+@pytest.mark.parametrize("provider", ["sdk", "otel_crm"])
+def test_the_same_requests_give_the_same_telemetry(mode: Any, excluded: str | None, capture: bool, provider: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     variables = CAPTURE if capture else {}
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     set_current_runtime(Runtime(settings=resolve_settings(variables)))
-    upstream = run(False, mode, excluded, monkeypatch)
-    ours = run(True, mode, excluded, monkeypatch)
+    upstream = run(False, mode, excluded, monkeypatch, provider)
+    ours = run(True, mode, excluded, monkeypatch, provider)
     assert ours == upstream
     assert len(upstream[0]) == (5 if excluded == "/ok,stream$" else 10)
     captured = [attrs for _, _, attrs, *_ in upstream[0] if any("header" in key for key, _ in attrs)]
     assert bool(captured) is capture
 
 
-def test_hooks_and_sqlcommenter_options_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("provider", ["sdk", "otel_crm"])
+def test_hooks_and_sqlcommenter_options_are_kept(provider: str, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
 
     def request_hook(span: Any, environ: dict[str, Any]) -> None:
@@ -163,7 +178,12 @@ def test_hooks_and_sqlcommenter_options_are_kept(monkeypatch: pytest.MonkeyPatch
     options = {"request_hook": request_hook, "response_hook": response_hook,
                "commenter_options": {"controller": False}}
     mode = _semconv._StabilityMode.HTTP
-    assert run(True, mode, None, monkeypatch, **options) == run(False, mode, None, monkeypatch, **options)
+    ours = run(True, mode, None, monkeypatch, provider, **options)
+    assert ours == run(False, mode, None, monkeypatch, provider, **options)
+    if provider == "otel_crm":  # set again after the start: the tenant first, the hook's route replaced
+        keys = [key for key, _ in ours[0][0][2]]
+        assert keys.index("crm.tenant.id") < keys.index("http.route")
+        assert ("http.route", "/ok") in ours[0][0][2]
     assert seen[0] == {"framework": f"flask:{flask_instrumentation.flask_version}", "route": "/ok"}
     assert seen[0] == seen[len(seen) // 2]
 
