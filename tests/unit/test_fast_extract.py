@@ -118,3 +118,68 @@ def test_someone_elses_extract_is_left_alone(restore: None, monkeypatch: pytest.
     monkeypatch.setattr(utils, "extract", _refuse)
     install_propagator(resolve_settings({}))
     assert utils.extract is _refuse
+
+
+_DJANGO_SCRIPT = r'''
+import io, json
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+settings.configure(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["*"], MIDDLEWARE=[], DATABASES={},
+                   INSTALLED_APPS=[], SECRET_KEY="x", LOGGING_CONFIG=None)
+urlpatterns = [path("ok", lambda request: HttpResponse("ok"))]
+django.setup()
+
+from opentelemetry.instrumentation import utils
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_crm._internal import fast_extract
+from otel_crm._internal.propagation import install_propagator
+from otel_crm._internal.settings import resolve_settings
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+DjangoInstrumentor().instrument(tracer_provider=provider)
+install_propagator(resolve_settings({}))
+upstream = []
+real = fast_extract._upstream_extract
+fast_extract._upstream_extract = lambda *args, **kwargs: upstream.append(1) or real(*args, **kwargs)
+
+from django.core.handlers.wsgi import WSGIHandler
+
+def get(**headers):
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/ok", "SERVER_NAME": "t", "SERVER_PORT": "80",
+               "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http", **headers}
+    b"".join(WSGIHandler()(environ, lambda status, headers, exc_info=None: None))
+    (span,) = exporter.get_finished_spans()
+    exporter.clear()
+    parent = span.parent
+    return [span.kind.name, parent and [f"{parent.trace_id:032x}", f"{parent.span_id:016x}"], len(upstream)]
+
+print(json.dumps({"patched": utils.extract is fast_extract.fast_extract, "plain": get(),
+                  "traced": get(HTTP_TRACEPARENT="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"),
+                  "baggage": get(HTTP_BAGGAGE="k=v", HTTP_TRACEPARENT="00-" + "ef" * 16 + "-" + "12" * 8 + "-01")}))
+'''
+
+
+def test_the_django_middleware_extracts_through_it() -> None:
+    """Django's middleware calls the same `utils.extract` with request.META (a dict) and the WSGI
+    getter: its server span continues an incoming trace, and only a baggage header reaches upstream's
+    extract. In a subprocess: configuring Django is process-wide."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _DJANGO_SCRIPT], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"patched": True, "plain": ["SERVER", None, 0],
+                       "traced": ["SERVER", ["ab" * 16, "cd" * 8], 0],
+                       "baggage": ["SERVER", ["ef" * 16, "12" * 8], 1]}
