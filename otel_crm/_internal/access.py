@@ -17,6 +17,7 @@ handler filters it out (`logs.py`); stdout, and any handler the host adds, get i
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -127,8 +128,6 @@ class AccessLine:
 def _log_access(method: str, path: str, status: int, started: float, span: Any) -> None:
     # The caller (AccessLine.write) checked that the access logger is enabled for INFO.
     latency_ms = round((time.perf_counter() - started) * 1000, 3)
-    fields: dict[str, str | int | float] = {"method": method, "path": path, "status_code": status,
-                                            "latency_ms": latency_ms}
     fast = access_fast_path.writer()
     if fast is not None:  # the same line, minus a LogRecord and the handler dispatch
         stream, formatter = fast
@@ -136,16 +135,25 @@ def _log_access(method: str, path: str, status: int, started: float, span: Any) 
         if not span_context.is_valid:
             span_context = trace.get_current_span().get_span_context()
         try:
-            stream.write_line(formatter.line(f"{method} {path} {status}", ACCESS_LOGGER, fields,
-                                             span_context=span_context))
+            if type(method) is str and type(path) is str and type(status) is int and math.isfinite(latency_ms):
+                text = formatter.access_line(method, path, status, latency_ms, span_context=span_context)
+            else:  # a str subclass, a bool status...: the general writer, which knows every type
+                text = formatter.line(f"{method} {path} {status}", ACCESS_LOGGER, _fields(
+                    method, path, status, latency_ms), span_context=span_context)
+            stream.write_line(text)
             return
         except Exception:  # noqa: S110 - e.g. a closed stdout: the logging path reports it as logging does
             pass
+    fields = _fields(method, path, status, latency_ms)
     if span is not None and span.get_span_context().is_valid:
         with trace.use_span(span, end_on_exit=False):
             access_log.info("%s %s %s", method, path, status, extra=fields)
     else:
         access_log.info("%s %s %s", method, path, status, extra=fields)
+
+
+def _fields(method: str, path: str, status: int, latency_ms: float) -> dict[str, str | int | float]:
+    return {"method": method, "path": path, "status_code": status, "latency_ms": latency_ms}
 
 
 class _AccessFastPath:

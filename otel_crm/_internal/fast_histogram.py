@@ -129,6 +129,28 @@ class FastHistogram(Histogram):
             with guard("metrics"):
                 raise
 
+    def record_fixed(self, amount: float, attributes: dict[str, Any], entry: _Entry | None) -> _Entry | None:
+        """`record(amount, attributes)` for a caller whose `attributes` dict never changes (RED's
+        rows): pass what the previous call with that dict returned (None at first), keep what this
+        one returns. While the storage map stays the same, the set's key, memo lookup and type
+        checks are skipped; anything else (the first call, a new reader, an int or a value the SDK
+        warns about, a disabled meter) records through `record` and resolves the entry again."""
+        config = self._config
+        if (entry is not None and entry.storages is self._consumer._reader_storages and type(amount) is float
+                and 0 <= amount < _INF and (config is None or config.is_enabled)):
+            try:  # runs on every request: `guard` only sees the (never expected) exception
+                self._add(entry, amount, get_current())
+            except Exception:
+                with guard("metrics"):
+                    raise
+            return entry
+        self.record(amount, attributes)
+        found = self._memo.lookup(tuple(attributes.items()))
+        if (found is None or found.storages is not self._consumer._reader_storages
+                or found.types != tuple(map(type, attributes.values()))):  # an equal set of other types
+            return None
+        return found
+
     def _add(self, entry: _Entry, value: float, context: Context) -> None:
         mode = self._mode
         if mode == _TRACE:  # TraceBasedExemplarFilter.should_sample

@@ -35,7 +35,7 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from otel_crm._internal import semconv
+from otel_crm._internal import fast_extract, semconv
 from otel_crm._internal.settings import Settings
 from otel_crm._internal.tenancy import (
     BAGGAGE_TENANT_ID,
@@ -184,7 +184,11 @@ def propagators_for(settings: Settings) -> list[TextMapPropagator]:
 def install_propagator(settings: Settings) -> None:
     global _allowed_hosts
     _allowed_hosts = tuple(settings.baggage_allowed_hosts)
-    propagate.set_global_textmap(CompositePropagator(propagators_for(settings)))
+    chosen = propagators_for(settings)
+    composite = CompositePropagator(chosen)
+    propagate.set_global_textmap(composite)
+    # The web instrumentations' extraction, cheaper for the default propagators (same Context).
+    fast_extract.install(composite, chosen, settings.fast_spans)
 
 
 def requests_request_hook(span: Any, request: Any) -> None:

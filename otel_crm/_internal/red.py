@@ -33,7 +33,7 @@ from opentelemetry.util.types import AttributeValue
 from otel_crm._internal import forks, semconv
 from otel_crm._internal.cardinality import OTHER, CardinalityGuard
 from otel_crm._internal.corrections import operation_name
-from otel_crm._internal.fast_histogram import fast_histogram
+from otel_crm._internal.fast_histogram import FastHistogram, fast_histogram
 from otel_crm._internal.safety import guard
 from otel_crm._internal.sdk_compat import span_attributes
 
@@ -41,7 +41,7 @@ __all__ = ["REQUEST_DURATION_BUCKETS", "RedMetricsProcessor"]
 
 REQUEST_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0,
                             7.5, 10.0, 30.0, 60.0)
-_NOT_ENTRIES = frozenset({SpanKind.CLIENT, SpanKind.PRODUCER})
+_CLIENT, _PRODUCER, _SERVER = SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.SERVER
 _COPIED = (semconv.HTTP_REQUEST_METHOD, semconv.HTTP_ROUTE, semconv.HTTP_RESPONSE_STATUS_CODE)
 _METHOD, _ROUTE, _STATUS = _COPIED  # the raw key reads them one by one (no generator per request)
 
@@ -58,6 +58,8 @@ class RedMetricsProcessor(SpanProcessor):
             semconv.CRM_REQUEST_DURATION, unit="s",
             description="Duration of entry spans, recorded before sampling.",
             explicit_bucket_boundaries_advisory=list(REQUEST_DURATION_BUCKETS)), enabled=fast)
+        # Each row's attributes dict never changes: recorded through the entry the row keeps.
+        self._fixed = isinstance(self._duration, FastHistogram)
         self._bound = cardinality.bound_all if cardinality is not None else None
         # The bound method is held weakly: the hook goes away with this processor.
         forks.register(f"red: request counts {id(self)}", after_in_child=self._reset)
@@ -65,7 +67,8 @@ class RedMetricsProcessor(SpanProcessor):
     def _reset(self) -> None:
         """Empty counts (also a forked child's: its metric stores start empty too, see forks.py)."""
         self._lock = threading.Lock()
-        # one row per distinct attribute set: [attributes, requests, errors]; kept for good, as the
+        # one row per distinct attribute set: [attributes, requests, errors, the duration histogram's
+        # entry for the attributes (FastHistogram.record_fixed)]; kept for good, as the
         # SDK keeps a cumulative counter's points (the cardinality guard bounds how many there are)
         self._rows: dict[frozenset[tuple[str, AttributeValue]], list[Any]] = {}
         self._by_key: dict[_Key, list[Any]] = {}  # raw key -> its row (bounded cache)
@@ -77,7 +80,8 @@ class RedMetricsProcessor(SpanProcessor):
         parent = span.parent
         if parent is not None and not parent.is_remote:
             return
-        if span.kind in _NOT_ENTRIES:  # e.g. a DB call at startup, outside any request or job
+        kind = span.kind  # (identity, not a set: SpanKind's hash is a Python call)
+        if kind is _CLIENT or kind is _PRODUCER:  # e.g. a DB call at startup, outside any request or job
             return
         try:  # once per request: `guard` only sees the (never expected) exception
             self._record(span)
@@ -92,7 +96,11 @@ class RedMetricsProcessor(SpanProcessor):
         error_type = (str(get(semconv.ERROR_TYPE) or _exception_type(span) or "_OTHER")
                       if failed else None)
         tenant = get(semconv.CRM_TENANT_ID)  # already in its outgoing form (TenantSpanProcessor)
-        key: _Key = (span.name, span.kind, tenant, error_type, get(_METHOD), get(_ROUTE), get(_STATUS))
+        kind = span.kind
+        # SERVER (nearly every entry span) keyed as 0: SpanKind's hash is a Python call. A plain Enum
+        # never equals 0, so keys stay distinct.
+        key: _Key = (span.name, 0 if kind is _SERVER else kind, tenant, error_type, get(_METHOD), get(_ROUTE),
+                     get(_STATUS))
         row = self._by_key.get(key)
         if row is None:
             row = self._row(key, self._labels(span, source, tenant, error_type))
@@ -100,8 +108,12 @@ class RedMetricsProcessor(SpanProcessor):
             row[1] += 1
             if failed:
                 row[2] += 1
-        if span.end_time is not None and span.start_time is not None:
-            self._duration.record((span.end_time - span.start_time) / 1e9, row[0])
+        end, start = span.end_time, span.start_time
+        if end is not None and start is not None:
+            if self._fixed:
+                row[3] = self._duration.record_fixed((end - start) / 1e9, row[0], row[3])
+            else:
+                self._duration.record((end - start) / 1e9, row[0])
 
     def _labels(self, span: ReadableSpan, source: Any, tenant: object,
                     error_type: str | None) -> dict[str, AttributeValue]:
@@ -127,7 +139,7 @@ class RedMetricsProcessor(SpanProcessor):
         with self._lock:
             row = self._rows.get(frozen)
             if row is None:
-                row = self._rows[frozen] = [attributes, 0, 0]
+                row = self._rows[frozen] = [attributes, 0, 0, None]
         if OTHER not in attributes.values():
             if len(self._by_key) >= _CACHE_MAX:
                 self._by_key.clear()

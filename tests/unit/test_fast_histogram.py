@@ -288,6 +288,7 @@ def _red_script(fast: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     processor = red.RedMetricsProcessor(provider.get_meter("otel_crm"), guard, fast=fast)
     assert isinstance(processor._duration, FastHistogram) is fast
     rng = random.Random(3)
+    late = InMemoryMetricReader(preferred_temporality=_DELTA)
     for index in range(600):
         failed = rng.random() < 0.1
         start = 1_000_000 * index
@@ -298,10 +299,18 @@ def _red_script(fast: bool, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
                         "http.response.status_code": 500 if failed else 200,
                         "crm.tenant.id": f"t{rng.randrange(6)}"},  # beyond the budgets: __other__
             status=Status(StatusCode.ERROR if failed else StatusCode.UNSET))
-        processor.on_end(span)
+        with trace.use_span(NonRecordingSpan(span.context)):  # exemplars (sampled spans) name it
+            processor.on_end(span)
+        if index == 250:
+            provider.add_metric_reader(late)  # the storage map changes: each row's entry is resolved again
+            readers.append(late)
+        if index == 400:
+            sdk_compat.restart_metrics_after_fork(provider)
     made = [comparable(reader.get_metrics_data()) for reader in readers]
     provider.shutdown()
     monkeypatch.undo()
+    if fast:  # the rows' own entries were used (RedMetricsProcessor._record: record_fixed)
+        assert all(row[3] is not None for row in processor._rows.values())
     return made
 
 
@@ -331,3 +340,36 @@ def test_a_meter_disabled_at_run_time_records_nothing_as_the_sdks() -> None:
         provider.shutdown()
     assert made[0] == made[1]
     assert "('float', 9.0)" in str(made[0])  # 1 + 8: the disabled meter's recordings were dropped
+
+
+def _fixed_script(fixed: bool) -> list[Any]:
+    """The same recordings through `record` and through `record_fixed` (one entry kept per dict)."""
+    provider, readers = _provider("always_on", None)
+    histogram = FastHistogram(provider.get_meter("m").create_histogram("h", "s"))
+    sets = [{"k": "v", "n": 1}, {"flag": True}, {"flag": 1}, {"flag": 1.0}, {}, {"seq": (1, 2)}]
+    entries: list[Any] = [None] * len(sets)
+    late = InMemoryMetricReader(preferred_temporality=_DELTA)
+    rng = random.Random(5)
+    values = _values(rng)
+    for step in range(400):
+        which = rng.randrange(len(sets))
+        value = next(values)
+        with trace.use_span(NonRecordingSpan(SpanContext(7, 1 + step, False, TraceFlags(step % 2)))):
+            if fixed:
+                entries[which] = histogram.record_fixed(value, sets[which], entries[which])
+            else:
+                histogram.record(value, sets[which])
+        if step == 150:
+            provider.add_metric_reader(late)
+            readers.append(late)
+        if step == 250:
+            sdk_compat.restart_metrics_after_fork(provider)
+    made = [comparable(reader.get_metrics_data()) for reader in readers]
+    provider.shutdown()
+    if fixed:  # plain sets keep an entry; the tuple-valued one always takes the SDK's path
+        assert [entry is not None for entry in entries] == [True] * 5 + [False]
+    return made
+
+
+def test_record_fixed_collects_what_record_collects() -> None:
+    assert _fixed_script(True) == _fixed_script(False)

@@ -152,3 +152,14 @@ def test_a_failure_in_red_recording_is_reported_and_the_span_ends(no_reraise: No
     safety.reraise_internal_errors(True)
     with _pytest.raises(_RedBroke):
         processor.on_end(span)
+
+
+def test_the_span_kind_tells_entries_apart(otel_crm_telemetry: CapturedTelemetry) -> None:
+    """An unrouted SERVER span is counted under its method; an INTERNAL or CONSUMER root of the same
+    name and attributes under its name (the raw key remembers the kind: SERVER as 0, never equal)."""
+    tracer = otel_crm_telemetry.runtime.tracer()
+    for kind in (SpanKind.SERVER, SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CONSUMER, SpanKind.INTERNAL):
+        with tracer.start_as_current_span("GET /raw/7", kind=kind, attributes={"http.request.method": "GET"}):
+            pass
+    points = otel_crm_telemetry.metric_points("crm.requests")
+    assert {p.attributes["crm.operation.name"]: p.value for p in points} == {"GET": 2, "GET /raw/7": 3}

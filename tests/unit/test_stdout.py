@@ -7,8 +7,10 @@ import calendar
 import io
 import json
 import logging
+import math
 import sys
 import time
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 import otel_crm
 from otel_crm._internal.settings import resolve_settings
 from otel_crm._internal.stdout import (
+    REQUEST_FIELDS,
     JsonFormatter,
     LazyFlushStreamHandler,
     ScrubbingTextFormatter,
@@ -139,10 +142,29 @@ def test_line_text_is_byte_for_byte_the_encoded_payload(
             fast = formatter.line(message, "otel_crm.access", fields, span_context=span_context, created=created)
             reference = formatter._line_encoded(message, "otel_crm.access", fields, span_context, created)
             assert fast == reference
+            if list(fields) == list(REQUEST_FIELDS) and _access_line_types(fields):
+                method, path, status, latency = fields.values()
+                assert formatter.access_line(method, path, status, latency, span_context=span_context,
+                                             created=created) == formatter._line_encoded(
+                    f"{method} {path} {status}", "otel_crm.access", fields, span_context, created)
     decoded = json.loads(fast)
     assert decoded["message"] == ("GET /[REDACTED] 200\n" if scrubbed else "GET /leads 200\n")
     assert list(decoded)[:6] == ["timestamp", "level", "message", "logger", "service", "environment"]
     assert decoded.get("trace_sampled") == (decision if traced != "none" else None)
+
+
+def _access_line_types(fields: dict[str, Any]) -> bool:
+    """The types `access._log_access` hands to `access_line` (else `line`)."""
+    method, path, status, latency = fields.values()
+    return (type(method) is str and type(path) is str and type(status) is int and type(latency) is float
+            and math.isfinite(latency))
+
+
+def test_access_line_is_line_for_its_types_and_is_used() -> None:
+    assert sum(_access_line_types(f) for f in _FIELD_VALUES if list(f) == list(REQUEST_FIELDS)) == 5
+    formatter = JsonFormatter(service="crm", environment="prod")
+    line = formatter.access_line("GET", "/", 200, 0.5, span_context=trace.INVALID_SPAN_CONTEXT)
+    assert json.loads(line)["message"] == "GET / 200" and json.loads(line)["latency_ms"] == 0.5
 
 
 def test_line_without_a_created_time_stamps_now() -> None:
