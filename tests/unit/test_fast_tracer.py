@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from otel_crm._internal import fast_tracer, sdk_compat, traces
+from otel_crm._internal import fast_span, fast_tracer, sdk_compat, traces
 from otel_crm._internal.fast_tracer import FastTracer, FastTracerProvider
 from otel_crm._internal.sampling import EntryRecordingHeadSampler
 from otel_crm._internal.settings import resolve_settings
@@ -190,6 +190,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
 
     monkeypatch.setattr(sdk, "time_ns", time_ns)
     monkeypatch.setattr(fast_tracer, "time_ns", time_ns)
+    monkeypatch.setattr(fast_span, "time_ns", time_ns)
     yield reset
 
 
