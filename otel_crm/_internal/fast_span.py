@@ -50,12 +50,24 @@ _NOTHING = ([("LOAD_CONST", None), ("RETURN_VALUE", None)], [("RETURN_CONST", No
 Plan = tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...], tuple[SpanProcessor, ...],
              tuple[SpanProcessor, ...]]
 _last: list[Plan] = [((), (), (), ())]
+_KEPT = 64  # bounded caches: start again when full
+_plans: dict[int, Plan] = {}
+_verdicts: dict[object, bool] = {}  # hook function -> whether a call of it can be skipped
 
 
 def _does_nothing(processor: SpanProcessor, hook: str) -> bool:
     function = inspect.getattr_static(processor, hook, None)
     if type(function) is not FunctionType or hook in getattr(processor, "__dict__", ()):
         return False
+    verdict = _verdicts.get(function)
+    if verdict is None:
+        if len(_verdicts) >= _KEPT:
+            _verdicts.clear()
+        verdict = _verdicts[function] = _body_is_return_none(function, hook)
+    return verdict
+
+
+def _body_is_return_none(function: FunctionType, hook: str) -> bool:
     steps = [(step.opname, step.argval) for step in dis.get_instructions(function)
              if step.opname not in ("RESUME", "NOP")]
     if steps not in _NOTHING:
@@ -69,13 +81,19 @@ def _does_nothing(processor: SpanProcessor, hook: str) -> bool:
 
 
 def plan(processors: tuple[SpanProcessor, ...]) -> Plan:
-    """The processors to call per hook, for a multi processor's `_span_processors` (cached: one)."""
+    """The processors to call per hook, for a multi processor's `_span_processors`: the last one
+    used, else a small map of plans (by tuple identity: processes with several providers), else built."""
     current = _last[0]
     if current[0] is processors:
         return current
-    starts, endings, ends = (tuple(processor for processor in processors if not _does_nothing(processor, hook))
-                             for hook in ("on_start", "_on_ending", "on_end"))
-    built: Plan = (processors, starts, endings, ends)
+    built = _plans.get(id(processors))
+    if built is None or built[0] is not processors:  # (a kept plan holds its tuple: its id stays unique)
+        starts, endings, ends = (tuple(processor for processor in processors if not _does_nothing(processor, hook))
+                                 for hook in ("on_start", "_on_ending", "on_end"))
+        built = (processors, starts, endings, ends)
+        if len(_plans) >= _KEPT:
+            _plans.clear()
+        _plans[id(processors)] = built
     _last[0] = built
     return built
 

@@ -441,6 +441,9 @@ def test_the_dispatch_skips_only_hooks_that_do_nothing() -> None:
     assert [type(processor).__name__ for processor in hooks[2]] == ["_Calls"]
     assert [type(processor).__name__ for processor in hooks[3]] == ["_Calls"]
     assert fast_span.plan(processors) is hooks  # cached while the tuple is the same
+    other = (_Calls(calls, "d"),)
+    assert fast_span.plan(other)[0] is other
+    assert fast_span.plan(processors) is hooks  # several providers in turn: each plan kept, not rebuilt
 
 
 def test_the_probe_sees_a_wrong_dispatch_and_wrong_containers(monkeypatch: pytest.MonkeyPatch) -> None:
