@@ -28,7 +28,6 @@ mismatch the plain SDK classes are used and one warning says so.
 from __future__ import annotations
 
 import inspect
-import random as _random
 import threading
 from collections.abc import Callable, Sequence
 from time import time_ns
@@ -41,7 +40,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk
 from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor, sampling
 from opentelemetry.sdk.trace._tracer_metrics import NoOpTracerMetrics, noop
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, TraceFlags, TraceState
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util import types
@@ -61,13 +60,6 @@ _new, _new_tuple = object.__new__, tuple.__new__
 _attach, _detach, _set_value = context_api.attach, context_api.detach, context_api.set_value
 _get_current, _Span, _INVALID_SPAN = context_api.get_current, trace_api.Span, trace_api.INVALID_SPAN
 _MULTI = SynchronousMultiSpanProcessor
-_RANDOM_METHODS = {name: getattr(RandomIdGenerator, name)
-                   for name in ("generate_span_id", "generate_trace_id", "is_trace_id_random")}
-
-
-def _sdk_random(ids: IdGenerator) -> bool:
-    return type(ids) is RandomIdGenerator and all(
-        getattr(RandomIdGenerator, name) is function for name, function in _RANDOM_METHODS.items())
 
 
 def _sampler_mode(sampler: sampling.Sampler) -> int:
@@ -87,7 +79,6 @@ class FastTracer(sdk.Tracer):
     """The SDK's tracer (set as the class of the provider's tracers) with a cheaper span start."""
 
     _crm_mode: tuple[object, int] = (None, _GENERIC)  # (sampler, its mode): recomputed if it changes
-    _crm_ids: tuple[object, bool] = (None, False)  # (id generator, the SDK's own random one?): the same
 
     def start_span(self, name: str, context: Context | None = None,  # noqa: PLR0917 - the SDK signature
                    kind: SpanKind = SpanKind.INTERNAL, attributes: types.Attributes = None,
@@ -107,15 +98,10 @@ class FastTracer(sdk.Tracer):
                                       set_status_on_exception)
         links = links or ()
         ids: IdGenerator = self.id_generator
-        known = self._crm_ids
-        if known[0] is not ids:
-            known = self._crm_ids = (ids, _sdk_random(ids))
-        own_ids = known[1]  # its draws inline: random.getrandbits, and on 0 (invalid) the SDK's loop
         if parent[5]:  # is_valid
             trace_id, random_id = parent[0], parent[3] & 2
         else:
-            parent = None
-            trace_id = (own_ids and _random.getrandbits(128)) or ids.generate_trace_id()
+            parent, trace_id = None, ids.generate_trace_id()
             random_id = 0
         mode = cached[1]
         if mode == _ALWAYS_ON or (mode == _PARENT_ON and (parent is None or parent[3] & 1)):
@@ -129,8 +115,8 @@ class FastTracer(sdk.Tracer):
             result = sampler.should_sample(context, trace_id, name, kind, attributes, links)
             decision, trace_state, attributes = result.decision, result.trace_state, result.attributes
         if parent is None:
-            random_id = 2 if own_ids or ids.is_trace_id_random() else 0
-        span_id = (own_ids and _random.getrandbits(64)) or ids.generate_span_id()
+            random_id = 2 if ids.is_trace_id_random() else 0
+        span_id = ids.generate_span_id()
         span_context: Any = _new_tuple(SpanContext, (
             trace_id, span_id, False, _FLAGS[random_id | (1 if decision is _SAMPLE else 0)],
             trace_state if trace_state is not None else trace_api.DEFAULT_TRACE_STATE,

@@ -8,7 +8,6 @@ import asyncio
 import inspect
 import json
 import logging
-import random
 from collections.abc import Callable, Iterator
 from types import MappingProxyType
 from typing import Any
@@ -461,30 +460,3 @@ def test_the_probe_sees_a_wrong_dispatch_and_wrong_containers(monkeypatch: pytes
 
     monkeypatch.setattr(fast_tracer, "new_attributes", extra_field)
     assert fast_tracer._same_spans() is False
-
-
-def test_the_default_id_generator_draws_the_same_ids(monkeypatch: pytest.MonkeyPatch) -> None:
-    def run(cls: type[sdk.TracerProvider]) -> list[Any]:
-        draws = iter([0, 0, 5 << 100, 0, 7, 9, 11 << 90, 13])  # zeros are invalid ids: drawn again
-        monkeypatch.setattr(random, "getrandbits", lambda bits: next(draws) % (1 << bits))
-        exporter = InMemorySpanExporter()
-        provider = cls(shutdown_on_exit=False)
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracer = provider.get_tracer("ids")
-        with tracer.start_as_current_span("root"):
-            tracer.start_span("child").end()
-        tracer.start_span("second root").end()
-        return [(tuple(span.context)[:4], tuple(span.parent or ())[:2]) for span in exporter.get_finished_spans()]
-
-    ours = run(FastTracerProvider)
-    assert ours == run(sdk.TracerProvider)
-    assert ours[0][0][:2] == (5 << 100, 9) and ours[2][0][:2] == (11 << 90, 13)
-
-
-def test_a_changed_id_generator_is_asked_itself() -> None:
-    provider = FastTracerProvider(shutdown_on_exit=False)
-    tracer: Any = provider.get_tracer("x")
-    assert tracer.start_span("random").get_span_context().trace_flags == TraceFlags(2 | 1)
-    tracer.id_generator = _Ids()
-    span = tracer.start_span("ours")
-    assert span.get_span_context().span_id % 0x1111 == 0 and span.get_span_context().trace_id >> 60
