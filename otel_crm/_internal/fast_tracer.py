@@ -14,15 +14,16 @@ otel_crm's tracer provider hands out the SDK's tracers and spans with these meth
   makes on every end. The copy shares the span's attributes, events and links and snapshots the
   rest; after ``end`` nothing public can change any of them (``_check_span_ended``, immutable
   attributes), so processors and exporters read the same values either way.
-- ``Span.set_attribute``: a plain value goes to the SDK's own insert without the cleaning call
-  (``FastSpan``, fast_span.py).
+- ``Span.set_attribute``: a plain value is inserted as the SDK's own insert does, without the
+  cleaning call (``FastSpan``, fast_span.py).
 - ``start_as_current_span``: a class instead of a generator. The exception path (rare) replays the
   SDK's own generators, so the recorded exception, its stack trace and the status are the SDK's.
 
 Every assumption is probed once, when the first provider is built (``tracer_provider_class``,
 fast_tracer_probe.py): spans made both ways must have the same fields, the processors must see the
-same calls, and ended spans must ignore every mutator. On any
-mismatch the plain SDK classes are used and one warning says so.
+same calls, and ended spans must ignore every mutator. On any mismatch the plain SDK classes are
+used and one warning says so. The start of the current span's lookup is ``get_current_span``'s own
+steps inline (``get_value`` and ``get_current`` without their frames).
 """
 
 from __future__ import annotations
