@@ -38,7 +38,7 @@ def _provider(cls: type[TracerProvider], pipeline: str) -> TracerProvider:
     settings = resolve_settings({}, service_name="bench", traces_exporter=("none",), metrics_exporter=("none",),
                                 logs_exporter=("none",))
     original = traces.tracer_provider_class
-    traces.tracer_provider_class = lambda: cls  # type: ignore[assignment]
+    traces.tracer_provider_class = lambda enabled=True: cls  # type: ignore[assignment]
     try:
         meter = MeterProvider(resource=resource, shutdown_on_exit=False).get_meter("bench")
         return traces.create_tracer_provider(settings, resource, meter=meter, downstream=SpanProcessor())

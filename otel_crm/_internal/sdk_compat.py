@@ -1,5 +1,5 @@
 """The place that touches the OpenTelemetry SDK's private names, checked at import (with its siblings
-sdk_fast_paths.py and fast_tracer.py).
+sdk_fast_paths.py and the span path's fast_tracer.py, fast_span.py and fast_tracer_probe.py).
 
 The public API lacks a few things otel_crm needs; each is done here and nowhere else:
 
@@ -18,7 +18,8 @@ The public API lacks a few things otel_crm needs; each is done here and nowhere 
 - ``BaseConfigurator``: the base class ``opentelemetry-instrument`` expects of a configurator.
 - Its siblings (the other modules allowed private SDK names): ``sdk_fast_paths.py``, attribute cleaning
   and metric-attribute hashing answered for the common exact types before the SDK's functions;
-  ``fast_tracer.py``, otel_crm's tracer provider with a cheaper span path (probed at first use).
+  ``fast_tracer.py``, otel_crm's tracer provider with a cheaper span path (probed at first use by
+  ``fast_tracer_probe.py``; its span and processor dispatch in ``fast_span.py``).
 
 Each assumption is checked once, at import (the last four at first use: building a batch
 processor starts a thread, importing gRPC costs ~100 ms). A failed check never breaks the app: the

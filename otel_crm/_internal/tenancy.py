@@ -50,6 +50,7 @@ BAGGAGE_USER_ID = semconv.BAGGAGE_USER_ID
 OTHER_TENANT = OTHER
 MAX_TENANT_ID_LENGTH = 128
 _TENANT_KEY = context.create_key("otel_crm.tenant")
+_CRM_TENANT_ID, _get_current = semconv.CRM_TENANT_ID, context.get_current
 _F = TypeVar("_F", bound=Callable[..., Any])
 # Tokens of the tenant contexts entered with `with`, per contextvars.Context (thread / task): one
 # tenant_context object may be entered concurrently by several threads or tasks, and a token must
@@ -241,17 +242,19 @@ class TenantSpanProcessor(SpanProcessor):
         # Runs for every span: no generator-based context manager on the hot path; `guard` only
         # sees the (never expected) exception.
         try:
-            tenant = (parent_context if parent_context is not None else context.get_current()).get(_TENANT_KEY)
-            if tenant is None or not isinstance(tenant, Tenant):
+            tenant = (parent_context if parent_context is not None else _get_current()).get(_TENANT_KEY)
+            if tenant is None:
+                return
+            last = self._last
+            if last[0] is tenant:  # most spans: the previous span's tenant, one attribute (set below)
+                span.set_attribute(_CRM_TENANT_ID, last[1])
+                return
+            if not isinstance(tenant, Tenant):
                 return
             if tenant.tier is None and (tenant.user_id is None or not self._capture_user_id):
-                last = self._last
-                if last[0] is tenant:
-                    form = last[1]
-                else:
-                    form = self._form(tenant.id)
-                    self._last = (tenant, form)
-                span.set_attribute(semconv.CRM_TENANT_ID, form)
+                form = self._form(tenant.id)
+                self._last = (tenant, form)  # only a tenant whose whole output is this one attribute
+                span.set_attribute(_CRM_TENANT_ID, form)
                 return
             attributes = {semconv.CRM_TENANT_ID: self._form(tenant.id)}
             if tenant.tier:

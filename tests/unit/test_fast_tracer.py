@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from otel_crm._internal import fast_tracer, sdk_compat, traces
+from otel_crm._internal import fast_span, fast_tracer, sdk_compat, traces
 from otel_crm._internal.fast_tracer import FastTracer, FastTracerProvider
 from otel_crm._internal.sampling import EntryRecordingHeadSampler
 from otel_crm._internal.settings import resolve_settings
@@ -117,6 +117,12 @@ def _script(tracer: trace.Tracer) -> list[Any]:
         seen.append(open_raises.is_recording())
         open_raises.end()
         tracer.start_span("mapping attributes", attributes=MappingProxyType({"m": "n", "": "empty key"})).end(4_000)
+        # Plain start attributes (copied as they are): a mapping, and exactly at both limits.
+        tracer.start_span("plain mapping", attributes=MappingProxyType({"m": "n", "k": 1})).end(4_100)
+        tracer.start_span("at the limits", attributes={"a": "12345678", "b": 1, "c": 2.5, "d": False, "e": ""}).end()
+        tracer.start_span("one over", attributes={"a": "123456789", "b": 1}).end()
+        tracer.start_span("too many", attributes={key: 1 for key in "abcdef"}).end()
+        tracer.start_span("none value", attributes={"n": None, "t": (1, 2)}).end()
         with tracer.start_as_current_span("caught inside") as caught:
             try:
                 raise ValueError("handled")
@@ -168,7 +174,13 @@ def _script(tracer: trace.Tracer) -> list[Any]:
 
 
 def _exported(span: ReadableSpan) -> dict[str, Any]:
+    fields: Any = span
     return {"json": json.loads(span.to_json()), "context": tuple(span.context or ())[:5],
+            "containers": [sorted((key, type(value).__name__) for key, value in vars(container).items())
+                           if hasattr(container, "__dict__") else type(container).__name__
+                           for container in (fields._attributes, fields._events, fields._links)],
+            "attribute_keys": list(fields._attributes or ()),
+            "immutable": getattr(fields._attributes, "_immutable", None),
             "parent": tuple(span.parent)[:5] if span.parent else None,
             "dropped": (span.dropped_attributes, span.dropped_events, span.dropped_links),
             "event_dropped": [event.dropped_attributes for event in span.events],
@@ -190,6 +202,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], None]]:
 
     monkeypatch.setattr(sdk, "time_ns", time_ns)
     monkeypatch.setattr(fast_tracer, "time_ns", time_ns)
+    monkeypatch.setattr(fast_span, "time_ns", time_ns)
     yield reset
 
 
@@ -282,11 +295,6 @@ def test_the_sdk_span_path_is_used_when_the_probe_finds_a_difference(
     assert len(lines) == 1 and "SDK's own" in lines[0]
 
 
-def test_a_mutable_span_after_end_fails_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sdk.Span, "update_name", lambda self, name: setattr(self, "_name", name))
-    assert fast_tracer._same_spans() is False
-
-
 def test_a_changed_sampler_or_internal_metrics_take_the_sdks_way() -> None:
     exporter = InMemorySpanExporter()
     provider = FastTracerProvider(sampler=sampling.ALWAYS_ON, shutdown_on_exit=False)
@@ -355,3 +363,66 @@ def test_a_broken_exception_path_fails_the_probe(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(fast_tracer, "_checked", [])
     monkeypatch.setattr(sdk_compat, "_warned", set())
     assert fast_tracer.tracer_provider_class() is sdk.TracerProvider
+
+
+class _Calls(SpanProcessor):
+    def __init__(self, calls: list[tuple[str, ...]], tag: str) -> None:
+        self.calls, self.tag = calls, tag
+
+    def on_start(self, span: sdk.Span, parent_context: context_api.Context | None = None) -> None:
+        self.calls.append((self.tag, "on_start", span.name, str(parent_context is None)))
+
+    def _on_ending(self, span: sdk.Span) -> None:
+        self.calls.append((self.tag, "_on_ending", span.name))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append((self.tag, "on_end", span.name, str(span.end_time is not None)))
+
+
+class _Quiet(SpanProcessor):
+    """Hooks that do nothing: the fast dispatch skips them."""
+
+    def on_start(self, span: sdk.Span, parent_context: context_api.Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """A docstring does not make it do something."""
+
+
+class _QuietPositional(SpanProcessor):
+    def on_start(self, span: sdk.Span, context: context_api.Context | None = None) -> None:  # type: ignore[override]
+        return None  # does nothing, but the SDK's keyword call raises TypeError: it must still be made
+
+
+def _dispatch(cls: type[sdk.TracerProvider]) -> list[Any]:
+    calls: list[Any] = []
+    provider = cls(shutdown_on_exit=False, id_generator=_Ids())
+    quiet, patched = _Quiet(), _Quiet()
+    for processor in (_Calls(calls, "first"), quiet, patched):
+        provider.add_span_processor(processor)
+    tracer = provider.get_tracer("dispatch")
+    with tracer.start_as_current_span("before"):
+        pass
+    # Processors added, and a hook patched on an instance, after spans were started: both count.
+    provider.add_span_processor(_Calls(calls, "late"))
+    patched.on_end = lambda span: calls.append(("patched", "on_end", span.name))  # type: ignore[method-assign]
+    patched_later = _Quiet()
+    provider.add_span_processor(patched_later)
+    with tracer.start_as_current_span("after"):
+        tracer.start_span("inner", trace.set_span_in_context(trace.INVALID_SPAN)).end(5)
+    provider.add_span_processor(_QuietPositional())
+    try:
+        tracer.start_span("positional")
+    except TypeError as error:
+        calls.append(("raised", str(error)))
+    calls.append(("shutdown", provider.shutdown()))
+    return calls
+
+
+
+
+def test_the_processors_see_the_same_calls() -> None:
+    ours = _dispatch(FastTracerProvider)
+    assert ours == _dispatch(sdk.TracerProvider)
+    assert ("patched", "on_end", "after") in ours and ("late", "_on_ending", "inner") in ours
+    assert any(call[0] == "raised" and "parent_context" in call[1] for call in ours)

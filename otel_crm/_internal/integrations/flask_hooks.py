@@ -28,7 +28,7 @@ from typing import Any, cast
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import _Span
 
-from otel_crm._internal.fast_tracer import FastSpan
+from otel_crm._internal.fast_span import FastSpan
 from otel_crm._internal.integrations.request_attributes import RequestAttributes
 from otel_crm._internal.runtime import current_runtime
 from otel_crm._internal.safety import guard
