@@ -30,6 +30,10 @@ Two variants, arms interleaved (order rotates every round), medians over rounds:
               thread (the same for every arm); each timed window ends with GET /_bench/flush
               (the same force_flush). Client-observed wall time and the server process's CPU time
               (/proc/<pid>/stat, all threads) per request.
+  gunicorn    the same, served by gunicorn with one sync worker (`gunicorn _bench_app:create_bench_app()`,
+              under `opentelemetry-instrument` for the instrumented arms), as production runs a Flask
+              app: no thread per request (a sync worker also closes each connection); server CPU =
+              the master's plus the worker's.
 
 Metrics are exported at the production interval (60 s, both distros): not flushed per block.
 stdout and stderr of every app go to a log file (otel_crm's JSON logs, werkzeug's request lines);
@@ -40,6 +44,7 @@ time also counts the time other processes held the CPU.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -222,16 +227,37 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (a gunicorn master's workers)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU of the server process and its children (gunicorn: the master and its worker)."""
+    total = proc_cpu_seconds(pid)
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            total += proc_cpu_seconds(child)
+    return total
+
+
 class Server:
-    def __init__(self, arm: Arm, endpoints: dict[str, str], logdir: Path):
+    def __init__(self, arm: Arm, endpoints: dict[str, str], logdir: Path, server: str = "werkzeug"):
         self.arm = arm
         self.port = free_port()
         env = arm_env(arm, endpoints)
         env["CRM_PORT"] = str(self.port)
-        self.log_path = logdir / f"http-{arm.name}.log"
+        self.log_path = logdir / f"{server}-{arm.name}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child holds it
-        # opentelemetry-instrument exec()s Python: the pid stays the app's, so /proc/<pid> is the app.
-        self.proc = subprocess.Popen(argv_for(arm, [str(APP)]), env=env, stdout=log,
+        script = [str(APP)] if server == "werkzeug" else [
+            "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{self.port}", "--chdir", str(BENCH),
+            "_bench_app:create_bench_app()"]
+        # opentelemetry-instrument exec()s Python: the pid stays the app's (gunicorn's: the master's).
+        self.proc = subprocess.Popen(argv_for(arm, script), env=env, stdout=log,
                                      stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True)
         log.close()
         self.conn: http.client.HTTPConnection | None = None
@@ -259,11 +285,11 @@ class Server:
         return int(response.status)
 
     def timed(self, path: str, n: int) -> tuple[float, float]:
-        """(wall µs, server CPU µs) per request over n GETs (a new connection each: werkzeug closes them),
-        then the flush request."""
+        """(wall µs, server CPU µs) per request over n GETs (a new connection each: both servers close
+        them), then the flush request."""
         assert self.conn is not None
         conn, headers = self.conn, self.headers
-        cpu0 = proc_cpu_seconds(self.proc.pid)
+        cpu0 = server_cpu_seconds(self.proc.pid)
         started = time.perf_counter()
         for i in range(n):
             conn.request("GET", path, headers=headers[i % len(headers)])
@@ -274,7 +300,7 @@ class Server:
         if self.request("GET", "/_bench/flush") != 200:
             raise RuntimeError(f"{self.arm.name}: flush failed")
         wall = time.perf_counter() - started
-        cpu = proc_cpu_seconds(self.proc.pid) - cpu0
+        cpu = server_cpu_seconds(self.proc.pid) - cpu0
         return wall / n * 1e6, cpu / n * 1e6
 
     def stop(self) -> None:
@@ -290,9 +316,9 @@ class Server:
 
 
 def http_variant(all_arms: list[Arm], endpoints: dict[str, str], logdir: Path, rounds: int, n: int,
-                 warmup: int) -> Results:
+                 warmup: int, server_kind: str = "werkzeug") -> Results:
     results = empty_results(all_arms)
-    servers = [Server(arm, endpoints, logdir) for arm in all_arms]
+    servers = [Server(arm, endpoints, logdir, server_kind) for arm in all_arms]
     try:
         for server in servers:
             server.wait()
@@ -308,7 +334,8 @@ def http_variant(all_arms: list[Arm], endpoints: dict[str, str], logdir: Path, r
                     results[server.arm.name]["wall_us"][path].append(wall)
                     results[server.arm.name]["cpu_us"][path].append(cpu)
                     line.append(f"{path} {cpu:6.0f}")
-                print(f"  http round {r + 1}/{rounds} {server.arm.name:>16}: " + ", ".join(line) + " µs server cpu",
+                print(f"  {server_kind} round {r + 1}/{rounds} {server.arm.name:>16}: " + ", ".join(line)
+                      + " µs server cpu",
                       flush=True)
                 time.sleep(0.2)  # let this arm's exporter threads settle before the next arm
     finally:
@@ -439,13 +466,15 @@ def headline(results: Results, label: str) -> str:
 
 
 def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None, httpv: Results | None,
-           profile: str, load: tuple[float, float], seconds: float) -> str:
+           profile: str, load: tuple[float, float], seconds: float, gunicornv: Results | None = None) -> str:
     cmd = ".venv/bin/python bench/bench_requests.py"
     summary = []
     if inproc:
         summary.append(headline(inproc, "in-process CPU"))
     if httpv:
-        summary.append(headline(httpv, "HTTP server CPU"))
+        summary.append(headline(httpv, "HTTP server CPU (werkzeug)"))
+    if gunicornv:
+        summary.append(headline(gunicornv, "HTTP server CPU (gunicorn)"))
     lines = [
         "# Requests: a Flask app, uninstrumented vs upstream distro vs otel_crm, gRPC and HTTP export", "",
         f"<!-- summary: {'; '.join(summary)} -->", "",
@@ -478,7 +507,7 @@ def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None
         lines += table(inproc, all_arms, "cpu")
         lines.append("")
     if httpv:
-        lines += ["## Over HTTP (werkzeug dev server, loopback client)", "",
+        lines += ["## Over HTTP (werkzeug's development server, loopback client)", "",
                   f"The apps run side by side (`python bench/_bench_app.py`, under `opentelemetry-instrument` "
                   f"for the instrumented arms); this process sends {args.http_requests} GETs per path per arm "
                   f"per round through one `http.client` connection object (werkzeug's dev server closes every "
@@ -489,6 +518,16 @@ def report(args: argparse.Namespace, all_arms: list[Arm], inproc: Results | None
                   "work (and its request log line: stderr for bare, an OTLP log record for upstream, the JSON "
                   "access line for otel_crm) dilutes or adds to the ratios.", ""]
         lines += table(httpv, [a for a in all_arms if a.name in httpv], "server cpu")
+        lines.append("")
+    if gunicornv:
+        lines += ["## Over HTTP (gunicorn, one sync worker)", "",
+                  "The same apps served as production serves them: `gunicorn --workers 1 "
+                  "_bench_app:create_bench_app()` (under `opentelemetry-instrument` for the instrumented arms, "
+                  "so otel_crm and the SDK go through gunicorn's fork of the worker); the same requests, "
+                  f"{args.http_requests} per path per arm per round, {args.rounds} rounds. A sync worker has no "
+                  "thread per request and closes each connection. Server cpu = the master's and the worker's "
+                  "CPU time per request; gunicorn writes no access line by default.", ""]
+        lines += table(gunicornv, [a for a in all_arms if a.name in gunicornv], "server cpu")
         lines.append("")
     if profile:
         lines += ["## Where otel_crm's time goes", "", profile, ""]
@@ -510,7 +549,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--http-requests", type=int, default=500, help="per path per arm per round")
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--variants", default="inproc,http")
+    parser.add_argument("--variants", default="inproc,http,gunicorn", help="inproc, http (werkzeug), gunicorn")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--diagnose", action="store_true", help="add the what-if otel_crm arms (in-process)")
     parser.add_argument("--baseline", default="", help="label=gitref,...: add in-process otel_crm-grpc arms "
@@ -526,7 +565,7 @@ def main() -> None:
     print(f"bench_requests: logs in {logdir}", flush=True)
     main_arms = arms(False)
     inproc_arms = arms(args.diagnose) + baseline_arms(args.baseline, logdir)
-    inproc = httpv = None
+    inproc = httpv = gunicornv = None
     profile = ""
     with NullCollector() as collector:
         endpoints = {"grpc": collector.grpc_endpoint, "http": collector.http_endpoint}
@@ -535,10 +574,13 @@ def main() -> None:
                                     args.blocks, args.warmup)
         if "http" in variants:
             httpv = http_variant(main_arms, endpoints, logdir, args.rounds, args.http_requests, args.warmup)
+        if "gunicorn" in variants:
+            gunicornv = http_variant(main_arms, endpoints, logdir, args.rounds, args.http_requests, args.warmup,
+                                     "gunicorn")
         if not args.no_profile and not args.quick:
             profile = profile_arms(main_arms, endpoints, logdir, min(args.inproc_requests, 1000))
     text = report(args, inproc_arms if inproc else main_arms, inproc, httpv, profile,
-                  (load0, os.getloadavg()[0]), time.monotonic() - started)
+                  (load0, os.getloadavg()[0]), time.monotonic() - started, gunicornv)
     print(text)
     if not args.quick:
         Path(args.output).write_text(text, encoding="utf-8")
