@@ -36,7 +36,7 @@ from opentelemetry.sdk.trace._tracer_metrics import noop
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.util import types
 
-__all__ = ["FastSpan", "Plan", "new_attributes", "new_list", "plan"]
+__all__ = ["FastSpan", "Plan", "does_nothing", "new_attributes", "new_list", "plan"]
 
 _sdk_log = logging.getLogger(sdk.__name__)  # the SDK's warnings keep their logger
 _new, _lock, _MULTI = object.__new__, threading.Lock, SynchronousMultiSpanProcessor
@@ -55,7 +55,9 @@ _plans: dict[int, Plan] = {}
 _verdicts: dict[object, bool] = {}  # hook function -> whether a call of it can be skipped
 
 
-def _does_nothing(processor: SpanProcessor, hook: str) -> bool:
+def does_nothing(processor: SpanProcessor, hook: str) -> bool:
+    """Whether a call of `processor`'s `hook` can be skipped: a plain function (not set on the
+    instance) whose body is `return None` and which accepts the SDK's call."""
     function = inspect.getattr_static(processor, hook, None)
     if type(function) is not FunctionType or hook in getattr(processor, "__dict__", ()):
         return False
@@ -88,7 +90,7 @@ def plan(processors: tuple[SpanProcessor, ...]) -> Plan:
         return current
     built = _plans.get(id(processors))
     if built is None or built[0] is not processors:  # (a kept plan holds its tuple: its id stays unique)
-        starts, endings, ends = (tuple(processor for processor in processors if not _does_nothing(processor, hook))
+        starts, endings, ends = (tuple(processor for processor in processors if not does_nothing(processor, hook))
                                  for hook in ("on_start", "_on_ending", "on_end"))
         built = (processors, starts, endings, ends)
         if len(_plans) >= _KEPT:

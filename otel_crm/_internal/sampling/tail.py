@@ -54,10 +54,10 @@ from typing import Any, Literal
 from opentelemetry.context import Context
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.trace import StatusCode
 
 from otel_crm._internal import forks, safety
+from otel_crm._internal.fast_span import does_nothing
 from otel_crm._internal.sampling.policy import Decision, SamplingPolicy, TraceFacts
 from otel_crm._internal.sampling.selfmetrics import create_instruments
 from otel_crm._internal.sampling.spans import FAST, annotate, entry_facts
@@ -68,7 +68,6 @@ _COMPONENT = "sampler"
 _SAMPLED = 0x01  # TraceFlags.SAMPLED
 _ERROR_CODE = StatusCode.ERROR
 _FAST = FAST  # see spans._fast_path_works; a module global so a test can take the portable path
-_NO_OP_ON_START = frozenset({SpanProcessor.on_start, BatchSpanProcessor.on_start, SimpleSpanProcessor.on_start})
 Eviction = Literal["max_traces", "max_spans", "max_spans_per_trace", "max_age", "late_unknown"]
 
 
@@ -99,9 +98,9 @@ class TailSamplingProcessor(SpanProcessor):
         if min(max_traces, max_spans_per_trace, max_spans) < 1 or max_trace_age_s <= 0:
             raise ValueError("sampler bounds must be positive")
         self._downstream = downstream
-        # The batch processor's on_start does nothing: not called for every span then.
-        self._downstream_on_start = (None if type(downstream).on_start in _NO_OP_ON_START
-                                     else downstream.on_start)
+        # An on_start that does nothing (the batch processor's) is not called for every span
+        # (the same test as the span path's processor dispatch).
+        self._downstream_on_start = None if does_nothing(downstream, "on_start") else downstream.on_start
         self._policy = policy
         self._wants_entry = policy.uses_entry
         self._entry_fields = policy.entry_fields
