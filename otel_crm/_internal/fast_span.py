@@ -36,6 +36,8 @@ from opentelemetry.sdk.trace._tracer_metrics import noop
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.util import types
 
+from otel_crm._internal.memo import Memo
+
 __all__ = ["FastSpan", "Plan", "does_nothing", "new_attributes", "new_list", "plan"]
 
 _sdk_log = logging.getLogger(sdk.__name__)  # the SDK's warnings keep their logger
@@ -51,8 +53,8 @@ Plan = tuple[tuple[SpanProcessor, ...], tuple[SpanProcessor, ...], tuple[SpanPro
              tuple[SpanProcessor, ...]]
 _last: list[Plan] = [((), (), (), ())]
 _KEPT = 64  # bounded caches: start again when full
-_plans: dict[int, Plan] = {}
-_verdicts: dict[object, bool] = {}  # hook function -> whether a call of it can be skipped
+_plans: Memo[int, Plan] = Memo(_KEPT)
+_verdicts: Memo[object, bool] = Memo(_KEPT)  # hook function -> whether a call of it can be skipped
 
 
 def does_nothing(processor: SpanProcessor, hook: str) -> bool:
@@ -63,9 +65,7 @@ def does_nothing(processor: SpanProcessor, hook: str) -> bool:
         return False
     verdict = _verdicts.get(function)
     if verdict is None:
-        if len(_verdicts) >= _KEPT:
-            _verdicts.clear()
-        verdict = _verdicts[function] = _body_is_return_none(function, hook)
+        verdict = _verdicts.put(function, _body_is_return_none(function, hook))
     return verdict
 
 
@@ -92,10 +92,7 @@ def plan(processors: tuple[SpanProcessor, ...]) -> Plan:
     if built is None or built[0] is not processors:  # (a kept plan holds its tuple: its id stays unique)
         starts, endings, ends = (tuple(processor for processor in processors if not does_nothing(processor, hook))
                                  for hook in ("on_start", "_on_ending", "on_end"))
-        built = (processors, starts, endings, ends)
-        if len(_plans) >= _KEPT:
-            _plans.clear()
-        _plans[id(processors)] = built
+        built = _plans.put(id(processors), (processors, starts, endings, ends))
     _last[0] = built
     return built
 

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.sdk import trace as sdk
 
 from otel_crm._internal import fast_span, fast_tracer, fast_tracer_probe
+from otel_crm._internal.memo import Memo
 
 
 def test_the_pinned_sdk_passes() -> None:
@@ -23,7 +24,7 @@ def test_a_mutable_span_after_end_fails_the_probe(monkeypatch: pytest.MonkeyPatc
 def test_a_hook_wrongly_skipped_fails_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fast_span, "does_nothing", lambda processor, hook: True)
     monkeypatch.setattr(fast_span, "_last", [((), (), (), ())])
-    monkeypatch.setattr(fast_span, "_plans", {})
+    monkeypatch.setattr(fast_span, "_plans", Memo(64))
     assert fast_tracer_probe.same_spans() is False
 
 
