@@ -26,7 +26,7 @@ from opentelemetry.util.types import Attributes, AttributeValue
 from otel_crm._internal import forks
 from otel_crm._internal.safety import guard
 
-__all__ = ["LocalUpDownCounter", "local_up_down_counter"]
+__all__ = ["LocalUpDownCounter", "Transfer", "local_up_down_counter"]
 
 Rename = Callable[[Attributes], dict[str, AttributeValue]]
 
@@ -67,7 +67,7 @@ class LocalUpDownCounter:
             try:
                 key = frozenset(attributes.items()) if attributes else _NONE
             except TypeError:  # an unhashable value (a list): keyed by its text, recorded as given
-                key = frozenset((k, repr(v)) for k, v in (attributes or {}).items())
+                key = self._key(attributes)
             row = self._rows.get(key)
             if row is None:
                 row = self._row(key, attributes)
@@ -76,6 +76,17 @@ class LocalUpDownCounter:
         except Exception:
             with guard("metrics"):
                 raise
+
+    def transfer(self, source: Attributes, target: Attributes) -> Transfer:
+        """`add(-amount, source)` then `add(amount, target)` as one step (a pooled connection moving
+        between states): the same sums, one lock, no per-call key. Rows are made in that order."""
+        return Transfer(self, source, target)
+
+    def _key(self, attributes: Attributes) -> frozenset[tuple[str, Any]]:
+        try:
+            return frozenset(attributes.items()) if attributes else _NONE
+        except TypeError:
+            return frozenset((k, repr(v)) for k, v in (attributes or {}).items())
 
     def _row(self, key: frozenset[tuple[str, Any]], attributes: Attributes) -> list[Any]:
         recorded = self._rename(attributes)
@@ -94,6 +105,34 @@ class LocalUpDownCounter:
         """{sorted recorded attributes: sum} (for tests)."""
         with self._lock:
             return {tuple(sorted(recorded.items())): total for recorded, total in self._rows.values()}
+
+
+class Transfer:
+    """A bound :meth:`LocalUpDownCounter.transfer`: call it with the amount. Its two rows are looked
+    up again after a fork reset (the counter's rows are then new)."""
+
+    __slots__ = ("_counter", "_from", "_rows", "_source", "_target", "_to")
+
+    def __init__(self, counter: LocalUpDownCounter, source: Attributes, target: Attributes) -> None:
+        self._counter, self._source, self._target = counter, source, target
+        self._rows: Any = None
+        self._from: list[Any] = []
+        self._to: list[Any] = []
+
+    def __call__(self, amount: int) -> None:
+        counter = self._counter
+        try:
+            if counter._rows is not self._rows:
+                rows = counter._rows
+                self._from = counter._row(counter._key(self._source), self._source)
+                self._to = counter._row(counter._key(self._target), self._target)
+                self._rows = rows
+            with counter._lock:
+                self._from[1] -= amount
+                self._to[1] += amount
+        except Exception:
+            with guard("metrics"):
+                raise
 
 
 # One counter per meter and name: the SDK registers an instrument name once per meter and returns

@@ -124,7 +124,7 @@ context_tracer: list[Any] = []
 
 
 def _run(tmp_path: Path, provider_class: type[TracerProvider], opt_in: str, commenter: tuple[bool, bool],
-         fast: bool) -> tuple[list[Any], list[Any]]:
+         fast: bool, *, plain_meters: bool = False) -> tuple[list[Any], list[Any]]:
     db = tmp_path / "crm.db"
     db.unlink(missing_ok=True)
     _Stability._initialized, _Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING = False, {}
@@ -135,8 +135,9 @@ def _run(tmp_path: Path, provider_class: type[TracerProvider], opt_in: str, comm
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     context_tracer[:] = [provider.get_tracer("test")]
     instrumentor = SQLAlchemyInstrumentor()
+    meters = MeterProvider(metric_readers=[reader])
     instrumentor.instrument(tracer_provider=provider,
-                            meter_provider=CorrectingMeterProvider(MeterProvider(metric_readers=[reader])),
+                            meter_provider=meters if plain_meters else CorrectingMeterProvider(meters),
                             enable_commenter=commenter[0], commenter_options={},
                             enable_attribute_commenter=commenter[1])
     try:
@@ -216,6 +217,19 @@ def test_a_broken_fast_path_fails_the_differential_test(tmp_path: Path, restore:
     monkeypatch.setattr(sqlalchemy_fast._Collector, "set_attribute", drop_operation)
     broken = _run(tmp_path, TracerProvider, "database", (False, False), fast=True)
     assert broken != upstream
+
+
+def test_pool_events_move_the_same_counts_by_one_transfer_or_keep_upstreams_path(
+        tmp_path: Path, restore: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """otel_crm's in-process connection count moves by one transfer per checkout and checkin (the
+    differential tests above); another meter provider's counter keeps upstream's two recordings."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "")
+    upstream = _run(tmp_path, TracerProvider, "", (False, False), fast=False, plain_meters=True)
+    assert _run(tmp_path, TracerProvider, "", (False, False), fast=True, plain_meters=True) == upstream
+    assert {point[0] for point in upstream[1]} == {"db.client.connections.usage"}
+    monkeypatch.setattr(sqlalchemy_fast.Transfer, "__call__", lambda self, amount: None)  # a broken move
+    broken = _run(tmp_path, TracerProvider, "", (False, False), fast=True)
+    assert broken[1] != _run(tmp_path, TracerProvider, "", (False, False), fast=False)[1]
 
 
 # --- the cursor-dependent vendors, with stand-in connections (no server here) ---------------------
@@ -319,11 +333,14 @@ def test_the_check_is_cheap_at_startup(restore: None) -> None:
 
 def test_install_and_uninstall_replace_and_restore_upstreams_code(restore: None) -> None:
     originals = {name: getattr(engine, name) for name in sqlalchemy_fast._REPLACED}
+    pool_hooks = (engine.EngineTracer._pool_checkout, engine.EngineTracer._pool_checkin)
     assert install_sqlalchemy_fast_path() and install_sqlalchemy_fast_path()  # idempotent
+    assert (engine.EngineTracer._pool_checkout, engine.EngineTracer._pool_checkin) != pool_hooks
     assert engine.EngineTracer._before_cur_exec is not UPSTREAM_HOOK
     assert all(getattr(engine, name) is not value for name, value in originals.items())
     uninstall_sqlalchemy_fast_path()
     assert engine.EngineTracer._before_cur_exec is UPSTREAM_HOOK
+    assert (engine.EngineTracer._pool_checkout, engine.EngineTracer._pool_checkin) == pool_hooks
     assert {name: getattr(engine, name) for name in sqlalchemy_fast._REPLACED} == originals
 
 

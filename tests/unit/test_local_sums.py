@@ -87,6 +87,36 @@ def test_one_counter_per_meter_and_name_as_the_sdk_registers_one_instrument() ->
     assert _points(reader, "http.server.active_requests")[1] == [((("k", "v"),), 2)]
 
 
+def test_a_transfer_is_the_two_adds_it_replaces() -> None:
+    idle, used = {"pool.name": "p", "state": "idle"}, {"pool.name": "p", "state": "used"}
+    readers = InMemoryMetricReader(), InMemoryMetricReader()
+    adds, moves = (LocalUpDownCounter(MeterProvider(metric_readers=[r]).get_meter("m"), "pool") for r in readers)
+    checkout, checkin = moves.transfer(idle, used), moves.transfer(used, idle)
+    adds.add(1, idle)
+    moves.add(1, idle)
+    for _ in range(3):  # two out, one back, as a pool's checkout and checkin events
+        adds.add(-1, idle)
+        adds.add(1, used)
+    for _ in range(3):
+        checkout(1)
+    adds.add(-1, used)
+    adds.add(1, idle)
+    checkin(1)
+    assert moves.sums() == adds.sums() == {(("pool.name", "p"), ("state", "idle")): -1,
+                                          (("pool.name", "p"), ("state", "used")): 2}
+    assert [row[0] for row in moves._rows.values()] == [row[0] for row in adds._rows.values()]  # the same order
+    assert _points(readers[1], "pool")[1] == _points(readers[0], "pool")[1]
+
+
+def test_a_transfer_finds_its_rows_again_after_a_fork_reset() -> None:
+    counter = LocalUpDownCounter(MeterProvider().get_meter("m"), "pool")
+    move = counter.transfer({"state": "idle"}, {"state": "used"})
+    move(1)
+    counter._reset()  # what a forked child's hook does: the parent's sums are not the child's
+    move(2)
+    assert counter.sums() == {(("state", "idle"),): -2, (("state", "used"),): 2}
+
+
 class _SumBroke(Exception):
     pass
 
@@ -107,3 +137,24 @@ def test_a_failure_in_add_is_reported_not_raised(no_reraise: None, caplog) -> No
     safety.reraise_internal_errors(True)
     with pytest.raises(_SumBroke):
         counter.add(1, Attributes(a=1))
+
+
+class _MoveBroke(Exception):  # its own type: each (component, type) is logged once
+    pass
+
+
+def test_a_failure_in_a_transfer_is_reported_not_raised(no_reraise: None, caplog) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from otel_crm._internal import safety
+
+    class Attributes(dict):  # type: ignore[type-arg]
+        def items(self):  # type: ignore[no-untyped-def, override]
+            raise _MoveBroke("boom")
+
+    move = LocalUpDownCounter(MeterProvider().get_meter("t"), "test.broken").transfer(Attributes(a=1), None)
+    move(1)  # swallowed: the checkout goes on
+    assert any("internal error in metrics" in r.getMessage() for r in caplog.records)
+    safety.reraise_internal_errors(True)
+    with pytest.raises(_MoveBroke):
+        move(1)

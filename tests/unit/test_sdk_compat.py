@@ -224,7 +224,8 @@ _STILL_ALLOWED = {
     "_internal/integrations/sqlalchemy_fast.py": {
         "_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", "_SUPPRESS_INSTRUMENTATION_KEY",
         "_SUPPRESS_INSTRUMENTATION_KEY_PLAIN",
-        "_StabilityMode", "_get_attributes_from_cursor_or_conn", "_get_db_name_from_cursor_or_conn", "_initialized",
+        "_StabilityMode", "_engine_attrs", "_get_attributes_from_cursor_or_conn", "_get_db_name_from_cursor_or_conn",
+        "_initialized",
         "_sem_conv_opt_in_mode_db", "_sem_conv_opt_in_mode_http", "_set_db_client_span_attributes"},
     # The Flask/WSGI instrumentations' own helpers, which otel_crm's Flask hooks call as upstream's
     # hooks do; installed only on the instrumentation version they were checked against.

@@ -18,6 +18,12 @@ instrumentation's own functions (so they are its outputs, not a copy of its logi
   nothing observes (with sqlcommenter on, the comment reads the current span: that path is
   upstream's own, unchanged).
 
+The pool's checkout and checkin events each make two recordings of the connection count (idle -1,
+used +1, and back), each a dict merge, a key and a lock: here one suppression check and one
+:meth:`LocalUpDownCounter.transfer <otel_crm._internal.local_sums.LocalUpDownCounter.transfer>`
+(the same sums, rows made in the same order), when the counter is otel_crm's in-process one (the
+distro's meter provider makes it so); another meter provider's counter keeps upstream's path.
+
 Three helpers engine.py calls per statement, connect and pool event are replaced in its namespace
 by cheaper equivalents: ``is_instrumentation_enabled`` (one context read, not two),
 ``_get_attributes_from_url`` (memoised by URL object and modes; a fresh dict each call) and the
@@ -42,6 +48,7 @@ from typing import Any, Final
 from opentelemetry import context as context_api
 from opentelemetry.trace import SpanKind
 
+from otel_crm._internal.local_sums import LocalUpDownCounter, Transfer
 from otel_crm._internal.memo import Memo
 from otel_crm._internal.safety import report_internal_error
 
@@ -175,6 +182,43 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
     return _before_cur_exec
 
 
+_MOVES: Final = "_otel_crm_pool_moves"  # on the EngineTracer: (checkout, checkin) transfers, or ()
+
+
+def _moves(tracer: Any) -> tuple[Transfer, ...]:
+    moves: tuple[Transfer, ...] | None = tracer.__dict__.get(_MOVES)
+    if moves is None:
+        counter = tracer.connections_usage
+        if type(counter) is LocalUpDownCounter:
+            idle, used = {**tracer._engine_attrs, "state": "idle"}, {**tracer._engine_attrs, "state": "used"}
+            moves = (counter.transfer(idle, used), counter.transfer(used, idle))
+        else:
+            moves = ()
+        setattr(tracer, _MOVES, moves)
+    return moves
+
+
+def _make_pool_hooks(enabled: Callable[[], bool], checkout: Callable[..., Any],
+                     checkin: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    def _pool_checkout(self: Any, dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+        moves = _moves(self)
+        if not moves:
+            return checkout(self, dbapi_connection, connection_record, connection_proxy)  # type: ignore[no-any-return]
+        if enabled():
+            moves[0](1)  # idle -1, used +1
+        return None
+
+    def _pool_checkin(self: Any, dbapi_connection: Any, connection_record: Any) -> None:
+        moves = _moves(self)
+        if not moves:
+            return checkin(self, dbapi_connection, connection_record)  # type: ignore[no-any-return]
+        if enabled():
+            moves[1](1)  # used -1, idle +1
+        return None
+
+    return _pool_checkout, _pool_checkin
+
+
 class _Stability:
     """The instrumentation's ``_OpenTelemetrySemanticConventionStability`` as engine.py uses it
     (``_initialize``, ``_get_opentelemetry_stability_opt_in_mode``), without the lock once it is
@@ -223,7 +267,7 @@ _REPLACED: Final = ("is_instrumentation_enabled", "_OpenTelemetrySemanticConvent
 
 
 def install_sqlalchemy_fast_path() -> bool:
-    """Replace the statement hook (on ``EngineTracer``: engines traced from now on) and three helpers
+    """Replace the statement and pool hooks (on ``EngineTracer``: engines traced from now on) and three helpers
     engine.py calls per statement, connect and pool event (its module globals). False, with one
     warning, when the installed instrumentation is not the code this was built for."""
     if _installed:
@@ -240,6 +284,10 @@ def install_sqlalchemy_fast_path() -> bool:
             semconv._OpenTelemetrySemanticConventionStability, semconv._StabilityMode.DEFAULT), from_url), strict=True):
         setattr(engine, name, value)
     engine.EngineTracer._before_cur_exec = _make_before_cur_exec(engine, utils, upstream, from_url)
+    tracer_class = engine.EngineTracer
+    _installed.update(pool_checkout=tracer_class._pool_checkout, pool_checkin=tracer_class._pool_checkin)
+    tracer_class._pool_checkout, tracer_class._pool_checkin = _make_pool_hooks(
+        engine.is_instrumentation_enabled, tracer_class._pool_checkout, tracer_class._pool_checkin)
     return True
 
 
@@ -249,6 +297,8 @@ def uninstall_sqlalchemy_fast_path() -> None:
         return
     engine, _, _ = _modules()
     engine.EngineTracer._before_cur_exec = _installed.pop("before_cur_exec")
+    engine.EngineTracer._pool_checkout = _installed.pop("pool_checkout")
+    engine.EngineTracer._pool_checkin = _installed.pop("pool_checkin")
     for name in _REPLACED:
         setattr(engine, name, _installed.pop(name))
     _statements.clear()
