@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from otel_crm._internal import accounting, exit_drop, forks, sdk_compat, semconv
+from otel_crm._internal.otlp_spans import EncodedSpans, grpc_raw_export, use_direct_encoding
 from otel_crm._internal.safety import report_internal_error, telemetry_dropped_counter
 from otel_crm._internal.settings import Settings
 
@@ -61,6 +62,8 @@ MAX_RETRY_PAUSE_SECONDS = 1.0
 def _build_otlp_exporter(settings: Settings, signal: str) -> Any:
     exporter = _build_sdk_exporter(settings, signal)
     sdk_compat.cap_retry_pause(exporter, MAX_RETRY_PAUSE_SECONDS)
+    if signal == "traces" and settings.fast_spans:
+        use_direct_encoding(exporter)  # spans serialised without protobuf message objects (otlp_spans.py)
     return exporter
 
 
@@ -168,14 +171,24 @@ forks.register("exporters: gRPC fork gate", before=_gate.before_fork,
 
 
 class _GatedStub:
-    """A gRPC service stub whose Export calls pass the fork gate."""
+    """A gRPC service stub whose Export calls pass the fork gate; a trace request otel_crm already
+    serialised (otlp_spans.EncodedSpans) goes by the same method as is."""
 
-    def __init__(self, stub: Any):
+    sends_encoded = True
+
+    def __init__(self, stub: Any, channel: Any):
         self._stub = stub
+        self._channel = channel
+        self._raw: Any = None
 
     def Export(self, *args: Any, **kwargs: Any) -> Any:
+        request = kwargs.get("request")
         _gate.enter()
         try:
+            if type(request) is EncodedSpans:
+                if self._raw is None:
+                    self._raw = grpc_raw_export(self._channel)
+                return self._raw(request.data, metadata=kwargs.get("metadata"), timeout=kwargs.get("timeout"))
             return self._stub.Export(*args, **kwargs)
         finally:
             _gate.leave()

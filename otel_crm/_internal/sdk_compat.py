@@ -12,7 +12,7 @@ The public API lacks a few things otel_crm needs; each is done here and nowhere 
 - :func:`update_resource`: a forked worker's own ``process.pid`` on the providers' resource.
 - :func:`active_span_processor`: ``otel_crm.testing`` forwards the global provider's spans.
 - :func:`restart_metrics_after_fork`: fresh measurement stores and locks in a forked child.
-- :func:`metric_exporter_preferences`, :func:`batch_queue`, :func:`wrap_grpc_calls`: exporter and
+- :func:`metric_exporter_preferences`, :func:`batch_queue`, :func:`grpc_stub`, :func:`wrap_grpc_calls`: exporter and
   batch-processor internals for fork safety and drop-and-count.
 - :func:`cap_retry_pause`: the OTLP exporters' pause between retries, capped (quick recovery).
 - ``BaseConfigurator``: the base class ``opentelemetry-instrument`` expects of a configurator.
@@ -67,6 +67,7 @@ __all__ = [
     "batch_queue",
     "cap_retry_pause",
     "check_feature",
+    "grpc_stub",
     "instrumentation_info",
     "metric_exporter_preferences",
     "restart_metrics_after_fork",
@@ -305,16 +306,21 @@ def batch_queue(processor: object) -> tuple[Any, int]:
     return queue, capacity
 
 
-def wrap_grpc_calls(exporter: object, wrap: Callable[[Any], Any]) -> bool:
-    """Make `wrap(stub)` the OTLP gRPC exporter's service stub, also the one it builds when it
-    reconnects. False (nothing changed) for an exporter not built the way this SDK builds them."""
+def grpc_stub(exporter: object) -> Any:
+    """The OTLP gRPC exporter's service stub (None for an exporter of another make)."""
+    return getattr(exporter, "_client", None)
+
+
+def wrap_grpc_calls(exporter: object, wrap: Callable[[Any, Any], Any]) -> bool:
+    """Make `wrap(stub, channel)` the OTLP gRPC exporter's service stub, also the one it builds
+    when it reconnects. False (nothing changed) for an exporter not built the way this SDK builds them."""
     fields: Any = exporter
     make_stub = getattr(fields, "_stub", None)
-    if make_stub is None or getattr(fields, "_client", None) is None:
+    if make_stub is None or getattr(fields, "_client", None) is None or getattr(fields, "_channel", None) is None:
         _degraded("OTLP gRPC exporter stub", "fork() does not wait for exports in flight")
         return False
-    fields._stub = lambda channel: wrap(make_stub(channel))
-    fields._client = wrap(fields._client)
+    fields._stub = lambda channel: wrap(make_stub(channel), channel)
+    fields._client = wrap(fields._client, fields._channel)
     return True
 
 

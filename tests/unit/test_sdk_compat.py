@@ -96,7 +96,7 @@ def test_unknown_exporter_internals_are_left_alone_with_a_warning(caplog: pytest
 
     with caplog.at_level(logging.WARNING, logger="otel_crm"):
         assert sdk_compat.batch_queue(Unknown()) == (None, 0)
-        assert sdk_compat.wrap_grpc_calls(Unknown(), lambda stub: stub) is False
+        assert sdk_compat.wrap_grpc_calls(Unknown(), lambda stub, channel: stub) is False
     assert "drops the oldest item, uncounted" in caplog.text
     assert "does not wait for exports in flight" in caplog.text
 
