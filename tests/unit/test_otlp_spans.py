@@ -138,7 +138,7 @@ def grpc_receiver() -> Any:
     received = _Received()
 
     class Service(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the generated service's name
+        def Export(self, request: Any, context: Any) -> Any:
             received.bodies.append(request.SerializeToString())
             return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -158,7 +158,7 @@ def http_receiver() -> Any:
     received = _Received()
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             received.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -186,8 +186,8 @@ def test_the_receiver_gets_upstreams_bytes_on_either_path(request: pytest.Fixtur
     from otel_crm._internal.settings import resolve_settings
 
     endpoint, received = request.getfixturevalue("grpc_receiver" if protocol == "grpc" else "http_receiver")
-    settings = resolve_settings({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint},
-                                fast_spans=fast_spans)
+    settings = resolve_settings({"OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+                                 "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}, fast_spans=fast_spans)
     exporter = otlp_exporter(settings, "traces")
     spans = _spans(TracerProvider, Resource({"service.name": "crm"}))
     odd = _spans(TracerProvider, Resource({"service.name": "crm"}))[:2]
