@@ -105,8 +105,8 @@ class Settings(StandardVariables):  # the standard variables upstream reads: set
         "OTEL_CRM_TENANT_TIER", default="", doc="Single-tenant deployments: crm.tenant.tier on the resource.")
     fast_spans: bool = setting(
         "OTEL_CRM_FAST_SPANS", default=True,
-        doc="otel_crm's cheaper request paths: spans, Flask hooks, SQL statements, histograms, context "
-            "extraction (same telemetry; checked at startup). `false`: the SDK's and the instrumentations' own code.")
+        doc="otel_crm's cheaper paths: spans, Flask hooks, SQL and pool hooks, histograms, context extraction, "
+            "span encoding (same telemetry; checked at startup). `false`: upstream's own code throughout.")
     # --- export ----------------------------------------------------------------------------------
     traces_exporter: tuple[Exporter, ...] = setting(
         "OTEL_CRM_TRACES_EXPORTER", "OTEL_TRACES_EXPORTER", default=("otlp",), doc="Where spans go.",
