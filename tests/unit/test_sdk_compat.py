@@ -230,7 +230,7 @@ _STILL_ALLOWED = {
     # The Flask/WSGI instrumentations' own helpers, which otel_crm's Flask hooks call as upstream's
     # hooks do; installed only on the instrumentation version they were checked against.
     "_internal/integrations/flask_hooks.py": {
-        "_StabilityMode", "_excluded_urls", "_get_current_object", "_report_new", "_report_old",
+        "_SPAN_KEY", "_StabilityMode", "_excluded_urls", "_get_current_object", "_report_new", "_report_old",
         "_server_active_requests_count_attrs_new", "_server_active_requests_count_attrs_old",
         "_server_duration_attrs_new", "_server_duration_attrs_old", "_start_internal_or_server_span",
         # the second pass over the request attributes, on the SDK's span (its differential test)

@@ -25,8 +25,10 @@ from timeit import default_timer
 from types import ModuleType
 from typing import Any, cast
 
+from opentelemetry import context as context_api
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import _Span
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from otel_crm._internal.fast_span import FastSpan
 from otel_crm._internal.integrations.request_attributes import RequestAttributes
@@ -46,6 +48,7 @@ _log = logging.getLogger("otel_crm")
 _SDK_SPANS = (_Span, FastSpan)  # spans whose set_attribute is the SDK's insert (FastSpan's: the same)
 _PLAIN = frozenset({int, float, bool})
 _originals: dict[str, Any] = {}
+_attach, _detach, _set_value = context_api.attach, context_api.detach, context_api.set_value
 _warned: list[str] = []
 
 
@@ -81,6 +84,37 @@ def _set_again(span: Any, attributes: Mapping[str, Any]) -> None:
                     return
     for key, value in attributes.items():
         span.set_attribute(key, value)
+
+
+class _Activation:
+    """``trace.use_span(span, end_on_exit=True)`` as the hooks use it (entered in ``before_request``,
+    exited in ``teardown_request``) without its generator: on a clean exit the same two steps (the
+    context detached, the span ended). On an exception, upstream's own ``use_span`` takes over, so the
+    exception event (its stack trace, which shows that generator's frame) and the status are its."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+        self._token: Any = None
+
+    def __enter__(self) -> Any:
+        self._token = _attach(_set_value(_SPAN_KEY, self._span))
+        return self._span
+
+    def __exit__(self, typ: Any, value: Any, traceback: Any) -> bool | None:
+        if typ is None and value is None:
+            try:
+                _detach(self._token)
+            finally:
+                self._span.end()
+            return False
+        from opentelemetry import trace
+
+        _detach(self._token)
+        upstream = trace.use_span(self._span, end_on_exit=True)
+        upstream.__enter__()  # the same context again, detached by upstream's own exit
+        return upstream.__exit__(typ, value, traceback)
 
 
 def _filter(allowed: Any) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
@@ -218,7 +252,7 @@ def _hooks(fl: ModuleType) -> dict[str, Callable[..., Any]]:
                     custom_attributes = wsgi.collect_custom_request_headers_attributes(flask_request_environ)
                     if len(custom_attributes) > 0:
                         span.set_attributes(custom_attributes)
-            activation = trace.use_span(span, end_on_exit=True)
+            activation = _Activation(span)  # trace.use_span(span, end_on_exit=True)
             activation.__enter__()
             flask_request_environ[activation_key] = activation
             flask_request_environ[reqctx_ref_key] = request_ctx_ref()
