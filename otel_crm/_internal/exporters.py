@@ -182,13 +182,13 @@ class _GatedStub:
         self._raw: Any = None
 
     def Export(self, *args: Any, **kwargs: Any) -> Any:
-        request = kwargs.get("request")
+        request = kwargs.get("request", args[0] if args else None)
         _gate.enter()
         try:
             if type(request) is EncodedSpans:
                 if self._raw is None:
                     self._raw = grpc_raw_export(self._channel)
-                return self._raw(request.data, metadata=kwargs.get("metadata"), timeout=kwargs.get("timeout"))
+                return self._raw(request.data, *args[1:], **{k: v for k, v in kwargs.items() if k != "request"})
             return self._stub.Export(*args, **kwargs)
         finally:
             _gate.leave()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -199,3 +200,28 @@ def test_grpc_exporters_reconnect_quickly_on_their_own_subchannel() -> None:
     assert options["grpc.max_reconnect_backoff_ms"] == 1000 and options["grpc.use_local_subchannel_pool"] == 1
     assert set(dict(GRPC_CHANNEL_OPTIONS)) <= set(options)
     assert "grpc.primary_user_agent" in options  # the SDK's own options are kept
+
+
+def test_the_gated_stub_sends_encoded_spans_as_they_are_and_anything_else_by_the_stub() -> None:
+    from otel_crm._internal.exporters import _GatedStub
+    from otel_crm._internal.otlp_spans import EncodedSpans
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Channel:
+        def unary_unary(self, method: str, **serializers: Any) -> Any:
+            assert method == "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            assert serializers["request_serializer"] is None  # the bytes are the serialised request
+            return lambda *args, **kwargs: calls.append(("raw", args, kwargs))
+
+    class Stub:
+        def Export(self, *args: Any, **kwargs: Any) -> None:
+            calls.append(("stub", args, kwargs))
+
+    stub = _GatedStub(Stub(), Channel())
+    stub.Export(request=EncodedSpans(b"spans"), metadata=(("k", "v"),), timeout=2.0)
+    stub.Export(EncodedSpans(b"positional"), timeout=1.0)
+    stub.Export(request="a message", timeout=3.0)
+    assert calls == [("raw", (b"spans",), {"metadata": (("k", "v"),), "timeout": 2.0}),
+                     ("raw", (b"positional",), {"timeout": 1.0}),
+                     ("stub", (), {"request": "a message", "timeout": 3.0})]
