@@ -45,9 +45,10 @@ def otlp_exporter(settings: Settings, signal: str) -> Any:
 # process-wide: after a 30 s outage the next attempt came up to ~20 s after the collector was back,
 # and the exporter's own new channel inherited that wait. Attempts at most 1 s apart, on a
 # subchannel of the exporter's own, resume exports within about a second (docs/telemetry.md).
+# Not `grpc.min_reconnect_backoff_ms`: gRPC gives each connection attempt at least that long (its
+# minimum connect timeout, 20 s by default), so 100 ms failed every handshake slower than the backoff.
 GRPC_CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.use_local_subchannel_pool", 1),
 )

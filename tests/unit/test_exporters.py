@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_crm._internal.exporters import (
@@ -225,3 +225,35 @@ def test_the_gated_stub_sends_encoded_spans_as_they_are_and_anything_else_by_the
     assert calls == [("raw", (b"spans",), {"metadata": (("k", "v"),), "timeout": 2.0}),
                      ("raw", (b"positional",), {"timeout": 1.0}),
                      ("stub", (), {"request": "a message", "timeout": 3.0})]
+
+
+@pytest.mark.parametrize("minimum_connect_ms", [None, 100])
+def test_a_collector_slow_to_answer_a_new_connection_still_gets_the_spans(minimum_connect_ms: int | None,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that takes 1.5 s to start (a distant collector, TLS): gRPC gives a connection
+    attempt `grpc.min_reconnect_backoff_ms` at least, so a 100 ms value (what otel_crm once set, for
+    quick reconnection) made every attempt time out and the export fail; the default is 20 s."""
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from otel_crm._internal import exporters
+    from tests.support.otlp_receivers import grpc_trace_receiver, slow_start_proxy
+
+    if minimum_connect_ms is not None:  # the old option: shows this test can fail
+        monkeypatch.setattr(exporters, "GRPC_CHANNEL_OPTIONS",
+                            (*exporters.GRPC_CHANNEL_OPTIONS, ("grpc.min_reconnect_backoff_ms", minimum_connect_ms)))
+    span = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span))
+    provider.get_tracer("t").start_span("s").end()
+    with grpc_trace_receiver() as (endpoint, received), slow_start_proxy(int(endpoint.rsplit(":", 1)[1]), 1.5) as port:
+        settings = resolve_settings({}, otlp_protocol="grpc", otlp_endpoint=f"http://127.0.0.1:{port}",
+                                    otlp_timeout_ms=5000)
+        exporter = otlp_exporter(settings, "traces")
+        try:
+            result = exporter.export(span.get_finished_spans())
+        finally:
+            exporter.shutdown()
+    if minimum_connect_ms is None:
+        assert result == SpanExportResult.SUCCESS and len(received.bodies) == 1
+    else:
+        assert result == SpanExportResult.FAILURE and not received.bodies
