@@ -123,31 +123,12 @@ def test_a_broken_encoder_fails_the_comparison(monkeypatch: pytest.MonkeyPatch) 
 
 # --- the exporters: what the receiving end gets --------------------------------------------------
 
-class _Received:
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-
-
 @pytest.fixture
 def grpc_receiver() -> Any:
-    from concurrent import futures
+    from tests.support.otlp_receivers import grpc_trace_receiver
 
-    import grpc
-    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
-    received = _Received()
-
-    class Service(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request: Any, context: Any) -> Any:
-            received.bodies.append(request.SerializeToString())
-            return trace_service_pb2.ExportTraceServiceResponse()
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"http://127.0.0.1:{port}", received
-    server.stop(None)
+    with grpc_trace_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture
@@ -155,7 +136,9 @@ def http_receiver() -> Any:
     import http.server
     import threading
 
-    received = _Received()
+    from tests.support.otlp_receivers import Received
+
+    received = Received()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
