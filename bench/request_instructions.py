@@ -18,7 +18,8 @@ Differencing, so that startup, warm-up and shutdown cancel: per arm one run with
 ...), every run with the same warm-up and ending with the same force_flush; Ir per request of a path
 = (Ir(path run) - Ir(base run)) / N, and `mix` = the mean of the three paths (bench_requests.py's mix).
 
-Determinism: `random` is seeded (the same trace IDs, so the same spans are tail-sampled and
+Determinism: each arm runs once natively first (its .pyc files written: no measured run compiles
+source), `random` is seeded (the same trace IDs, so the same spans are tail-sampled and
 exported in every run), PYTHONHASHSEED=0, and the periodic exports are pushed past the run
 (OTEL_BSP_SCHEDULE_DELAY and OTEL_BLRP_SCHEDULE_DELAY 600 s, OTEL_METRIC_EXPORT_INTERVAL 3600 s):
 under valgrind a run lasts ~20x longer, so a 1 s / 5 s / 60 s timer would fire 20x more often per
@@ -90,6 +91,18 @@ def run_once(arm: Arm, endpoints: dict[str, str], logdir: Path, counts: Sequence
     if "Queue is full" in text or "dropped" in text.lower():
         print(f"  WARNING: {stem}: the log mentions dropped telemetry ({log_path})", flush=True)
     return cachegrind_ir(out_file), text.count(RETRY_LINE)
+
+
+def prime(arm: Arm, endpoints: dict[str, str], logdir: Path) -> None:
+    """One short native run of the arm: every module it imports gets its .pyc written (a baseline's
+    fresh snapshot has none), so no measured run compiles Python source — hundreds of millions of
+    instructions in whichever run happens to do it."""
+    worker = [str(WORKER), "--out", str(logdir / f"{arm.name}-prime.json"), "--counts", "0,0,0", "--warmup", "1"]
+    env = arm_env(arm, endpoints)
+    env.update(QUIET_TIMERS)
+    with open(logdir / f"{arm.name}-prime.log", "wb") as log:
+        subprocess.run(argv_for(arm, worker), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
+                       timeout=600, check=True)
 
 
 def measure_arm(arm: Arm, endpoints: dict[str, str], logdir: Path, n: int, warmup: int, tag: str,
@@ -176,7 +189,10 @@ def report(args: argparse.Namespace, all_arms: Sequence[Arm], results: dict[str,
         f"{args.requests} timed requests of that path, each ending with a force_flush of spans and log "
         "records: Ir per request = (Ir of the path's run − Ir of the base run) / "
         f"{args.requests}, so startup, warm-up and shutdown cancel. `mix` is the mean of the three paths "
-        "(as in bench_requests.py). The window's export calls (their fixed cost: a gRPC call or an HTTP "
+        "(as in bench_requests.py). Each arm first runs once without valgrind, so that no measured run "
+        "compiles Python source (a missing or stale .pyc costs hundreds of millions of instructions in "
+        "whichever run rewrites it: do not run the tests or edit sources meanwhile). "
+        "The window's export calls (their fixed cost: a gRPC call or an HTTP "
         "POST, per batch) are spread over the window's requests; 200, the default, is the CPU bench's "
         "block (800 requests per path in 4 blocks, each ending with a flush), so both spread them alike — "
         "with fewer requests per run they weigh more (otel_crm-grpc `/ok`: 1.62 M at 50, 1.36 M at 200). "
@@ -251,6 +267,8 @@ def main() -> None:
     results: dict[str, list[Figures]] = {a.name: [] for a in all_arms}
     with NullCollector() as collector:
         endpoints = {"grpc": collector.grpc_endpoint, "http": collector.http_endpoint}
+        for arm in all_arms:
+            prime(arm, endpoints, logdir)
         for r in range(args.repeat):
             for arm in all_arms:
                 figures = measure_arm(arm, endpoints, logdir, args.requests, args.warmup, f"r{r}", args.jobs)
