@@ -6,6 +6,7 @@ this file under `opentelemetry-instrument`, so the instrumentations patch Flask 
 imported, exactly as in production.
 
     python bench/_inproc_worker.py --out result.json [--requests 2000] [--blocks 8] [--profile p.prof]
+    python bench/_inproc_worker.py --out result.json --counts 0,200,0 --seed 1   # bench/request_instructions.py
 
 Every request carries `X-Tenant-ID` (20 tenants, in turn). Per block it records wall time and
 process CPU time (all threads, so the exporters' background work counts) per request; each block
@@ -21,6 +22,7 @@ import cProfile
 import gc
 import json
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -39,7 +41,15 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="write cProfile stats of the timed loop here")
     parser.add_argument("--disable-logger", action="append", default=[],
                         help="what-if: disable this logger (e.g. otel_crm.access)")
+    parser.add_argument("--counts", default="",
+                        help="timed requests of each path (comma-separated, in PATHS order) in one block: "
+                             "overrides --requests/--blocks (bench/request_instructions.py differences runs)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="random.seed() before the app is built: the same trace IDs (so the same tail-sampling "
+                             "decisions) in every run")
     args = parser.parse_args()
+    if args.seed is not None:
+        random.seed(args.seed)
     for name in args.disable_logger:
         logging.getLogger(name).disabled = True
 
@@ -57,15 +67,19 @@ def main() -> None:
     flush_telemetry()
 
     per_block = max(1, args.requests // args.blocks)
+    counts = dict.fromkeys(PATHS, per_block)
+    if args.counts:
+        counts = dict(zip(PATHS, (int(c) for c in args.counts.split(",")), strict=True))
+        args.blocks = 1
     # the header of each request, built before timing (no allocation of the client's in the loop)
-    schedule = [headers[i % len(headers)] for i in range(per_block)]
+    schedules = {path: [headers[i % len(headers)] for i in range(counts[path])] for path in PATHS}
     wall: dict[str, list[float]] = {path: [] for path in PATHS}
     cpu: dict[str, list[float]] = {path: [] for path in PATHS}
     profiler = cProfile.Profile() if args.profile else None
     gc.collect()
     for _ in range(args.blocks):
         for path in PATHS:
-            get = client.get
+            get, schedule = client.get, schedules[path]
             if profiler is not None:
                 profiler.enable()
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -75,8 +89,8 @@ def main() -> None:
             elapsed, cpu_elapsed = time.perf_counter() - started, time.process_time() - cpu_started
             if profiler is not None:
                 profiler.disable()
-            wall[path].append(elapsed / per_block * 1e6)
-            cpu[path].append(cpu_elapsed / per_block * 1e6)
+            wall[path].append(elapsed / max(1, len(schedule)) * 1e6)
+            cpu[path].append(cpu_elapsed / max(1, len(schedule)) * 1e6)
     if profiler is not None:
         profiler.dump_stats(args.profile)
     Path(args.out).write_text(json.dumps({"wall_us": wall, "cpu_us": cpu, "per_block": per_block}))

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run_all.py                    # run all benches (~30+ min), then assemble
     .venv/bin/python bench/run_all.py --assemble-only    # rebuild docs/performance.md from docs/bench-*.md
     .venv/bin/python bench/run_all.py --only requests,sampler
+    .venv/bin/python bench/run_all.py --only requests --instructions   # + request_instructions.py (~30 min)
 
 Each bench writes its own `docs/bench-<name>.md` (`bench_<name>.py` -> `bench-<name>.md`); this script
 runs them one after another (never in parallel: they would measure each other), then includes each
@@ -85,7 +86,7 @@ def discover() -> dict[str, Outcome]:
 def run(outcome: Outcome, timeout: float, logdir: Path) -> None:
     assert outcome.script is not None
     log_path = logdir / f"bench-{outcome.name}.log"
-    print(f"== bench_{outcome.name}.py (log: {log_path})", flush=True)
+    print(f"== {outcome.script.name} (log: {log_path})", flush=True)
     started = time.monotonic()
     with open(log_path, "wb") as log:
         try:
@@ -215,6 +216,9 @@ def assemble(outcomes: dict[str, Outcome], run_started: str | None) -> str:
         else:
             lines.append(f"Not yet measured: `bench/bench_{outcome.name}.py` has not written "
                          f"`docs/{outcome.doc.name}` yet.")
+    instructions = DOCS / "bench-request-instructions.md"  # optional (`--instructions`): valgrind, slow
+    if instructions.exists():
+        lines += ["", "## Requests in instructions", "", include(instructions.read_text(encoding="utf-8"))]
     lines += ["", "## Collector", "", "Reproduce: `make collector-bench` (build times: `make collector`).", ""]
     if collector.exists():
         lines.append(include(collector.read_text(encoding="utf-8")))
@@ -242,9 +246,12 @@ def main() -> None:
     parser.add_argument("--assemble-only", action="store_true", help="do not run; rebuild performance.md")
     parser.add_argument("--only", default="", help="comma-separated bench names to run (others: kept as is)")
     parser.add_argument("--timeout-min", type=float, default=60, help="per bench")
+    parser.add_argument("--instructions", action="store_true", help="also run bench/request_instructions.py "
+                        "(instructions per request under valgrind, ~30 min; not a default step)")
     parser.add_argument("--output", default=str(OUTPUT))
     args = parser.parse_args()
     outcomes = discover()
+    extra = Outcome("request-instructions", BENCH / "request_instructions.py")
     started = None
     if not args.assemble_only:
         started = time.strftime("%Y-%m-%d %H:%M %Z")
@@ -255,10 +262,12 @@ def main() -> None:
             if outcome.script is None or (only and outcome.name not in only):
                 continue
             run(outcome, args.timeout_min * 60, logdir)
+        if args.instructions:
+            run(extra, args.timeout_min * 60, logdir)
     DOCS.mkdir(exist_ok=True)
     Path(args.output).write_text(assemble(outcomes, started), encoding="utf-8")
     print(f"wrote {args.output}")
-    failed = [o.name for o in outcomes.values() if o.ran and not o.ok]
+    failed = [o.name for o in (*outcomes.values(), extra) if o.ran and not o.ok]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
