@@ -216,13 +216,15 @@ def report(args: argparse.Namespace, all_arms: Sequence[Arm], results: dict[str,
                   "driven work that need not cancel between the runs; an arm that shows them is not "
                   "deterministic to the spread above (see below)."]
     lines += ["", "Most runs repeat to within 0.01% (the same work, instruction for instruction). The "
-              "exceptions seen: a run where one path costs 1–4% more, the extra all in dict lookups under "
-              "`_PyType_Lookup` / `find_name_in_mro` — misses of CPython's type attribute cache, whose slot "
-              "is computed from the type's version tag and the attribute name's address, so a different heap "
-              "layout (another output path, an export thread allocating at another moment) collides "
-              "differently; and between two sessions of this script the same arm moved by up to ~2.5% (bare "
-              "`/report`) for the same reason. So: read a difference under ~3% between two arms, or between "
-              "two runs of this script, as none; the median over repeats drops a single unlucky run."]
+              "exceptions seen: single runs off by 1–9% on one path (e.g. floor `/report`, otel_crm-http "
+              "`/ok`). The one diagnosed (floor `/report`, +47 M instructions) had the extra all in dict "
+              "lookups under `_PyType_Lookup` / `find_name_in_mro` — misses of CPython's type attribute "
+              "cache, whose slot is computed from the type's version tag and the attribute name's address, "
+              "so a different heap layout (another output path, an export thread allocating at another "
+              "moment) collides differently; between two sessions of this script the same arm also moved by "
+              "up to ~2.5% (bare `/report`). So: compare medians over 3 or more repeats (one unlucky run "
+              "does not move them), and read a difference under ~3% between two arms, or between two runs "
+              "of this script, as none."]
     retried = [a for a, rs in results.items() if any(r["retries"] for r in rs)]
     if retried:
         lines += ["", f"Export retries seen in: {', '.join(retried)}. Each was the first export of a run (the "
