@@ -227,16 +227,17 @@ def report(args: argparse.Namespace, all_arms: Sequence[Arm], results: dict[str,
               "of this script, as none."]
     retried = [a for a, rs in results.items() if any(r["retries"] for r in rs)]
     if retried:
-        lines += ["", f"Export retries seen in: {', '.join(retried)}. Each was the first export of a run (the "
-                  "flush after the warm-up), `StatusCode.UNAVAILABLE … connection attempt timed out` (or `tcp "
-                  "handshaker shutdown`), then a retry after ~1 s. otel_crm before the sixth round set the gRPC channel "
-                  "option `grpc.min_reconnect_backoff_ms` to 100, and gRPC bounds a connection attempt by that value "
-                  "(its minimum connect timeout, 20 s by default): under valgrind the handshake with the local "
-                  "collector takes longer than 100 ms, so attempts time out until one is fast enough. How many "
-                  "attempts that takes depends on wall time and load, so it does not cancel between the runs: "
-                  "those arms' figures carry the spread shown (medians over repeats dampen it). Natively a "
-                  "loopback handshake takes well under 100 ms; a collector farther away (TLS, a remote "
-                  "network) may not: this tree no longer sets the option (CHANGELOG, sixth round)."]
+        lines += ["", f"Export retries seen in: {', '.join(retried)}. "
+                  "Each was the first export of a run (the flush after the warm-up), `StatusCode.UNAVAILABLE … "
+                  "connection attempt timed out` (or `tcp handshaker shutdown`), then a retry after ~1 s. otel_crm "
+                  "before the sixth round set the gRPC channel option `grpc.min_reconnect_backoff_ms` to 100, and "
+                  "gRPC bounds a connection attempt by that value (its minimum connect timeout, 20 s by default): "
+                  "under valgrind the handshake with the local collector takes longer than 100 ms, so attempts time"
+                  " out until one is fast enough. How many attempts that takes depends on wall time and load, so it"
+                  " does not cancel between the runs: those arms' figures carry the spread shown (medians over "
+                  "repeats dampen it). Natively a loopback handshake takes well under 100 ms; a collector farther "
+                  "away (TLS, a remote network) may not: this tree no longer sets the option (CHANGELOG, sixth "
+                  "round)."]
     crm = mean.get("otel_crm-grpc")
     baselines = [a for a in all_arms if a.name.startswith("crm@")]
     if baselines and crm:
