@@ -34,6 +34,11 @@ Rename = Callable[[Attributes], dict[str, AttributeValue]]
 _NONE: frozenset[tuple[str, Any]] = frozenset()
 
 
+def _text_key(attributes: Attributes) -> frozenset[tuple[str, Any]]:
+    """The key of an attribute set with an unhashable value (a list): its values' text."""
+    return frozenset((k, repr(v)) for k, v in (attributes or {}).items())
+
+
 def _copy(attributes: Attributes) -> dict[str, AttributeValue]:
     return dict(attributes or {})
 
@@ -67,7 +72,7 @@ class LocalUpDownCounter:
             try:
                 key = frozenset(attributes.items()) if attributes else _NONE
             except TypeError:  # an unhashable value (a list): keyed by its text, recorded as given
-                key = self._key(attributes)
+                key = _text_key(attributes)
             row = self._rows.get(key)
             if row is None:
                 row = self._row(key, attributes)
@@ -86,7 +91,7 @@ class LocalUpDownCounter:
         try:
             return frozenset(attributes.items()) if attributes else _NONE
         except TypeError:
-            return frozenset((k, repr(v)) for k, v in (attributes or {}).items())
+            return _text_key(attributes)
 
     def _row(self, key: frozenset[tuple[str, Any]], attributes: Attributes) -> list[Any]:
         recorded = self._rename(attributes)
