@@ -30,6 +30,7 @@ resource's and each scope's bytes once per object. What is memoised is what was 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from struct import Struct
 from typing import Any, Final
@@ -282,7 +283,7 @@ def use_direct_encoding(exporter: Any) -> bool:
     try:
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-        module: Any = __import__(type(exporter).__module__, fromlist=["encode_spans"])
+        module: Any = sys.modules.get(type(exporter).__module__)  # the exporter's class is imported
         if module.__name__ == "opentelemetry.exporter.otlp.proto.grpc.trace_exporter":
             if (type(exporter)._translate_data.__code__.co_names != ("encode_spans",)
                     or module.encode_spans is not encode_spans
