@@ -87,7 +87,7 @@ def _decode_once(text: str) -> tuple[str, _Level] | None:
 
 def _decode_ascii(text: str) -> tuple[str, _Level] | None:
     """Every escape is one ASCII char, so positions follow from the lengths of the plain pieces
-    between escapes; all of it runs in C loops (1 MB of escapes: tens of ms)."""
+    between escapes; all of it runs in C loops (1 MB of escapes: ~0.25 s of CPU, linear)."""
     pieces = _ESCAPE.split(text)
     count = len(pieces) - 1
     if not count:
