@@ -1,7 +1,7 @@
 """Linear-time checks that hold on any machine.
 
 A fixed CPU budget for 1 MB fails on a slower machine though nothing broke (CI once measured 1.01 s
-against a 1 s line that a busy laptop met at 0.7-0.9 s). What "no input makes it slow" means is
+against a 1 s line that a 2-vCPU VM here met at 0.7-0.93 s). What "no input makes it slow" means is
 *linear*: so the check compares the cost of 1 MB with the cost of 100 kB of the same input, in the
 same run, on the same thread. Ten times the input costs 7-20x measured (memory effects above ~10x);
 a quadratic path costs 100x. A generous absolute bound stays, so that a linear but absurdly slow

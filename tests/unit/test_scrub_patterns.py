@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import gc
 import logging
 import re
-import time
 from collections.abc import Callable
 
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from otel_crm._internal.scrub_patterns import SPECS, compile_patterns, luhn, outside, valid, valid_length
 from otel_crm._internal.scrubbing import Scrubber
 from otel_crm._internal.settings import SettingsError
-from tests.support.linear_time import LARGE, assert_linear
+from tests.support.linear_time import LARGE, assert_linear, cpu_seconds
 
 # Checksum-valid examples from the IBAN registry, one per length and letter layout.
 IBANS = ["AD12 0001 2030 2003 5910 0100", "AT61 1904 3002 3457 3201", "BE68 5390 0754 7034",
@@ -169,20 +167,10 @@ ADVERSARIAL: dict[str, Callable[[int], str]] = {
 }
 
 
-def _best_time(scrubber: Scrubber, text: str, clock: Callable[[], float], repeat: int = 5) -> float:
-    # Best of several, without the cyclic GC: a collection landing in one run is not the scrubber's
+def _best_time(scrubber: Scrubber, text: str) -> float:
+    # Best of five without the cyclic GC: a collection landing in one run is not the scrubber's
     # cost (a 5x outlier on a loaded CI machine once failed the ratio below).
-    best = float("inf")
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            start = clock()
-            scrubber.scrub_text(text)
-            best = min(best, clock() - start)
-    finally:
-        gc.enable()
-    return best
+    return cpu_seconds(lambda: scrubber.scrub_text(text), repeat=5)
 
 
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
@@ -190,12 +178,12 @@ def test_adversarial_input_is_scrubbed_in_linear_time(name: str) -> None:
     scrubber = Scrubber()
     make = ADVERSARIAL[name]
     small, large = make(50_000), make(100_000)
-    elapsed = _best_time(scrubber, large, time.thread_time)
+    elapsed = _best_time(scrubber, large)
     assert elapsed < 0.25, f"{name}: {elapsed:.3f}s of CPU for 100k chars"
     # Doubling the input about doubles the cost. CPU time of this thread, so that other processes
     # on a busy machine do not make the test flaky; slack for timer noise on small times.
-    cpu_small = _best_time(scrubber, small, time.thread_time)
-    cpu_large = _best_time(scrubber, large, time.thread_time)
+    cpu_small = _best_time(scrubber, small)
+    cpu_large = _best_time(scrubber, large)
     assert cpu_large < 3 * cpu_small + 0.005, (name, cpu_small, cpu_large)
 
 
