@@ -3,6 +3,7 @@ otelcol-crm on loopback that receives OTLP and discards it (bench/collector-null
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -44,6 +45,7 @@ __all__ = [
     "http_ok",
     "machine_summary",
     "median",
+    "median_ci",
     "tcp_open",
     "wait_until",
 ]
@@ -66,6 +68,25 @@ def machine_summary() -> str:
 
 def median(values: Iterable[float]) -> float:
     return float(statistics.median(list(values)))
+
+
+def median_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval for the median: the k-th smallest and k-th largest
+    of n values, k the largest rank with P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2, so the
+    interval covers the median with at least `confidence` whatever the noise's shape. Needs n >= 6
+    at 95% (with fewer, even min-max covers less); raises ValueError below that."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1.0 - confidence) / 2
+    k, below = 0, 0.0  # below = P(Binomial(n, 1/2) < k + 1)
+    while True:
+        below_next = below + math.comb(n, k) / 2**n
+        if below_next > tail:
+            break
+        k, below = k + 1, below_next
+    if k == 0:
+        raise ValueError(f"{n} values are too few for a {confidence:.0%} interval of the median")
+    return ordered[k - 1], ordered[n - k]
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

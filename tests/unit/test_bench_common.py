@@ -1,0 +1,73 @@
+"""bench/_common.py's statistics and bench_requests.py's verdicts: the figures performance.md
+states as met, missed or undecided."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import statistics
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the bench scripts import their siblings by name
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _load("_common")
+
+
+@pytest.mark.parametrize(("n", "ranks"), [(6, (1, 6)), (9, (2, 8)), (10, (2, 9)), (12, (3, 10)), (20, (6, 15))])
+def test_median_interval_takes_the_binomial_ranks(n: int, ranks: tuple[int, int]) -> None:
+    # The textbook table of distribution-free 95% intervals for the median.
+    assert common.median_ci(range(1, n + 1)) == ranks
+
+
+def test_five_values_are_too_few_for_an_interval() -> None:
+    with pytest.raises(ValueError, match="5 values are too few"):
+        common.median_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+
+
+def test_median_interval_covers_the_true_median_at_least_95_percent_of_the_time() -> None:
+    # Skewed noise (CPU time on a busy VM is), 9 rounds as the request bench runs them.
+    rng = random.Random(15)
+    true_median = statistics.median(rng.lognormvariate(0, 0.5) for _ in range(200_000))
+    trials = 4000
+    covered = 0
+    for _ in range(trials):
+        low, high = common.median_ci([rng.lognormvariate(0, 0.5) for _ in range(9)])
+        covered += low <= true_median <= high
+    assert covered / trials >= 0.945  # 96.1% exact for n = 9; the margin is sampling error
+
+
+requests_bench = _load("bench_requests")
+
+
+def test_the_verdict_meets_only_when_the_whole_interval_is_under_the_goal() -> None:
+    assert requests_bench.judge([0.60, 0.62, 0.65, 0.66, 0.68, 0.70, 0.72, 0.74, 0.90], 0.75) == (
+        "meets", "[0.62\u20130.74]")
+
+
+def test_the_verdict_misses_only_when_the_whole_interval_is_above_the_goal() -> None:
+    assert requests_bench.judge([0.70, 0.76, 0.78, 0.80, 0.81, 0.82, 0.83, 0.84, 0.85], 0.75)[0] == "misses"
+
+
+def test_an_interval_across_the_goal_is_undecided_even_when_the_median_meets_it() -> None:
+    verdict, interval = requests_bench.judge([0.60, 0.65, 0.70, 0.72, 0.73, 0.74, 0.76, 0.80, 0.85], 0.75)
+    assert (verdict, interval) == ("undecided", "[0.65\u20130.80]")
+
+
+def test_too_few_rounds_say_there_is_no_interval() -> None:
+    assert requests_bench.judge([0.70, 0.71], 0.75) == ("meets, 2 rounds: no interval", "[—]")
