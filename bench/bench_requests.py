@@ -481,9 +481,11 @@ def ratio(results: Results, measure: str, num: str, den: str) -> float:
 
 def headline(results: Results, label: str) -> str:
     def part(num: str, den: str, goal: float) -> str:
-        verdict = judge(round_ratios(results, "cpu_us", num, den), goal)[0].split(",")[0]
+        """The median per-round ratio, its interval and the verdict they give (the table's column)."""
+        rr = round_ratios(results, "cpu_us", num, den)
+        verdict, interval = judge(rr, goal)
         protocol = "gRPC" if num.endswith("grpc") else "HTTP"
-        return f"{ratio(results, 'cpu_us', num, den):.2f}x {protocol} ({verdict})"
+        return f"{median(rr):.2f}x {interval} {protocol} ({verdict})"
 
     return (f"{label}: otel_crm/upstream {part('otel_crm-grpc', 'upstream-grpc', GOAL_VS_UPSTREAM)}, "
             f"{part('otel_crm-http', 'upstream-http', GOAL_VS_UPSTREAM)} (goal ≤ {GOAL_VS_UPSTREAM}); "

@@ -16,7 +16,8 @@ def test_a_linear_scan_passes() -> None:
 
 def test_a_quadratic_path_fails_on_growth() -> None:
     # The classic backtracking trap: `a+c` tries every start of a run of "a" and scans the rest of
-    # it, so 10x the input costs 100x. A 33rd of the text keeps the large run under a second.
+    # it, so 10x the input costs 100x (the line is 50x). A 33rd of the text keeps each large run
+    # under a second (a failing check measures twice).
     with pytest.raises(AssertionError, match=r"quadratic: 1 MB cost .*x the"):
         assert_linear(lambda text: re.search(r"a+c", text[:len(text) // 33]), lambda n: "a" * n, "quadratic")
 
