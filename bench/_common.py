@@ -78,12 +78,10 @@ def median_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float,
     ordered = sorted(values)
     n = len(ordered)
     tail = (1.0 - confidence) / 2
-    k, below = 0, 0.0  # below = P(Binomial(n, 1/2) < k + 1)
-    while True:
-        below_next = below + math.comb(n, k) / 2**n
-        if below_next > tail:
-            break
-        k, below = k + 1, below_next
+    k, below = 0, 0.0  # below = P(Binomial(n, 1/2) < k), grown one rank at a time
+    while below + math.comb(n, k) / 2**n <= tail:
+        below += math.comb(n, k) / 2**n
+        k += 1
     if k == 0:
         raise ValueError(f"{n} values are too few for a {confidence:.0%} interval of the median")
     return ordered[k - 1], ordered[n - k]

@@ -474,11 +474,6 @@ def table(results: Results, all_arms: list[Arm], cpu_label: str) -> list[str]:
     return lines
 
 
-def ratio(results: Results, measure: str, num: str, den: str) -> float:
-    s = summarize(results, measure)
-    return s[num]["mix"] / s[den]["mix"]
-
-
 def headline(results: Results, label: str) -> str:
     def part(num: str, den: str, goal: float) -> str:
         """The median per-round ratio, its interval and the verdict they give (the table's column)."""

@@ -57,9 +57,10 @@ def assert_linear(work: Callable[[str], object], make: Callable[[int], str], lab
     for _ in range(ATTEMPTS):
         small = min(small, cpu_seconds(lambda: work(small_text), repeat=3))
         large = min(large, cpu_seconds(lambda: work(large_text), repeat=1))
-        if large < MAX_GROWTH * small + _TIMER_SLACK:
+        linear = large < MAX_GROWTH * small + _TIMER_SLACK
+        if linear:
             break
-    assert large < MAX_GROWTH * small + _TIMER_SLACK, (
+    assert linear, (
         f"{label}: 1 MB cost {large:.3f}s of CPU, {large / max(small, 1e-9):.0f}x the {small:.4f}s "
         f"of 100 kB (linear is 7-37x, quadratic 100x)")
     bound = per_megabyte_bound()
