@@ -38,7 +38,7 @@ from opentelemetry.util import types
 
 from otel_crm._internal.memo import Memo
 
-__all__ = ["FastSpan", "Plan", "does_nothing", "new_attributes", "new_list", "plan"]
+__all__ = ["NONE_YET", "FastSpan", "Plan", "does_nothing", "new_attributes", "new_list", "plan"]
 
 _sdk_log = logging.getLogger(sdk.__name__)  # the SDK's warnings keep their logger
 _new, _lock, _MULTI = object.__new__, threading.Lock, SynchronousMultiSpanProcessor
@@ -107,6 +107,22 @@ def new_list(maxlen: int | None) -> BoundedList[Any]:
     return result
 
 
+class _NoneYet(BoundedList):  # type: ignore[type-arg]
+    """The events or links of a FastSpan that has none yet: one shared empty list, read-only. Three
+    objects (a list, its deque, its lock) per list per span are not made for the many spans that never
+    get an event or a link; FastSpan's ``_add_event`` / ``_add_link`` give the span its own list
+    first. Appending here would share an item between spans: it raises instead."""
+
+    def append(self, item: Any) -> None:
+        raise TypeError("otel_crm: a span's shared empty events/links list is read-only")
+
+    def extend(self, seq: Any) -> None:
+        raise TypeError("otel_crm: a span's shared empty events/links list is read-only")
+
+
+NONE_YET: BoundedList[Any] = _NoneYet(0)
+
+
 def new_attributes(maxlen: int | None, attributes: types.Attributes, limit: int | None) -> BoundedAttributes:
     """`BoundedAttributes(maxlen, attributes, immutable=False, max_value_len=limit)`."""
     if attributes:
@@ -160,6 +176,46 @@ class FastSpan(sdk._Span):
                     return
                 items[key] = value
         return None
+
+    def set_attributes(self, attributes: Any) -> None:
+        """`set_attribute` of each item, under one lock, when every item is plain (the same rule);
+        anything else takes the SDK's own (cleaning) path."""
+        items: Any = self._attributes
+        limit = items.max_value_len if type(items) is BoundedAttributes else None
+        if (type(items) is not BoundedAttributes or items.maxlen == 0 or type(attributes) is not dict
+                or not all(type(key) is str and key and (type(value) is int or type(value) is float
+                                                          or type(value) is bool or (type(value) is str and (
+                                                              limit is None or len(value) <= limit)))
+                           for key, value in attributes.items())):
+            return super().set_attributes(attributes)
+        with self._lock:
+            if self._end_time is not None:
+                _sdk_log.warning("Setting attribute on ended span.")
+                return
+            with items._lock:
+                stored, maxlen = items._dict, items.maxlen
+                for key, value in attributes.items():
+                    if key in stored:
+                        del stored[key]
+                    elif maxlen is not None and len(stored) >= maxlen:
+                        items._setitem_locked(key, value)
+                        continue
+                    stored[key] = value
+        return None
+
+    def _add_event(self, event: Any) -> None:
+        if self._events is NONE_YET:  # its own list first (the SDK's method then appends, or warns if ended)
+            with self._lock:
+                if self._events is NONE_YET and self._end_time is None:  # an ended span stays as it is
+                    self._events = new_list(self._limits.max_events)
+        super()._add_event(event)
+
+    def _add_link(self, link: Any) -> None:
+        if self._links is NONE_YET:
+            with self._lock:
+                if self._links is NONE_YET and self._end_time is None:  # an ended span stays as it is
+                    self._links = new_list(self._limits.max_links)
+        super()._add_link(link)
 
     def end(self, end_time: int | None = None) -> None:
         with self._lock:

@@ -47,7 +47,7 @@ from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util import types
 from opentelemetry.util._decorator import _AgnosticContextManager
 
-from otel_crm._internal.fast_span import FastSpan, _last, new_attributes, new_list, plan
+from otel_crm._internal.fast_span import NONE_YET, FastSpan, _last, new_attributes, plan
 from otel_crm._internal.sdk_compat import check_feature
 
 __all__ = ["FastSpan", "FastTracer", "FastTracerProvider", "tracer_provider_class"]
@@ -144,8 +144,8 @@ class FastTracer(sdk.Tracer):
         span._limits = limits
         span._lock = threading.Lock()
         span._attributes = new_attributes(limits.max_span_attributes, attributes, limits.max_span_attribute_length)
-        span._events = new_list(limits.max_events)
-        span._links = span._new_links(links) if links else new_list(limits.max_links)
+        span._events = NONE_YET  # its own list at its first event (FastSpan._add_event)
+        span._links = span._new_links(links) if links else NONE_YET
         span._record_end_metrics = end_metrics
         span._start_time = start_time if start_time is not None else time_ns()
         if type(processor) is _MULTI:  # its loop, on the processors whose on_start does something

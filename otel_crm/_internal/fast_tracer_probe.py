@@ -51,6 +51,8 @@ def _value(key: str, value: Any) -> Any:
         return ("attributes", dict(value), list(value), value.maxlen, value.max_value_len, value.dropped,
                 fields._immutable, _kinds(value))
     if isinstance(value, BoundedList):
+        if not len(value) and not value.dropped:  # empty: the SDK's own, or FastSpan's shared NONE_YET
+            return ("list", [], "empty", _kinds(value))
         return ("list", [_fields(item) if hasattr(item, "__dict__") else item for item in value],
                 fields._dq.maxlen, value.dropped, _kinds(value))
     if type(value) is type(threading.Lock()):

@@ -89,3 +89,30 @@ def test_a_hook_set_on_the_instance_is_always_called() -> None:
     quiet = _Quiet()
     quiet.on_end = lambda span: None  # type: ignore[method-assign]
     assert fast_span.plan((quiet,))[3] == (quiet,)
+
+
+def test_spans_share_one_read_only_empty_list_until_their_first_event_or_link() -> None:
+    from opentelemetry.sdk.trace import SpanLimits
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    from otel_crm._internal.fast_tracer import FastTracerProvider
+
+    provider = FastTracerProvider(span_limits=SpanLimits(max_events=3, max_links=2), shutdown_on_exit=False)
+    tracer = provider.get_tracer("t")
+    first, second = tracer.start_span("a"), tracer.start_span("b")
+    fields: Any = first
+    assert fields._events is fast_span.NONE_YET and fields._links is fast_span.NONE_YET
+    assert first.events == () and first.links == () and first.dropped_events == 0 and first.dropped_links == 0
+    for index in range(5):
+        first.add_event(f"e{index}")
+    first.add_link(SpanContext(1, 2, True, TraceFlags(1)))
+    assert [event.name for event in first.events] == ["e2", "e3", "e4"] and first.dropped_events == 2
+    assert len(first.links) == 1 and fields._events._dq.maxlen == 3 and fields._links._dq.maxlen == 2
+    assert len(fast_span.NONE_YET) == 0 and fast_span.NONE_YET.dropped == 0  # untouched
+    second.end()
+    second.add_event("after end")  # the SDK's warning; the ended span keeps the shared empty list
+    assert vars(second)["_events"] is fast_span.NONE_YET and second.events == ()
+    with pytest.raises(TypeError):
+        fast_span.NONE_YET.append("x")
+    with pytest.raises(TypeError):
+        fast_span.NONE_YET.extend(["x"])

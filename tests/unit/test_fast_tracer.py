@@ -87,6 +87,10 @@ def _script(tracer: trace.Tracer) -> list[Any]:
     with trace.use_span(root):
         with tracer.start_as_current_span("child", attributes={"q": "r"}) as child:
             child.set_attribute("inner", 1)
+            child.set_attributes({"m1": "x", "q": "moved", "m2": 2, "m3": 1.5, "m4": True})  # plain: one lock; full
+            child.set_attributes({"m5": ["a", "b"], "m6": "value-longer-than-limit", "m7": None})  # the SDK's path
+            child.set_attributes(MappingProxyType({"m8": "p"}))  # not a dict: the SDK's path
+            child.set_attributes({"": 1, 3: "int key"})  # invalid keys: the SDK's (dropped, warned)
             with tracer.start_as_current_span("grandchild", kind=SpanKind.CLIENT) as grandchild:
                 seen.append(trace.get_current_span() is grandchild)
         seen.append(trace.get_current_span() is root)
@@ -131,6 +135,8 @@ def _script(tracer: trace.Tracer) -> list[Any]:
     root.end(end_time=60_000)
     root.end()  # twice: a warning, nothing changes
     root.set_attribute("after", "end")
+    root.set_attributes({"after": "end"})
+    root.add_link(_REMOTE_SAMPLED)
     root.add_event("after end")
     root.set_status(StatusCode.ERROR)
     root.update_name("after end")
