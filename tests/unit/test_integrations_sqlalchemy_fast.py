@@ -394,3 +394,12 @@ def test_the_distro_installs_it_before_the_instrumentation_loads_unless_fast_spa
 
             clear_current_runtime()
     assert seen == [fast_spans]
+
+
+def test_a_statements_attributes_are_set_in_one_call_only_when_that_is_the_same() -> None:
+    one_call = sqlalchemy_fast._as_one_call
+    assert list((one_call([("b", 1), ("a", 1.5), ("c", True), ("d", "x")]) or {}).items()) == [
+        ("b", 1), ("a", 1.5), ("c", True), ("d", "x")]
+    for items in ([("a", None)], [("a", ["list"])], [("", 1)], [(3, 1)], [("a", b"bytes")],
+                  [("a", "x"), ("a", "y")]):  # a key set twice: near a count limit the drops could differ
+        assert one_call(items) is None  # cleaned or warned about: the calls stay one by one

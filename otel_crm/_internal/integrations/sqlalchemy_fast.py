@@ -14,6 +14,8 @@ instrumentation's own functions (so they are its outputs, not a copy of its logi
 - bounded: 1,024 entries (:class:`Memo`), and statements longer than ``_MAX_STATEMENT`` (4,096
   characters) are never kept, so at most ~4 MB of statement text; the text can carry literals: it
   is held in this process only, and a statement's span carries what upstream's would;
+- the attributes are set with one ``set_attributes`` when every value is a plain str, int, float or
+  bool under a non-empty str key (the same result as the one-by-one calls, which stay otherwise);
 - ``use_span`` is skipped: it only makes the span current while its attributes are set, which
   nothing observes (with sqlcommenter on, the comment reads the current span: that path is
   upstream's own, unchanged).
@@ -118,6 +120,18 @@ class _Collector:
         self.items.append((key, value))
 
 
+def _as_one_call(items: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    """The `set_attribute` calls as one `set_attributes` argument, when they are the same thing: every
+    key a non-empty str set once, every value a plain str, int, float or bool (no cleaning, no
+    warning). Else None: the calls are made one by one."""
+    merged: dict[str, Any] = {}
+    for key, value in items:
+        if type(key) is not str or not key or key in merged or type(value) not in (str, int, float, bool):
+            return None
+        merged[key] = value
+    return merged
+
+
 def _is_cursor_vendor(vendor: str) -> bool:
     found = _cursor_vendor.get(vendor)
     if found is None:
@@ -133,7 +147,7 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
     key_a, key_b = utils._SUPPRESS_INSTRUMENTATION_KEY, utils._SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 
     def derive(tracer: Any, conn: Any, cursor: Any, statement: str, *, url: Any,
-               db_name: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...]]:
+               db_name: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...], dict[str, Any] | None]:
         # The steps of upstream's _before_cur_exec up to the span, by its own functions.
         attrs, found = from_url(url, tracer._sem_conv_opt_in_mode_db, tracer._sem_conv_opt_in_mode_http)
         if not found:
@@ -142,7 +156,7 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
         name = tracer._operation_name(db_name, statement)
         collector = _Collector()
         tracer._set_db_client_span_attributes(collector, statement, db_name, attrs)
-        return url, name, tuple(collector.items)
+        return url, name, tuple(collector.items), _as_one_call(collector.items)
 
     def _before_cur_exec(self: Any, conn: Any, cursor: Any, statement: Any,  # noqa: PLR0917 - the event's
                          params: Any, context: Any, executemany: Any) -> Any:
@@ -173,9 +187,12 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
             return upstream(self, conn, cursor, statement, params, context, executemany)
         span = self.tracer.start_span(entry[1], kind=_CLIENT)
         if span.is_recording():
-            set_attribute = span.set_attribute
-            for item in entry[2]:
-                set_attribute(item[0], item[1])
+            if entry[3] is not None:  # plain values: one set_attributes is those set_attribute calls
+                span.set_attributes(entry[3])
+            else:
+                set_attribute = span.set_attribute
+                for item in entry[2]:
+                    set_attribute(item[0], item[1])
         context._otel_span = span
         return statement, params
 
