@@ -149,7 +149,9 @@ class TailSamplingProcessor(SpanProcessor):
             lock.acquire()  # not ``with``: half the cost, and nothing in between can raise
             try:
                 trace = self._traces.get(trace_id)
-                if trace is None or trace.tracked >= self._max_per_trace or self._wants_entry:
+                # (with rules, only until the trace has its entry span: the local root starts first)
+                if (trace is None or trace.tracked >= self._max_per_trace
+                        or (self._wants_entry and trace.entry is None)):
                     trace, out = self._open(span, trace_id, trace)
                 if trace is not None:
                     trace.open.add(context[1])
