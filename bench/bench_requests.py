@@ -224,8 +224,15 @@ def inproc_variant(all_arms: list[Arm], endpoints: dict[str, str], logdir: Path,
 # --- HTTP variant -----------------------------------------------------------------------------------
 
 def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """CPU time of process `pid`, all its threads, user + system: Linux's process CPU clock, to the
+    nanosecond (`clock_gettime` of the clock id the kernel derives from a pid, CPUCLOCK_SCHED); where
+    that clock cannot be read, /proc/<pid>/stat's utime + stime, in clock ticks (10 ms: 20 µs per
+    request over a 500-request window)."""
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
+    except OSError:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def children(pid: int) -> list[int]:

@@ -4,6 +4,7 @@ states as met, missed or undecided."""
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import random
 import sys
 from pathlib import Path
@@ -101,3 +102,29 @@ def test_the_headline_states_the_median_round_ratio_its_interval_and_the_verdict
 def test_the_headline_keeps_the_no_interval_warning() -> None:
     line = requests_bench.headline(_results([0.70, 0.72]), "in-process CPU")
     assert "0.71x [\u2014] gRPC (meets, 2 rounds: no interval)" in line
+
+
+def test_a_servers_cpu_is_read_to_the_nanosecond_and_agrees_with_proc_stat() -> None:
+    import os
+    import subprocess
+    import time
+
+    # The child spins for 0.3 s of CPU, then waits: read while it spins, compare once it waits.
+    child = ("import sys, time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass\n"
+             "print('idle', flush=True)\nsys.stdin.readline()\n")
+    busy = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        readings = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not readings or readings[-1] < 0.25):
+            readings.append(requests_bench.proc_cpu_seconds(busy.pid))
+        assert busy.stdout is not None and busy.stdout.readline() == b"idle\n"
+        ticks = Path(f"/proc/{busy.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        from_stat = (int(ticks[11]) + int(ticks[12])) / os.sysconf("SC_CLK_TCK")
+        now = requests_bench.proc_cpu_seconds(busy.pid)
+        assert abs(now - from_stat) < 0.05 and now >= 0.3  # the same figure, finer
+        steps = [b - a for a, b in itertools.pairwise(readings) if b > a]
+        assert len(steps) > 30 and min(steps) < 0.005  # many readings in 0.3 s, not whole clock ticks (10 ms)
+    finally:
+        busy.kill()
+        busy.wait()
