@@ -9,17 +9,21 @@ the arm's telemetry, before each timed piece, as a server interleaves requests).
 runs the same code at the same speed; between requests, what the request ran in between has evicted
 part of the piece's code and data from the CPU caches. The difference between arms is that eviction:
 the telemetry's cost that no profile of the telemetry's own functions shows, because it is paid in
-the app's functions. Each arm runs `--rounds` times, alternating, under `opentelemetry-instrument`
-for the instrumented arms (exporters `none`: nothing to export, so export threads do not compete).
+the app's functions. Thread CPU time; the garbage collector is held off while a piece runs (a
+collection the request's allocations made due is the request's). Each arm runs `--rounds` times,
+alternating, under `opentelemetry-instrument` for the instrumented arms (exporters `none`: nothing
+to export, so export threads do not compete).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,8 +41,11 @@ ARMS = {
 VENV_BIN = Path(sys.executable).parent
 
 
-def worker(iterations: int) -> None:
-    """One arm's process: µs per piece, alone and between requests (medians of 7 blocks)."""
+def worker(iterations: int, result: str) -> None:
+    """One arm's process: µs of thread CPU time per piece, alone and between requests (medians of 7
+    blocks), written as JSON to `result` (stdout and stderr belong to the app and its telemetry).
+    The collector is off while a piece runs: a collection the request's allocations are due is not
+    the piece's (it runs at the next allocation after the piece, in the request)."""
     import _bench_app
     from sqlalchemy import func, select
 
@@ -56,9 +63,11 @@ def worker(iterations: int) -> None:
         for _ in range(iterations):
             if between_requests:
                 client.get("/report", headers=headers)
-            started = time.perf_counter()
+            gc.disable()
+            started = time.thread_time()
             piece()
-            spent += time.perf_counter() - started
+            spent += time.thread_time() - started
+            gc.enable()
         return spent / iterations * 1e6
 
     for _ in range(iterations):  # warm-up: every path specialised, every cache filled
@@ -66,19 +75,21 @@ def worker(iterations: int) -> None:
         piece()
     alone = statistics.median(block(False) for _ in range(7))
     between = statistics.median(block(True) for _ in range(7))
-    sys.stderr.write(json.dumps({"alone": alone, "between": between}) + "\n")
+    Path(result).write_text(json.dumps({"alone": alone, "between": between}), encoding="utf-8")
 
 
 def run_arm(name: str, iterations: int) -> dict[str, float]:
     env = clean_env({"CRM_SERVICES_URL": "http://127.0.0.1:9", "OTEL_SERVICE_NAME": "interference"})
     extra = ARMS[name]
-    argv = [sys.executable, __file__, "--worker", "--iterations", str(iterations)]
-    if extra is not None:
-        env.update(extra)
-        argv = [str(VENV_BIN / "opentelemetry-instrument"), *argv]
-    done = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=True, cwd=str(BENCH.parent))
-    result: dict[str, float] = json.loads(done.stderr.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "result.json"
+        argv = [sys.executable, __file__, "--worker", "--iterations", str(iterations), "--result", str(out)]
+        if extra is not None:
+            env.update(extra)
+            argv = [str(VENV_BIN / "opentelemetry-instrument"), *argv]
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                       cwd=str(BENCH.parent))
+        result: dict[str, float] = json.loads(out.read_text(encoding="utf-8"))
     return result
 
 
@@ -87,9 +98,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.iterations)
+        worker(args.iterations, args.result)
         return
     seen: dict[str, list[dict[str, float]]] = {name: [] for name in ARMS}
     for index in range(args.rounds):

@@ -3,7 +3,10 @@ sdk_compat.py, sdk_fast_paths.py, fast_tracer.py and fast_histogram.py, the only
 private SDK names).
 
 - ``FastSpan``: the SDK's span; ``end`` hands the span itself to the processors, ``set_attribute``
-  stores a plain value without the cleaning call.
+  stores a plain value without the cleaning call, ``set_attributes`` a dict of them under one take of
+  the locks; ``_add_event`` / ``_add_link`` give the span its own list the first time.
+- ``NONE_YET``: the events (and, without start links, the links) of a span that has none yet: one
+  shared, empty, read-only list (nothing takes its lock).
 - ``new_attributes`` / ``new_list``: a span's ``BoundedAttributes`` and ``BoundedList``s with the
   fields their ``__init__`` sets, without the call; plain start attributes (the ``set_attribute``
   rule: non-empty str keys, str values within the length limit, int, float, bool; no more of them
@@ -111,7 +114,15 @@ class _NoneYet(BoundedList):  # type: ignore[type-arg]
     """The events or links of a FastSpan that has none yet: one shared empty list, read-only. Three
     objects (a list, its deque, its lock) per list per span are not made for the many spans that never
     get an event or a link; FastSpan's ``_add_event`` / ``_add_link`` give the span its own list
-    first. Appending here would share an item between spans: it raises instead."""
+    first. Appending here would share an item between spans: it raises instead. Reading it takes no
+    lock (the one lock would be shared by every thread, and held across a fork it would stay held in
+    the child): it is always empty."""
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self  # empty and read-only: a copy is itself
 
     def append(self, item: Any) -> None:
         raise TypeError("otel_crm: a span's shared empty events/links list is read-only")
@@ -182,11 +193,12 @@ class FastSpan(sdk._Span):
         anything else takes the SDK's own (cleaning) path."""
         items: Any = self._attributes
         limit = items.max_value_len if type(items) is BoundedAttributes else None
-        if (type(items) is not BoundedAttributes or items.maxlen == 0 or type(attributes) is not dict
-                or not all(type(key) is str and key and (type(value) is int or type(value) is float
-                                                          or type(value) is bool or (type(value) is str and (
-                                                              limit is None or len(value) <= limit)))
-                           for key, value in attributes.items())):
+        if type(items) is not BoundedAttributes or items.maxlen == 0 or type(attributes) is not dict:
+            return super().set_attributes(attributes)
+        pairs = tuple(attributes.items())  # checked and stored from one snapshot, as the SDK cleans a copy
+        if not all(type(key) is str and key and (type(value) is int or type(value) is float or type(value) is bool
+                                                 or (type(value) is str and (limit is None or len(value) <= limit)))
+                   for key, value in pairs):
             return super().set_attributes(attributes)
         with self._lock:
             if self._end_time is not None:
@@ -194,7 +206,7 @@ class FastSpan(sdk._Span):
                 return
             with items._lock:
                 stored, maxlen = items._dict, items.maxlen
-                for key, value in attributes.items():
+                for key, value in pairs:
                     if key in stored:
                         del stored[key]
                     elif maxlen is not None and len(stored) >= maxlen:

@@ -125,6 +125,9 @@ def _script(provider: sdk.TracerProvider, exporter: InMemorySpanExporter) -> lis
     root.set_attribute("d", "ok")
     made: list[Any] = [_fields(root), _fields(child), dropped.get_span_context(), type(dropped).__name__]
     child.add_event("e", {"x": 1}, timestamp=7)
+    child.add_link(remote)  # a span without start links gets its own list, with the links' limit
+    child.set_attributes({"q": "ab", "p": 1})  # plain: one take of the locks (q moves last, the oldest dropped)
+    root.set_attributes({"r": [1, 2]})  # a value to clean: the SDK's path
     child.set_status(StatusCode.ERROR, "bad")
     calls: list[tuple[str, str, str]] = []
     provider.add_span_processor(_Calls(calls, "late"))  # added while spans are open: called from now on
@@ -148,7 +151,8 @@ def _script(provider: sdk.TracerProvider, exporter: InMemorySpanExporter) -> lis
 def _build(cls: type[sdk.TracerProvider], sampler: sampling.Sampler) -> tuple[sdk.TracerProvider,
                                                                               InMemorySpanExporter]:
     provider = cls(sampler=sampler, resource=Resource({semconv.SERVICE_NAME: "probe"}), shutdown_on_exit=False,
-                   id_generator=_Ids(), span_limits=sdk.SpanLimits(max_span_attributes=2, max_attribute_length=4))
+                   id_generator=_Ids(), span_limits=sdk.SpanLimits(max_span_attributes=2, max_attribute_length=4,
+                                                               max_events=3, max_links=5))
     exporter = InMemorySpanExporter()
     provider.add_span_processor(_Quiet())
     provider.add_span_processor(SimpleSpanProcessor(exporter))

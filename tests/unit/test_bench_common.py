@@ -104,6 +104,7 @@ def test_the_headline_keeps_the_no_interval_warning() -> None:
     assert "0.71x [\u2014] gRPC (meets, 2 rounds: no interval)" in line
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's process CPU clock and /proc")
 def test_a_servers_cpu_is_read_to_the_nanosecond_and_agrees_with_proc_stat() -> None:
     import os
     import subprocess

@@ -209,7 +209,8 @@ _KNOWN_SDK_PRIVATE = {
     "_async_instruments", "_export_lock", "_meters", "_instrument_registration_lock", "_stub", "_client",
     "_preferred_temporality", "_preferred_aggregation", "_batch_processor", "_queue", "_max_queue_size",
     "_attributes", "_events", "_links", "_instrumentation_info", "_dict", "_context", "_parent", "_status",
-    "_start_time", "_end_time", "_resource", "_get_attributes", "_BaseConfigurator"}
+    "_start_time", "_end_time", "_resource", "_get_attributes", "_BaseConfigurator", "_add_event", "_add_link",
+    "_new_links"}
 # Left to the modules' owners (sampling and logging are being reworked elsewhere): the tail
 # sampler's hot path reads the fields SPAN_FIELDS_DIRECT vouches for, and its kept-span copy the
 # attributes' dict; the OTLP log handler overrides LoggingHandler._get_attributes.

@@ -14,8 +14,8 @@ instrumentation's own functions (so they are its outputs, not a copy of its logi
 - bounded: 1,024 entries (:class:`Memo`), and statements longer than ``_MAX_STATEMENT`` (4,096
   characters) are never kept, so at most ~4 MB of statement text; the text can carry literals: it
   is held in this process only, and a statement's span carries what upstream's would;
-- the attributes are set with one ``set_attributes`` when every value is a plain str, int, float or
-  bool under a non-empty str key (the same result as the one-by-one calls, which stay otherwise);
+- the attributes are set with one ``set_attributes`` when every value is a str, int, float or bool
+  under a distinct non-empty str key (the same span as the one-by-one calls, which stay otherwise);
 - ``use_span`` is skipped: it only makes the span current while its attributes are set, which
   nothing observes (with sqlcommenter on, the comment reads the current span: that path is
   upstream's own, unchanged).
@@ -73,7 +73,9 @@ _ENABLED_NAMES: Final = ("context", "get_value", "_SUPPRESS_INSTRUMENTATION_KEY"
 _MODE_NAMES: Final = ("_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", "get", "_StabilityMode", "DEFAULT")
 
 _get_current = context_api.get_current
-_statements: Memo[tuple[Any, int, str, Any], tuple[Any, str, tuple[tuple[str, Any], ...]]] = Memo(1024)
+# (the URL, the span name, the attributes in order, the same as one set_attributes argument or None)
+_Entry = tuple[Any, str, tuple[tuple[str, Any], ...], "dict[str, Any] | None"]
+_statements: Memo[tuple[Any, int, str, Any], _Entry] = Memo(1024)
 _urls: Memo[tuple[int, Any, Any], tuple[Any, dict[str, Any], bool]] = Memo(64)
 _cursor_vendor: Memo[str, bool] = Memo(64)
 _installed: dict[str, Any] = {}  # name -> the upstream object it replaced (for uninstall)
@@ -121,9 +123,10 @@ class _Collector:
 
 
 def _as_one_call(items: list[tuple[str, Any]]) -> dict[str, Any] | None:
-    """The `set_attribute` calls as one `set_attributes` argument, when they are the same thing: every
-    key a non-empty str set once, every value a plain str, int, float or bool (no cleaning, no
-    warning). Else None: the calls are made one by one."""
+    """The `set_attribute` calls as one `set_attributes` argument, when they give the same span: every
+    key a non-empty str set once, every value a str, int, float or bool (a str over the length limit
+    is truncated by either; only the order of the SDK's warnings could differ, near the count limit).
+    Else None: the calls are made one by one."""
     merged: dict[str, Any] = {}
     for key, value in items:
         if type(key) is not str or not key or key in merged or type(value) not in (str, int, float, bool):
@@ -147,7 +150,7 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
     key_a, key_b = utils._SUPPRESS_INSTRUMENTATION_KEY, utils._SUPPRESS_INSTRUMENTATION_KEY_PLAIN
 
     def derive(tracer: Any, conn: Any, cursor: Any, statement: str, *, url: Any,
-               db_name: Any) -> tuple[Any, str, tuple[tuple[str, Any], ...], dict[str, Any] | None]:
+               db_name: Any) -> _Entry:
         # The steps of upstream's _before_cur_exec up to the span, by its own functions.
         attrs, found = from_url(url, tracer._sem_conv_opt_in_mode_db, tracer._sem_conv_opt_in_mode_http)
         if not found:
