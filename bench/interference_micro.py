@@ -31,14 +31,10 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from _common import clean_env  # noqa: E402
+from bench_requests import CRM_ENV, INSTRUMENT, UPSTREAM_ENV  # noqa: E402 - the request bench's arms
 
 _QUIET = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
-ARMS = {
-    "bare": None,
-    "upstream": {"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator", **_QUIET},
-    "otel_crm": {"OTEL_PYTHON_DISTRO": "otel_crm", "OTEL_PYTHON_CONFIGURATOR": "otel_crm", **_QUIET},
-}
-VENV_BIN = Path(sys.executable).parent
+ARMS = {"bare": None, "upstream": {**UPSTREAM_ENV, **_QUIET}, "otel_crm": {**CRM_ENV, **_QUIET}}
 
 
 def worker(iterations: int, result: str) -> None:
@@ -86,7 +82,7 @@ def run_arm(name: str, iterations: int) -> dict[str, float]:
         argv = [sys.executable, __file__, "--worker", "--iterations", str(iterations), "--result", str(out)]
         if extra is not None:
             env.update(extra)
-            argv = [str(VENV_BIN / "opentelemetry-instrument"), *argv]
+            argv = [INSTRUMENT, *argv]
         subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
                        cwd=str(BENCH.parent))
         result: dict[str, float] = json.loads(out.read_text(encoding="utf-8"))

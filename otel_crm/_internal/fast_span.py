@@ -192,9 +192,9 @@ class FastSpan(sdk._Span):
         """`set_attribute` of each item, under one lock, when every item is plain (the same rule);
         anything else takes the SDK's own (cleaning) path."""
         items: Any = self._attributes
-        limit = items.max_value_len if type(items) is BoundedAttributes else None
         if type(items) is not BoundedAttributes or items.maxlen == 0 or type(attributes) is not dict:
             return super().set_attributes(attributes)
+        limit = items.max_value_len
         pairs = tuple(attributes.items())  # checked and stored from one snapshot, as the SDK cleans a copy
         if not all(type(key) is str and key and (type(value) is int or type(value) is float or type(value) is bool
                                                  or (type(value) is str and (limit is None or len(value) <= limit)))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import random
+import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -106,10 +109,6 @@ def test_the_headline_keeps_the_no_interval_warning() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's process CPU clock and /proc")
 def test_a_servers_cpu_is_read_to_the_nanosecond_and_agrees_with_proc_stat() -> None:
-    import os
-    import subprocess
-    import time
-
     # The child spins for 0.3 s of CPU, then waits: read while it spins, compare once it waits.
     child = ("import sys, time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass\n"
              "print('idle', flush=True)\nsys.stdin.readline()\n")

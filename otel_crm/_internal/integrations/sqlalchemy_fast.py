@@ -73,8 +73,8 @@ _ENABLED_NAMES: Final = ("context", "get_value", "_SUPPRESS_INSTRUMENTATION_KEY"
 _MODE_NAMES: Final = ("_OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING", "get", "_StabilityMode", "DEFAULT")
 
 _get_current = context_api.get_current
-# (the URL, the span name, the attributes in order, the same as one set_attributes argument or None)
-_Entry = tuple[Any, str, tuple[tuple[str, Any], ...], "dict[str, Any] | None"]
+# (the URL, the span name, the attributes: one set_attributes argument, or the set_attribute calls in order)
+_Entry = tuple[Any, str, "dict[str, Any] | tuple[tuple[str, Any], ...]"]
 _statements: Memo[tuple[Any, int, str, Any], _Entry] = Memo(1024)
 _urls: Memo[tuple[int, Any, Any], tuple[Any, dict[str, Any], bool]] = Memo(64)
 _cursor_vendor: Memo[str, bool] = Memo(64)
@@ -159,7 +159,8 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
         name = tracer._operation_name(db_name, statement)
         collector = _Collector()
         tracer._set_db_client_span_attributes(collector, statement, db_name, attrs)
-        return url, name, tuple(collector.items), _as_one_call(collector.items)
+        one_call = _as_one_call(collector.items)
+        return url, name, one_call if one_call is not None else tuple(collector.items)
 
     def _before_cur_exec(self: Any, conn: Any, cursor: Any, statement: Any,  # noqa: PLR0917 - the event's
                          params: Any, context: Any, executemany: Any) -> Any:
@@ -190,11 +191,12 @@ def _make_before_cur_exec(engine: ModuleType, utils: ModuleType, upstream: Calla
             return upstream(self, conn, cursor, statement, params, context, executemany)
         span = self.tracer.start_span(entry[1], kind=_CLIENT)
         if span.is_recording():
-            if entry[3] is not None:  # plain values: one set_attributes is those set_attribute calls
-                span.set_attributes(entry[3])
+            attributes = entry[2]
+            if type(attributes) is dict:  # plain values: one set_attributes is those set_attribute calls
+                span.set_attributes(attributes)
             else:
                 set_attribute = span.set_attribute
-                for item in entry[2]:
+                for item in attributes:
                     set_attribute(item[0], item[1])
         context._otel_span = span
         return statement, params
